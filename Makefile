@@ -1,0 +1,48 @@
+# coalmine: the two commands a new machine needs are `make demo` and `make test`.
+# Everything else here is what those two depend on.
+
+VENV      ?= .venv
+PYTHON    ?= python3
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.installed-stamp
+
+.PHONY: demo test setup python binaries prometheus lint unit integration clean
+
+demo: setup
+	$(BIN)/coalmine demo
+
+test: setup lint
+	$(BIN)/python -m pytest
+
+setup: python binaries prometheus
+
+python: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# kube-apiserver, etcd and kubectl built from Go modules (cached; a no-op when built).
+binaries:
+	tools/build-control-plane.sh
+
+# Prometheus from Debian's package (a no-op when installed).
+prometheus:
+	tools/install-prometheus.sh
+
+lint: python
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: python
+	$(BIN)/python -m pytest tests/unit
+
+integration: setup
+	$(BIN)/python -m pytest tests/integration
+
+clean:
+	rm -rf $(VENV) .state demo-output

@@ -1,0 +1,3 @@
+"""coalmine: progressive canary rollouts on Istio, judged by Prometheus."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from coalmine.cli import main
+
+raise SystemExit(main())
