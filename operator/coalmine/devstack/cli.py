@@ -1,0 +1,74 @@
+"""`coalmine devstack up | down | status`: the local stack from the command line.
+
+A thin layer over `coalmine.devstack.stack`; `up` prints shell lines to paste (or `eval`)
+so kubectl, the operator and the demo find the stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from coalmine.devstack import stack
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the stack keeps its data, logs and kubeconfig "
+        "(default: $COALMINE_STATE_DIR or .state/devstack)",
+    )
+    parser.add_argument(
+        "--scrape-interval", default="1s", help="Prometheus scrape and evaluation interval (default: 1s)"
+    )
+
+
+def exports(info: stack.StackInfo) -> str:
+    return f"export KUBECONFIG={info.kubeconfig}\nexport PROMETHEUS_URL={info.prometheus_url}"
+
+
+def run(args: argparse.Namespace) -> int:
+    state_dir: Path = (args.state_dir or stack.default_state_dir()).resolve()
+    if args.action == "up":
+        return _up(state_dir, args.scrape_interval)
+    if args.action == "down":
+        stopped = stack.down(state_dir)
+        print(f"stopped {', '.join(stopped)}" if stopped else f"nothing running in {state_dir}")
+        return 0
+    return _status(state_dir)
+
+
+def _up(state_dir: Path, scrape_interval: str) -> int:
+    started = time.monotonic()
+    try:
+        info = stack.up(state_dir, scrape_interval=scrape_interval)
+    except stack.AlreadyRunningError as running:
+        print(f"{running}; not starting another (stop it with `coalmine devstack down`)", file=sys.stderr)
+        print(exports(running.info))
+        return 0
+    except stack.StackError as error:
+        print(f"devstack up failed: {error}", file=sys.stderr)
+        return 1
+    print(f"devstack ready in {time.monotonic() - started:.1f} s (state in {state_dir})", file=sys.stderr)
+    print(exports(info))
+    return 0
+
+
+def _status(state_dir: Path) -> int:
+    info = stack.load(state_dir)
+    if info is None:
+        print(f"no devstack in {state_dir}")
+        return 1
+    urls = {"etcd": info.etcd_url, "kube-apiserver": info.apiserver_url, "prometheus": info.prometheus_url}
+    alive = stack.status(state_dir) or {}
+    for name, url in urls.items():
+        pid = info.pids.get(name)
+        state = "running" if alive.get(name) else "stopped"
+        print(f"{name:15} {state:8} pid {pid if pid is not None else '-':<8} {url}")
+    print(f"kubeconfig      {info.kubeconfig}")
+    return 0 if alive and all(alive.values()) else 1
