@@ -1,0 +1,132 @@
+"""Simulated requests for one time slice: who sent what, where it went, how it answered.
+
+Why it exists: the statistics of the simulation (Poisson arrivals, the request mix, error
+ratios, latency distributions) are what tests and the demo depend on, so they live in pure
+functions driven by a seeded `random.Random` and are tested on their own.
+
+What it must not do: touch the API server, metrics, clocks or threads. It gets a snapshot of
+the VirtualServices/DestinationRules and the configuration, and returns records; the runtime
+decides what to do with them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from coalmine.meshsim import routing
+from coalmine.meshsim.config import DestinationBehaviour, HeaderMix, Latency, MeshsimConfig, ServiceConfig
+
+# z such that P(Z <= z) = 0.99 for a standard normal Z.
+Z99 = 2.3263478740408408
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One simulated request, with everything the metrics and counts need."""
+
+    service: ServiceConfig
+    decision: routing.Decision
+    response_code: int
+    response_flags: str
+    duration_ms: float
+    offset_s: float  # arrival time within the slice
+
+    @property
+    def reached_destination(self) -> bool:
+        """True when a destination pod would have seen it (and reported it as `reporter=destination`)."""
+        return self.decision.outcome == routing.OK
+
+    @property
+    def routed(self) -> bool:
+        """False when no VirtualService applies to the service (the runtime does not emit these)."""
+        return self.decision.route is not None
+
+
+def poisson_arrivals(rng: random.Random, rate: float, duration_s: float) -> list[float]:
+    """Arrival offsets in [0, duration_s) of a Poisson process with `rate` events per second."""
+    if rate <= 0 or duration_s <= 0:
+        return []
+    arrivals = []
+    t = rng.expovariate(rate)
+    while t < duration_s:
+        arrivals.append(t)
+        t += rng.expovariate(rate)
+    return arrivals
+
+
+def pick_headers(rng: random.Random, mix: Sequence[HeaderMix]) -> Mapping[str, str]:
+    """Headers for one request, drawn from the service's weighted mix (no mix: no headers)."""
+    total = sum(m.weight for m in mix)
+    if total <= 0:
+        return {}
+    point = rng.random() * total
+    for m in mix:
+        if point < m.weight:
+            return m.headers
+        point -= m.weight
+    return mix[-1].headers
+
+
+def sample_latency(rng: random.Random, latency: Latency) -> float:
+    """Log-normal with median p50 and 99th percentile p99 (in ms); fixed when p99 <= p50."""
+    if latency.p50_ms <= 0:
+        return 0.0
+    if latency.p99_ms <= latency.p50_ms:
+        return latency.p50_ms
+    sigma = (math.log(latency.p99_ms) - math.log(latency.p50_ms)) / Z99
+    return rng.lognormvariate(math.log(latency.p50_ms), sigma)
+
+
+def sample_response_code(rng: random.Random, behaviour: DestinationBehaviour) -> int:
+    return behaviour.error_code if rng.random() < behaviour.error_ratio else 200
+
+
+def simulate_request(
+    rng: random.Random,
+    service: ServiceConfig,
+    virtual_services: Sequence[Mapping[str, Any]],
+    destination_rules: Sequence[Mapping[str, Any]],
+    config: MeshsimConfig,
+    offset_s: float = 0.0,
+) -> RequestRecord:
+    request = routing.Request(headers=pick_headers(rng, service.headers), uri=service.uri)
+    decision = routing.route_request(
+        virtual_services,
+        destination_rules,
+        service.namespace,
+        service.host,
+        request,
+        rng,
+        client_namespace=service.client_namespace,
+    )
+    if decision.outcome != routing.OK or decision.destination is None:
+        code = decision.response_code or 404
+        return RequestRecord(service, decision, code, decision.response_flags, 0.0, offset_s)
+    behaviour = config.behaviour(decision.destination.key)
+    code = sample_response_code(rng, behaviour)
+    return RequestRecord(service, decision, code, "-", sample_latency(rng, behaviour.latency), offset_s)
+
+
+def generate_slice(
+    rng: random.Random,
+    config: MeshsimConfig,
+    virtual_services: Sequence[Mapping[str, Any]],
+    destination_rules: Sequence[Mapping[str, Any]],
+    duration_s: float,
+) -> list[RequestRecord]:
+    """All requests of all configured services arriving within one slice of `duration_s` seconds.
+
+    Services are visited in sorted key order so that a seed reproduces the same records.
+    """
+    records: list[RequestRecord] = []
+    for key in sorted(config.services):
+        service = config.services[key]
+        for offset in poisson_arrivals(rng, service.rps, duration_s):
+            records.append(
+                simulate_request(rng, service, virtual_services, destination_rules, config, offset)
+            )
+    return records
