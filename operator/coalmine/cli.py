@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Sequence
 
 # subcommand -> module that provides `add_arguments(parser)` and `run(args) -> int`
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("coalmine.main", "run the operator"),
-    "devstack": ("coalmine.devstack.cli", "start/stop the embedded local stack (apiserver, etcd, Prometheus)"),
+    "devstack": (
+        "coalmine.devstack.cli",
+        "start/stop the embedded local stack (apiserver, etcd, Prometheus)",
+    ),
     "meshsim": ("coalmine.meshsim.cli", "simulate Istio mesh traffic and telemetry for tests and the demo"),
     "status": ("coalmine.view.cli", "show Rollouts as a cluster admin sees them"),
     "demo": ("coalmine.demo.cli", "run the end-to-end demo on the local stack"),
@@ -33,11 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    # Two-pass parse: find the subcommand, then let its module declare its arguments.
-    args, _ = parser.parse_known_args(argv)
-    module = importlib.import_module(args._module)
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    module.add_arguments(subparsers.choices[args.command])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Find the subcommand first (there are no top-level options), let its module declare its
+    # arguments, then parse once; this way `coalmine SUBCOMMAND --help` lists them too.
+    command = next((a for a in argv if a in SUBCOMMANDS), None)
+    if command is not None:
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        importlib.import_module(SUBCOMMANDS[command][0]).add_arguments(subparsers.choices[command])
     args = parser.parse_args(argv)
+    module = importlib.import_module(args._module)
     result: int = module.run(args)
     return result
