@@ -59,9 +59,7 @@ def kube_apiserver() -> Path:
 
 
 def kubectl() -> Path:
-    return _control_plane_binary(
-        "kubectl", "TEST_ASSET_KUBECTL", cache_root() / "k8s" / K8S_VERSION / "kubectl"
-    )
+    return _control_plane_binary("kubectl", "TEST_ASSET_KUBECTL", cache_root() / "k8s" / K8S_VERSION / "kubectl")
 
 
 def etcd() -> Path:

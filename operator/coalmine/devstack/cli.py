@@ -20,8 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--state-dir",
         type=Path,
         default=None,
-        help="where the stack keeps its data, logs and kubeconfig "
-        "(default: $COALMINE_STATE_DIR or .state/devstack)",
+        help="where the stack keeps its data, logs and kubeconfig (default: $COALMINE_STATE_DIR or .state/devstack)",
     )
     parser.add_argument(
         "--scrape-interval", default="1s", help="Prometheus scrape and evaluation interval (default: 1s)"

@@ -158,9 +158,7 @@ def render_prometheus_config(state_dir: Path, port: int, scrape_interval: str) -
             {
                 # Targets added with `add_scrape_target`; each file sets its own `job` label.
                 "job_name": "devstack-targets",
-                "file_sd_configs": [
-                    {"files": [str(state_dir / "targets" / "*.json")], "refresh_interval": "1s"}
-                ],
+                "file_sd_configs": [{"files": [str(state_dir / "targets" / "*.json")], "refresh_interval": "1s"}],
             },
         ],
     }
@@ -170,9 +168,7 @@ def render_kubeconfig(server: str, ca_file: Path, token: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": "devstack", "cluster": {"server": server, "certificate-authority": str(ca_file)}}
-        ],
+        "clusters": [{"name": "devstack", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
         "users": [{"name": "admin", "user": {"token": token}}],
         "contexts": [{"name": "devstack", "context": {"cluster": "devstack", "user": "admin"}}],
         "current-context": "devstack",
@@ -181,9 +177,7 @@ def render_kubeconfig(server: str, ca_file: Path, token: str) -> dict[str, Any]:
 
 def _write_sa_key(path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     path.write_bytes(pem)
     path.chmod(0o600)
 
@@ -256,9 +250,7 @@ def _wait_ready(state_dir: Path, name: str, pid: int, check: Callable[[], bool],
         except (httpx.HTTPError, OSError):
             pass
         if time.monotonic() > deadline:
-            raise StackError(
-                f"{name} not ready after {timeout:.0f} s; {_log_tail(_log_path(state_dir, name))}"
-            )
+            raise StackError(f"{name} not ready after {timeout:.0f} s; {_log_tail(_log_path(state_dir, name))}")
         time.sleep(0.1)
 
 
@@ -318,15 +310,17 @@ def _require(state_dir: Path) -> StackInfo:
 def _crd_documents(crds_dir: Path, istio_file: Path) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for path in sorted(crds_dir.glob("*.yaml")) if crds_dir.is_dir() else []:
-        for doc in yaml.safe_load_all(path.read_text()):
+        try:
+            file_docs = list(yaml.safe_load_all(path.read_text()))
+        except yaml.YAMLError as error:
+            raise StackError(f"{path} is not valid YAML: {error}") from error
+        for doc in file_docs:
             if not doc:
                 continue
             if doc.get("kind") != "CustomResourceDefinition":
                 raise StackError(f"{path}: only CustomResourceDefinitions belong in {crds_dir}")
             docs.append(doc)
-    istio = [
-        d for d in yaml.safe_load_all(istio_file.read_text()) if d and d["metadata"]["name"] in ISTIO_CRDS
-    ]
+    istio = [d for d in yaml.safe_load_all(istio_file.read_text()) if d and d["metadata"]["name"] in ISTIO_CRDS]
     if len(istio) != len(ISTIO_CRDS):
         raise StackError(f"{istio_file} lacks one of {ISTIO_CRDS}")
     return docs + istio
@@ -350,7 +344,7 @@ def _apply_crds(info: StackInfo, docs: list[dict[str, Any]], timeout: float) -> 
         for doc in docs:
             name = doc["metadata"]["name"]
             while True:
-                conditions = http.get(f"{base}/{name}").json().get("status", {}).get("conditions", [])
+                conditions = (http.get(f"{base}/{name}").json().get("status") or {}).get("conditions") or []
                 if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
                     break
                 if time.monotonic() > deadline:
@@ -399,9 +393,7 @@ def up(
     # kube-apiserver self-signs <cert-dir>/apiserver.crt (leaf followed by its CA) for 127.0.0.1.
     ca_file = state_dir / "pki" / "apiserver.crt"
     kubeconfig = state_dir / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(render_kubeconfig(apiserver_url, ca_file, admin_token), sort_keys=False)
-    )
+    kubeconfig.write_text(yaml.safe_dump(render_kubeconfig(apiserver_url, ca_file, admin_token), sort_keys=False))
     kubeconfig.chmod(0o600)
 
     etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -480,9 +472,7 @@ def up(
             timeout,
         )
         _apply_crds(info, crd_docs, timeout)
-        _wait_ready(
-            state_dir, "prometheus", pids["prometheus"], _http_ok(f"{info.prometheus_url}/-/ready"), timeout
-        )
+        _wait_ready(state_dir, "prometheus", pids["prometheus"], _http_ok(f"{info.prometheus_url}/-/ready"), timeout)
     except BaseException:
         for name in _STOP_ORDER:
             if name in pids:
