@@ -14,6 +14,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable
@@ -330,7 +331,8 @@ def _apply_crds(info: StackInfo, docs: list[dict[str, Any]], timeout: float) -> 
     """Server-side apply each CRD (idempotent), then wait until every one is Established."""
     base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     headers = {"Authorization": f"Bearer {info.admin_token}"}
-    with httpx.Client(base_url=info.apiserver_url, verify=str(info.ca_file), headers=headers) as http:
+    tls = ssl.create_default_context(cafile=str(info.ca_file))
+    with httpx.Client(base_url=info.apiserver_url, verify=tls, headers=headers) as http:
         for doc in docs:
             response = http.patch(
                 f"{base}/{doc['metadata']['name']}",
