@@ -191,3 +191,18 @@ def test_scrape_targets_are_picked_up(stack_info: devstack.StackInfo, prom: Prom
 def active_targets(info: devstack.StackInfo) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = httpx.get(f"{info.prometheus_url}/api/v1/targets").json()["data"]["activeTargets"]
     return targets
+
+
+def test_failed_start_stops_what_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An API server that dies at start-up: `up` says why (its log) and leaves etcd/Prometheus stopped."""
+    fake = tmp_path / "kube-apiserver"
+    fake.write_text("#!/bin/sh\necho 'bind: address already in use' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("TEST_ASSET_KUBE_APISERVER", str(fake))
+    state_dir = tmp_path / "state"
+    with pytest.raises(devstack.StackError, match=r"(?s)kube-apiserver exited during start-up.*already in use"):
+        devstack.up(state_dir)
+    info = devstack.load(state_dir)
+    assert info is not None
+    assert set(info.pids) == {"etcd", "kube-apiserver", "prometheus"}
+    assert devstack.status(state_dir) == dict.fromkeys(info.pids, False)
