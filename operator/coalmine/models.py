@@ -1,0 +1,262 @@
+"""The Rollout resource as immutable data: spec, status and the values the core passes around.
+
+These models mirror `crds/rollout.yaml` (field names, defaults) and are the only place where
+defaults live on the Python side. They hold data only: no I/O, no clock, no kopf.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic.alias_generators import to_camel
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go-style duration ("10s", "2m", "1h30m", "500ms") as the CRD's pattern allows."""
+    if isinstance(text, timedelta):
+        return text
+    text = str(text).strip()
+    pos, seconds = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(f"{text!r} is not a duration like 30s, 2m or 1h30m")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """Render a duration the way a user would write it: 90s -> "1m30s", 0.5s -> "500ms"."""
+    total_ms = round(value.total_seconds() * 1000)
+    if total_ms % 1000:
+        return f"{total_ms}ms"
+    seconds = total_ms // 1000
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
+    return text or "0s"
+
+
+def format_time(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+Timestamp = Annotated[datetime, PlainSerializer(format_time, return_type=str)]
+
+
+class Model(BaseModel):
+    """Frozen, camelCase on the wire, snake_case in Python; unknown fields are ignored."""
+
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --- spec -----------------------------------------------------------------------------------------
+
+
+class VirtualServiceRef(Model):
+    name: str
+    routes: tuple[str, ...] = ()
+
+
+class Destination(Model):
+    host: str | None = None
+    subset: str
+    port: int | None = None
+
+
+class DestinationRuleRef(Model):
+    name: str
+
+
+class Step(Model):
+    weight: int
+    hold: Duration | None = None
+
+
+DEFAULT_STEPS = (Step(weight=10), Step(weight=30), Step(weight=50), Step(weight=100))
+
+
+class PrometheusRef(Model):
+    address: str | None = None
+
+
+class SuccessRate(Model):
+    min: float = 99.0
+
+
+class Latency(Model):
+    quantile: float = 0.99
+    max_ms: float = 500.0
+
+
+class Selector(Model):
+    canary: dict[str, str] | None = None
+    stable: dict[str, str] | None = None
+
+
+class CustomMetric(Model):
+    name: str
+    query: str
+    min: float | None = None
+    max: float | None = None
+
+
+class Analysis(Model):
+    interval: Duration = timedelta(minutes=1)
+    check_every: Duration = timedelta(seconds=10)
+    prometheus: PrometheusRef = PrometheusRef()
+    success_rate: SuccessRate = SuccessRate()
+    latency: Latency = Latency()
+    min_requests: int = 20
+    failure_limit: int = 2
+    max_no_data: Duration = timedelta(minutes=5)
+    selector: Selector = Selector()
+    metrics: tuple[CustomMetric, ...] = ()
+
+
+class RolloutSpec(Model):
+    virtual_service: VirtualServiceRef
+    stable: Destination
+    canary: Destination
+    destination_rule: DestinationRuleRef | None = None
+    steps: tuple[Step, ...] = DEFAULT_STEPS
+    analysis: Analysis = Analysis()
+
+    def hold(self, index: int) -> timedelta:
+        return self.steps[index].hold or self.analysis.interval
+
+
+# --- status ---------------------------------------------------------------------------------------
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+    INVALID = "Invalid"
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK})
+
+
+class Verdict(enum.StrEnum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    NO_DATA = "NoData"
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+FiniteFloat = Annotated[float | None, BeforeValidator(_finite_or_none)]
+
+
+class MetricResult(Model):
+    """One metric of one check: the number, the bound it was held to, and what that means."""
+
+    name: str
+    value: FiniteFloat = None
+    threshold: str = ""
+    verdict: Verdict
+    reason: str = ""
+    query: str = ""
+
+
+class AnalysisStatus(Model):
+    checked_at: Timestamp
+    window: str
+    verdict: Verdict
+    consecutive_failures: int = 0
+    no_data_since: Timestamp | None = None
+    requests: FiniteFloat = None
+    metrics: tuple[MetricResult, ...] = ()
+
+
+class RollbackInfo(Model):
+    reason: str
+    metric: str = ""
+    value: FiniteFloat = None
+    threshold: str = ""
+    query: str = ""
+    at: Timestamp
+
+
+class HistoryEntry(Model):
+    step_index: int
+    weight: int
+    started_at: Timestamp
+
+
+class Condition(Model):
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+    observed_generation: int | None = None
+    last_transition_time: Timestamp | None = None
+
+
+class RolloutStatus(Model):
+    phase: Phase | None = None
+    observed_generation: int | None = None
+    step_index: int | None = None
+    step_label: str | None = None
+    canary_weight: int | None = None
+    step_started_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    message: str | None = None
+    history: tuple[HistoryEntry, ...] = ()
+    rollback: RollbackInfo | None = None
+    analysis: AnalysisStatus | None = None
+    conditions: tuple[Condition, ...] = ()
+
+    @classmethod
+    def from_body(cls, status: Any) -> RolloutStatus:
+        return cls.model_validate(status or {})
+
+
+class Rollout(Model):
+    """The parts of a Rollout object the operator reads."""
+
+    namespace: str
+    name: str
+    generation: int
+    resource_version: str
+    spec: RolloutSpec
+    status: RolloutStatus
+
+    @classmethod
+    def from_body(cls, body: Any) -> Rollout:
+        meta = body.get("metadata", {})
+        return cls(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            generation=meta.get("generation", 1),
+            resource_version=meta.get("resourceVersion", ""),
+            spec=RolloutSpec.model_validate(body.get("spec") or {}),
+            status=RolloutStatus.from_body(body.get("status")),
+        )
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"

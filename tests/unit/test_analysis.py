@@ -1,0 +1,116 @@
+"""analysis: the PromQL asked and the three-valued verdict on the answers."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import pytest
+from builders import destination_rule, parsed_spec, virtual_service
+
+from coalmine import analysis
+from coalmine.analysis import Sample
+from coalmine.models import Analysis, Verdict
+from coalmine.validation import Target, resolve
+
+W = timedelta(seconds=30)
+
+
+def _setup(**analysis_overrides: object) -> tuple[Analysis, Target]:
+    spec = parsed_spec(analysis={"interval": "30s", "checkEvery": "10s", **analysis_overrides})
+    target = resolve(spec, "shop", virtual_service(), [destination_rule()])
+    assert isinstance(target, Target)
+    return spec.analysis, target
+
+
+def test_default_queries_select_the_canary_by_istio_labels() -> None:
+    a, target = _setup()
+    qs = {q.name: q.promql for q in analysis.queries(a, target, W)}
+    sel = 'reporter="destination",destination_workload_namespace="shop",destination_service_name="order",destination_version="v2"'
+    assert qs["requests"] == f"sum(increase(istio_requests_total{{{sel}}}[30s]))"
+    assert qs["success-rate"] == (
+        f'(sum(rate(istio_requests_total{{{sel},response_code!~"5.."}}[30s])) or vector(0))'
+        f" / sum(rate(istio_requests_total{{{sel}}}[30s])) * 100"
+    )
+    assert qs["latency-p99"] == (
+        f"histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{sel}}}[30s])))"
+    )
+
+
+def test_custom_metric_templates_are_rendered() -> None:
+    a, target = _setup(metrics=[{"name": "queue-depth", "query": 'max(q{ns="{{ namespace }}",v="{{ canary.version }}"}[{{window}}])', "max": 100}])
+    qs = {q.name: q.promql for q in analysis.queries(a, target, W)}
+    assert qs["queue-depth"] == 'max(q{ns="shop",v="v2"}[30s])'
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "expected"),
+    [
+        pytest.param(0, 4, id="fresh-step-uses-four-scrapes"),
+        pytest.param(2.2, 4, id="still-below-floor"),
+        pytest.param(12.1, 13, id="elapsed-rounded-up"),
+        pytest.param(45, 30, id="capped-at-interval"),
+    ],
+)
+def test_window(elapsed: float, expected: float) -> None:
+    got = analysis.window(timedelta(seconds=elapsed), interval=W, scrape_interval=timedelta(seconds=1))
+    assert got == timedelta(seconds=expected)
+
+
+def _answers(requests: Sample, success: Sample, latency: Sample, **more: Sample) -> dict[str, Sample]:
+    return {"requests": requests, "success-rate": success, "latency-p99": latency, **more}
+
+
+OK = Sample(100.0)
+
+
+@pytest.mark.parametrize(
+    ("answers", "verdict", "reason_part"),
+    [
+        pytest.param(_answers(OK, Sample(99.5), Sample(120.0)), Verdict.PASS, "", id="healthy"),
+        pytest.param(_answers(OK, Sample(97.0), Sample(120.0)), Verdict.FAIL, "", id="errors"),
+        pytest.param(_answers(OK, Sample(100.0), Sample(900.0)), Verdict.FAIL, "", id="slow"),
+        pytest.param(_answers(Sample(5.0), Sample(100.0), Sample(10.0)), Verdict.NO_DATA, "5 canary requests in the last 30s, fewer than minRequests 20", id="too-few-requests"),
+        pytest.param(_answers(Sample(None), Sample(None), Sample(None)), Verdict.NO_DATA, "no canary requests in the last 30s", id="empty"),
+        pytest.param(_answers(Sample.of(math.nan), Sample.of(math.nan), Sample.of(math.nan)), Verdict.NO_DATA, "no canary requests", id="nan"),
+        pytest.param(_answers(OK, Sample.of(math.nan), Sample(10.0)), Verdict.NO_DATA, "empty result or NaN", id="nan-success-rate"),
+        pytest.param(
+            _answers(Sample(None, "Prometheus at http://p:9090 unreachable: connection refused"), Sample(None, "x"), Sample(None, "x")),
+            Verdict.NO_DATA, "unreachable", id="prometheus-down",
+        ),
+        pytest.param(_answers(OK, Sample(0.0), Sample(10.0)), Verdict.FAIL, "", id="all-requests-failed"),
+    ],
+)
+def test_evaluate(answers: dict[str, Sample], verdict: Verdict, reason_part: str) -> None:
+    a, target = _setup()
+    result = analysis.evaluate(a, analysis.queries(a, target, W), answers, W)
+    assert result.verdict is verdict
+    assert reason_part in result.reason
+    assert result.window == "30s"
+
+
+def test_failed_metric_carries_value_threshold_and_query() -> None:
+    a, target = _setup()
+    asked = analysis.queries(a, target, W)
+    result = analysis.evaluate(a, asked, _answers(OK, Sample(72.5), Sample(120.0)), W)
+    (failed,) = result.failed
+    assert failed.name == "success-rate"
+    assert failed.value == 72.5
+    assert failed.threshold == ">= 99"
+    assert failed.reason == "72.5% < 99%"
+    assert failed.query == asked[1].promql
+
+
+def test_custom_metric_fails_on_its_own_even_with_few_requests() -> None:
+    a, target = _setup(metrics=[{"name": "queue-depth", "query": "max(q)", "max": 100}])
+    answers = _answers(Sample(3.0), Sample(100.0), Sample(10.0), **{"queue-depth": Sample(250.0)})
+    result = analysis.evaluate(a, analysis.queries(a, target, W), answers, W)
+    assert result.verdict is Verdict.FAIL
+    assert [m.name for m in result.failed] == ["queue-depth"]
+
+
+def test_no_data_is_never_a_pass_even_if_other_metrics_pass() -> None:
+    a, target = _setup(metrics=[{"name": "queue-depth", "query": "max(q)", "min": 0}])
+    answers = _answers(OK, Sample(100.0), Sample(10.0), **{"queue-depth": Sample(None)})
+    result = analysis.evaluate(a, analysis.queries(a, target, W), answers, W)
+    assert result.verdict is Verdict.NO_DATA

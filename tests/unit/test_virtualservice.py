@@ -1,0 +1,102 @@
+"""virtualservice.weight_patch: touch only the owned routes' destinations, guarded, and nothing when equal."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonpatch
+import pytest
+from builders import destination_rule, parsed_spec, virtual_service
+
+from coalmine.validation import Target, resolve
+from coalmine.virtualservice import RouteGone, canary_weights, weight_patch
+
+
+def _target(**overrides: Any) -> Target:
+    target = resolve(parsed_spec(**overrides), "shop", virtual_service(), [destination_rule()])
+    assert isinstance(target, Target)
+    return target
+
+
+def test_first_step_adds_the_canary_after_stable_keeping_port_and_the_rest() -> None:
+    vs = virtual_service()
+    before = copy.deepcopy(vs)
+    ops = weight_patch(vs, _target(), 10)
+    after = jsonpatch.apply_patch(vs, ops)
+    assert vs == before, "the input is not mutated"
+    assert after["spec"]["http"][1]["route"] == [
+        {"destination": {"host": "order", "subset": "v1", "port": {"number": 8080}}, "weight": 90},
+        {"destination": {"host": "order", "subset": "v2", "port": {"number": 8080}}, "weight": 10},
+    ]
+    # Everything but the owned route's destinations is untouched.
+    after["spec"]["http"][1]["route"] = before["spec"]["http"][1]["route"]
+    assert after == before
+
+
+def test_patch_is_guarded_by_test_ops_on_name_and_current_destinations() -> None:
+    vs = virtual_service()
+    ops = weight_patch(vs, _target(), 30)
+    assert ops[0] == {"op": "test", "path": "/spec/http/1/name", "value": "primary"}
+    assert ops[1] == {"op": "test", "path": "/spec/http/1/route", "value": vs["spec"]["http"][1]["route"]}
+    assert ops[2]["op"] == "replace"
+    # A concurrent edit of the owned destinations makes the patch fail instead of clobbering it.
+    edited = copy.deepcopy(vs)
+    edited["spec"]["http"][1]["route"][0]["headers"] = {"request": {"set": {"x-edited": "yes"}}}
+    with pytest.raises(jsonpatch.JsonPatchTestFailed):
+        jsonpatch.apply_patch(edited, ops)
+
+
+def test_no_change_means_no_patch() -> None:
+    assert weight_patch(virtual_service(stable_weight=70, canary_weight=30), _target(), 30) == []
+
+
+def test_existing_destination_extras_are_kept() -> None:
+    vs = virtual_service(stable_weight=90, canary_weight=10)
+    vs["spec"]["http"][1]["route"][1]["headers"] = {"response": {"add": {"x-canary": "1"}}}
+    after = jsonpatch.apply_patch(vs, weight_patch(vs, _target(), 50))
+    assert after["spec"]["http"][1]["route"][1] == {
+        "destination": {"host": "order", "subset": "v2", "port": {"number": 8080}},
+        "weight": 50,
+        "headers": {"response": {"add": {"x-canary": "1"}}},
+    }
+
+
+def test_rollback_keeps_both_destinations_with_canary_zero() -> None:
+    vs = virtual_service(stable_weight=70, canary_weight=30)
+    after = jsonpatch.apply_patch(vs, weight_patch(vs, _target(), 0))
+    assert [d["weight"] for d in after["spec"]["http"][1]["route"]] == [100, 0]
+    assert canary_weights(after, _target()) == {"primary": 0}
+
+
+def test_success_keeps_stable_at_weight_zero() -> None:
+    vs = virtual_service(stable_weight=50, canary_weight=50)
+    after = jsonpatch.apply_patch(vs, weight_patch(vs, _target(), 100))
+    assert [(d["destination"]["subset"], d["weight"]) for d in after["spec"]["http"][1]["route"]] == [
+        ("v1", 0),
+        ("v2", 100),
+    ]
+
+
+def test_route_found_by_name_even_when_moved() -> None:
+    target = _target()
+    vs = virtual_service()
+    vs["spec"]["http"].reverse()
+    ops = weight_patch(vs, target, 10)
+    assert ops[0]["path"] == "/spec/http/0/name"
+
+
+def test_removed_route_is_reported() -> None:
+    target = _target()
+    vs = virtual_service()
+    vs["spec"]["http"].pop()
+    with pytest.raises(RouteGone, match="no http route 'primary'"):
+        weight_patch(vs, target, 10)
+
+
+def test_explicit_port_is_written() -> None:
+    vs = virtual_service()
+    after = jsonpatch.apply_patch(
+        vs, weight_patch(vs, _target(canary={"host": "order", "subset": "v2", "port": 9090}), 10)
+    )
+    assert after["spec"]["http"][1]["route"][1]["destination"]["port"] == {"number": 9090}

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Build (or reuse) kube-apiserver, kubectl and etcd from their Go modules, and fetch Istio's CRDs.
+#
+# Output: $COALMINE_CACHE/k8s/<k8s version>/{kube-apiserver,kubectl}
+#         $COALMINE_CACHE/etcd/<etcd version>/etcd
+#         $COALMINE_CACHE/istio/<istio api version>/customresourcedefinitions.gen.yaml
+# A no-op when the cached binaries answer --version with the expected version.
+# Binaries a user already has are accepted instead of building:
+#   KUBEBUILDER_ASSETS=<dir with kube-apiserver, etcd, kubectl>   (as envtest uses)
+#   TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD, TEST_ASSET_KUBECTL (one binary each)
+# `coalmine devstack` looks them up the same way (see operator/coalmine/devstack/binaries.py).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+K8S_VERSION=${K8S_VERSION:-v1.35.4}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+ISTIO_API_VERSION=${ISTIO_API_VERSION:-v1.32.0}
+CACHE=${COALMINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/coalmine}
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=${GOFLAGS:--mod=mod}
+
+log() { printf '[build-control-plane] %s\n' "$*" >&2; }
+
+# has_version BINARY EXPECTED ARGS... : true when BINARY ARGS prints EXPECTED.
+has_version() {
+  local bin=$1 want=$2; shift 2
+  [ -x "$bin" ] && "$bin" "$@" 2>/dev/null | grep -qF -- "$want"
+}
+
+# User-provided binaries win: nothing to build for those.
+user_bin() {  # user_bin NAME ENVVAR
+  local name=$1 var=$2
+  if [ -n "${!var:-}" ]; then echo "${!var}"; return; fi
+  if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/$name" ]; then echo "$KUBEBUILDER_ASSETS/$name"; fi
+}
+
+go_build() {  # go_build MODULE_DIR OUTPUT PACKAGE LDFLAGS
+  local dir=$1 out=$2 pkg=$3 ld=$4 start=$SECONDS
+  mkdir -p "$(dirname "$out")"
+  log "building $pkg -> $out (a cold build takes several minutes on 2 cores)"
+  (
+    cd "$dir"
+    go build -v -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ld" -o "$out.tmp" "$pkg" 2>&1 |
+      awk '{n++} n % 100 == 0 {printf "[build-control-plane]   %d packages compiled, now %s\n", n, $0; fflush()}' >&2
+  )
+  mv "$out.tmp" "$out"
+  log "built $(basename "$out") in $((SECONDS - start)) s"
+}
+
+k8s_ldflags() {
+  local v=$K8S_VERSION maj min date ld="-s -w"
+  maj=${v#v}; maj=${maj%%.*}
+  min=${v#v*.}; min=${min%%.*}
+  date=$(date -u -d "@${SOURCE_DATE_EPOCH:-0}" +%Y-%m-%dT%H:%M:%SZ)
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X $p.gitVersion=$v -X $p.gitMajor=$maj -X $p.gitMinor=$min -X $p.gitTreeState=clean -X $p.buildDate=$date"
+  done
+  echo "$ld"
+}
+
+k8s_dir=$CACHE/k8s/$K8S_VERSION
+etcd_dir=$CACHE/etcd/$ETCD_VERSION
+
+apiserver=$(user_bin kube-apiserver TEST_ASSET_KUBE_APISERVER)
+if [ -n "$apiserver" ]; then
+  log "using kube-apiserver from the environment: $apiserver"
+elif has_version "$k8s_dir/kube-apiserver" "$K8S_VERSION" --version; then
+  log "kube-apiserver $K8S_VERSION cached: $k8s_dir/kube-apiserver"
+else
+  go_build "$here/k8s-bin/kubernetes" "$k8s_dir/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver "$(k8s_ldflags)"
+fi
+
+kubectl=$(user_bin kubectl TEST_ASSET_KUBECTL)
+if [ -n "$kubectl" ]; then
+  log "using kubectl from the environment: $kubectl"
+elif has_version "$k8s_dir/kubectl" "$K8S_VERSION" version --client; then
+  log "kubectl $K8S_VERSION cached: $k8s_dir/kubectl"
+else
+  go_build "$here/k8s-bin/kubernetes" "$k8s_dir/kubectl" k8s.io/kubernetes/cmd/kubectl "$(k8s_ldflags)"
+fi
+
+etcd=$(user_bin etcd TEST_ASSET_ETCD)
+if [ -n "$etcd" ]; then
+  log "using etcd from the environment: $etcd"
+elif has_version "$etcd_dir/etcd" "${ETCD_VERSION#v}" --version; then
+  log "etcd $ETCD_VERSION cached: $etcd_dir/etcd"
+else
+  go_build "$here/k8s-bin/etcd" "$etcd_dir/etcd" go.etcd.io/etcd/server/v3 \
+    "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION"
+fi
+
+# Istio's CRDs are a data file in the istio.io/api module; copy it out of the module cache.
+istio_dir=$CACHE/istio/$ISTIO_API_VERSION
+istio_crds=$istio_dir/customresourcedefinitions.gen.yaml
+if [ -s "$istio_crds" ]; then
+  log "Istio CRDs $ISTIO_API_VERSION cached: $istio_crds"
+else
+  mod_dir=$(cd "$here/k8s-bin/etcd" && go mod download -json "istio.io/api@$ISTIO_API_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  mkdir -p "$istio_dir"
+  cp "$mod_dir/kubernetes/customresourcedefinitions.gen.yaml" "$istio_crds.tmp"
+  chmod u+w "$istio_crds.tmp" && mv "$istio_crds.tmp" "$istio_crds"
+  log "Istio CRDs $ISTIO_API_VERSION copied: $istio_crds"
+fi
