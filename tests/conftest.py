@@ -65,8 +65,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.StackIn
     try:
         info = devstack.up(state_dir)
     except devstack.StackError as error:
+        failure = str(error)
+    else:
+        failure = ""
+    if failure:
         devstack.down(state_dir)
-        pytest.fail(f"the devstack did not start (integration tests need it):\n{error}", pytrace=False)
+        pytest.fail(f"the devstack did not start (integration tests need it):\n{failure}", pytrace=False)
     try:
         yield info
     finally:
