@@ -97,7 +97,7 @@ class ServiceConfig:
             "rps": self.rps,
             "headers": [h.to_dict() for h in self.headers],
             "sourceWorkload": self.source_workload,
-            "sourceNamespace": self.client_namespace,
+            "sourceNamespace": self.source_namespace,  # null: the service's namespace
             "uri": self.uri,
         }
 
@@ -123,9 +123,7 @@ class MeshsimConfig:
         }
 
 
-def _number(
-    data: Mapping[str, Any], key: str, default: float, *, low: float, high: float | None = None
-) -> float:
+def _number(data: Mapping[str, Any], key: str, default: float, *, low: float, high: float | None = None) -> float:
     value = data.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{key} must be a number, got {value!r}")
