@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import kopf
 import pytest
 import yaml
 from kubernetes import client
@@ -206,3 +208,15 @@ def test_failed_start_stops_what_it_started(tmp_path: Path, monkeypatch: pytest.
     assert info is not None
     assert set(info.pids) == {"etcd", "kube-apiserver", "prometheus"}
     assert devstack.status(state_dir) == dict.fromkeys(info.pids, False)
+
+
+def test_kopf_reads_the_kubeconfig(kubeconfig: Path, stack_info: devstack.StackInfo) -> None:
+    """kopf (which the operator runs on) finds the stack through $KUBECONFIG, with TLS verification."""
+    login = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    assert login is not None
+    assert login.server == stack_info.apiserver_url
+    assert login.ca_path == str(stack_info.ca_file)
+    assert login.token == stack_info.admin_token
+    tls = ssl.create_default_context(cafile=login.ca_path)
+    headers = {"Authorization": f"Bearer {login.token}"}
+    assert httpx.get(f"{login.server}/readyz", verify=tls, headers=headers).text == "ok"
