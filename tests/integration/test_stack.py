@@ -220,3 +220,22 @@ def test_kopf_reads_the_kubeconfig(kubeconfig: Path, stack_info: devstack.StackI
     tls = ssl.create_default_context(cafile=login.ca_path)
     headers = {"Authorization": f"Bearer {login.token}"}
     assert httpx.get(f"{login.server}/readyz", verify=tls, headers=headers).text == "ok"
+
+
+def test_service_account_tokens_can_be_minted_and_used(
+    stack_info: devstack.StackInfo, api_client: client.ApiClient, namespace: str
+) -> None:
+    """TokenRequest works (SA signing key and issuer are configured), so tests can act as the operator's SA."""
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata={"name": "robot"}))
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[]))
+    token = core.create_namespaced_service_account_token("robot", namespace, request).status.token
+    tls = ssl.create_default_context(cafile=str(stack_info.ca_file))
+    review = httpx.post(
+        f"{stack_info.apiserver_url}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        headers={"Authorization": f"Bearer {token}"},
+        verify=tls,
+    )
+    assert review.status_code == 201, review.text
+    assert review.json()["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:robot"

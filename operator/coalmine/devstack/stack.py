@@ -102,6 +102,7 @@ def load(state_dir: Path) -> StackInfo | None:
 
 def _save(info: StackInfo) -> None:
     tmp = info.state_dir / (STATE_FILE + ".tmp")
+    tmp.touch(mode=0o600)  # it holds the admin token
     tmp.write_text(info.model_dump_json(indent=2))
     tmp.replace(info.state_dir / STATE_FILE)
 
