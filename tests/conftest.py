@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -57,11 +58,19 @@ class Prom:
             time.sleep(0.5)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.StackInfo]:
     """A running devstack for the whole session (etcd, kube-apiserver, Prometheus, CRDs installed)."""
     state_dir = tmp_path_factory.mktemp("devstack")
-    atexit.register(devstack.down, state_dir)  # even if pytest dies before fixture teardown
+    # Stop the stack even if pytest is interrupted before fixture teardown: atexit runs on
+    # Ctrl-C and, with this handler, on SIGTERM (e.g. from `timeout`), which would skip it.
+    atexit.register(devstack.down, state_dir)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         info = devstack.up(state_dir)
     except devstack.StackError as error:
