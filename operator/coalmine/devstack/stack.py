@@ -342,7 +342,8 @@ def _apply_crds(info: StackInfo, docs: list[dict[str, Any]], timeout: float) -> 
                 headers={"Content-Type": "application/apply-patch+yaml"},
             )
             if response.status_code >= 400:
-                raise StackError(f"applying CRD {doc['metadata']['name']} failed: {response.text}")
+                reason = response.json().get("message", response.text)
+                raise StackError(f"the API server rejected CRD {doc['metadata']['name']}: {reason}")
         deadline = time.monotonic() + timeout
         for doc in docs:
             name = doc["metadata"]["name"]
