@@ -1,0 +1,119 @@
+"""Integration fixtures for meshsim: a real `coalmine meshsim` process, scraped by the stack's Prometheus.
+
+`meshsim` starts `python -m coalmine meshsim` against the session stack's kubeconfig, watching
+only the test's namespace, registers it as a Prometheus scrape target, waits until Prometheus
+reports it up, and stops it afterwards. `meshsim_factory` does the same with extra arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from coalmine.devstack import stack as devstack
+from coalmine.meshsim.client import MeshsimClient
+
+if TYPE_CHECKING:
+    from tests.conftest import Prom
+
+START_TIMEOUT = 20.0
+
+
+@dataclass
+class MeshsimHandle:
+    """A running meshsim: `.url` (http://127.0.0.1:PORT), `.client`, its scrape `.job` and `.log` file."""
+
+    url: str
+    address: str
+    client: MeshsimClient
+    job: str
+    log: Path
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+    def wait_until_seen(self, kind: str, name: str, resource_version: str, timeout: float = 10.0) -> None:
+        """Wait until meshsim's watch has delivered `<kind>` `<ns/name>` at `resource_version`.
+
+        kind is "virtualservices" or "destinationrules"; name is "<namespace>/<name>".
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.client.mesh().get(kind, {}).get(name)
+            if seen == resource_version:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"meshsim did not see {kind} {name}@{resource_version} (it has {seen!r})")
+            time.sleep(0.1)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.fixture
+def meshsim_factory(
+    stack: devstack.StackInfo, kubeconfig: Path, prom: Prom, tmp_path: Path
+) -> Iterator[Callable[..., MeshsimHandle]]:
+    """`start(namespaces=[...], args=[...]) -> MeshsimHandle`; every meshsim started is stopped afterwards."""
+    started: list[tuple[MeshsimHandle, subprocess.Popen[bytes]]] = []
+
+    def start(namespaces: Sequence[str] = (), args: Sequence[str] = ()) -> MeshsimHandle:
+        index = len(started)
+        address_file = tmp_path / f"meshsim-{index}.address"
+        log = tmp_path / f"meshsim-{index}.log"
+        argv = [sys.executable, "-m", "coalmine", "meshsim", "--kubeconfig", str(kubeconfig)]
+        argv += ["--listen", "127.0.0.1:0", "--address-file", str(address_file), "--seed", str(index)]
+        for ns in namespaces:
+            argv += ["--namespace", ns]
+        argv += list(args)
+        with log.open("wb") as out:
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+        deadline = time.monotonic() + START_TIMEOUT
+        while not address_file.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                _stop(process)
+                pytest.fail(f"meshsim did not start: {argv}\n{log.read_text(errors='replace')}")
+            time.sleep(0.05)
+        address = address_file.read_text().strip()
+        first_line = log.read_text(errors="replace").splitlines()[0]
+        assert first_line == f"meshsim listening on {address}", first_line
+        job = f"meshsim-{tmp_path.name}-{index}"[:60]
+        handle = MeshsimHandle(f"http://{address}", address, MeshsimClient(f"http://{address}"), job, log, process)
+        started.append((handle, process))
+        devstack.add_scrape_target(stack.state_dir, job, address)
+        prom.wait_for(f'up{{job="{job}"}} == 1', bool, timeout=START_TIMEOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not handle.client.healthz()["synced"]:
+            assert time.monotonic() < deadline, f"meshsim never listed the Istio objects:\n{handle.log_tail()}"
+            time.sleep(0.1)
+        return handle
+
+    yield start
+    for handle, process in started:
+        devstack.remove_scrape_target(stack.state_dir, handle.job)
+        handle.client.close()
+        _stop(process)
+
+
+@pytest.fixture
+def meshsim(meshsim_factory: Callable[..., MeshsimHandle], namespace: str) -> MeshsimHandle:
+    """A meshsim watching only the test's `namespace`, scraped by Prometheus (no services configured yet:
+    add them with `meshsim.client.set_service(...)`)."""
+    return meshsim_factory(namespaces=[namespace])
