@@ -106,17 +106,17 @@ def api_client(kubeconfig: str | None) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
         config = load_config(args)
         listen = parse_listen(args.listen)
     except (ConfigError, OSError, yaml.YAMLError, json.JSONDecodeError) as exc:
         print(f"meshsim: bad configuration: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
     import prometheus_client
 
