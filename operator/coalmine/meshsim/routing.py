@@ -223,9 +223,7 @@ def _weight(dest: Mapping[str, Any]) -> int:
         return 0
 
 
-def choose_destination(
-    destinations: Sequence[Mapping[str, Any]], rng: random.Random
-) -> Mapping[str, Any] | None:
+def choose_destination(destinations: Sequence[Mapping[str, Any]], rng: random.Random) -> Mapping[str, Any] | None:
     """Pick one HTTPRouteDestination by relative weight (see the module docstring for the edge cases)."""
     if not destinations:
         return None

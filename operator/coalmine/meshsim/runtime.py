@@ -319,9 +319,7 @@ class Simulator:
     def delete_service(self, namespace: str, host: str) -> None:
         with self._lock:
             key = f"{namespace}/{host}"
-            self._config = replace(
-                self._config, services={k: v for k, v in self._config.services.items() if k != key}
-            )
+            self._config = replace(self._config, services={k: v for k, v in self._config.services.items() if k != key})
 
     # counts ------------------------------------------------------------------------------------
     def _reset_counts_locked(self) -> None:
@@ -485,9 +483,7 @@ class Meshsim:
         self.server.daemon_threads = True
         self._threads = [
             threading.Thread(target=self.server.serve_forever, name="meshsim-http", daemon=True),
-            threading.Thread(
-                target=self.simulator.run, args=(self.stop_event,), name="meshsim-tick", daemon=True
-            ),
+            threading.Thread(target=self.simulator.run, args=(self.stop_event,), name="meshsim-tick", daemon=True),
         ]
 
     @property

@@ -126,7 +126,5 @@ def generate_slice(
     for key in sorted(config.services):
         service = config.services[key]
         for offset in poisson_arrivals(rng, service.rps, duration_s):
-            records.append(
-                simulate_request(rng, service, virtual_services, destination_rules, config, offset)
-            )
+            records.append(simulate_request(rng, service, virtual_services, destination_rules, config, offset))
     return records
