@@ -152,20 +152,24 @@ def _with_phase(
 # --- transitions -----------------------------------------------------------------------------------
 
 
+def reject(status: RolloutStatus, generation: int, problem: Problem, now: datetime) -> Decision:
+    """Pending (something to wait for) or Invalid (the spec must change): no VS write either way."""
+    phase = Phase.PENDING if problem.waiting else Phase.INVALID
+    reason = "WaitingForObjects" if problem.waiting else "Invalid"
+    message = f"{'waiting: ' if problem.waiting else 'invalid: '}{problem.message}"
+    base = RolloutStatus(conditions=status.conditions) if status.observed_generation != generation else status
+    new = _with_phase(base, generation, now, phase, reason, message)
+    events: tuple[Event, ...] = ()
+    if new.message != status.message or new.phase != status.phase:
+        events = (Event("Normal" if problem.waiting else "Warning", reason, message),)
+    return Decision(status=new, weight=None, events=events, wake_at=now + RECHECK)
+
+
 def start(rollout: Rollout, resolution: Target | Problem, now: datetime) -> Decision:
     """A new generation (or a waiting one looking again): validate, then begin at step 1."""
     spec, status, gen = rollout.spec, rollout.status, rollout.generation
     if isinstance(resolution, Problem):
-        phase = Phase.PENDING if resolution.waiting else Phase.INVALID
-        reason = "WaitingForObjects" if resolution.waiting else "Invalid"
-        message = f"{'waiting: ' if resolution.waiting else 'invalid: '}{resolution.message}"
-        fresh = status.observed_generation != gen
-        base = RolloutStatus(conditions=status.conditions) if fresh else status
-        new = _with_phase(base, gen, now, phase, reason, message)
-        events: tuple[Event, ...] = ()
-        if new.message != status.message or new.phase != status.phase:
-            events = (Event("Normal" if resolution.waiting else "Warning", reason, message),)
-        return Decision(status=new, weight=None, events=events, wake_at=now + RECHECK)
+        return reject(status, gen, resolution, now)
 
     weight = spec.steps[0].weight
     hold = spec.hold(0)

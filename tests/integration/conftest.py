@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from rollout_support import OperatorProcess
 
 from coalmine.devstack import stack as devstack
 from coalmine.meshsim.client import MeshsimClient
@@ -117,3 +118,25 @@ def meshsim(meshsim_factory: Callable[..., MeshsimHandle], namespace: str) -> Me
     """A meshsim watching only the test's `namespace`, scraped by Prometheus (no services configured yet:
     add them with `meshsim.client.set_service(...)`)."""
     return meshsim_factory(namespaces=[namespace])
+
+
+@pytest.fixture
+def operator_factory(
+    stack: devstack.StackInfo, kubeconfig: Path, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    """`start(namespace, args=[...])`: `python -m coalmine run` against the session stack, watching only
+    `namespace`; every operator started is stopped afterwards."""
+
+    def start(namespace: str, args: Sequence[str] = ()) -> OperatorProcess:
+        argv = [sys.executable, "-m", "coalmine", "run", "--namespace", namespace]
+        argv += ["--prometheus-url", stack.prometheus_url, "--scrape-interval", stack.scrape_interval]
+        argv += ["--health-port", "0", "--metrics-port", "0", *args]
+        proc = OperatorProcess(argv, tmp_path / f"operator-{len(started)}.log").start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -38,7 +38,15 @@ def test_default_queries_select_the_canary_by_istio_labels() -> None:
 
 
 def test_custom_metric_templates_are_rendered() -> None:
-    a, target = _setup(metrics=[{"name": "queue-depth", "query": 'max(q{ns="{{ namespace }}",v="{{ canary.version }}"}[{{window}}])', "max": 100}])
+    a, target = _setup(
+        metrics=[
+            {
+                "name": "queue-depth",
+                "query": 'max(q{ns="{{ namespace }}",v="{{ canary.version }}"}[{{window}}])',
+                "max": 100,
+            }
+        ]
+    )
     qs = {q.name: q.promql for q in analysis.queries(a, target, W)}
     assert qs["queue-depth"] == 'max(q{ns="shop",v="v2"}[30s])'
 
@@ -70,13 +78,39 @@ OK = Sample(100.0)
         pytest.param(_answers(OK, Sample(99.5), Sample(120.0)), Verdict.PASS, "", id="healthy"),
         pytest.param(_answers(OK, Sample(97.0), Sample(120.0)), Verdict.FAIL, "", id="errors"),
         pytest.param(_answers(OK, Sample(100.0), Sample(900.0)), Verdict.FAIL, "", id="slow"),
-        pytest.param(_answers(Sample(5.0), Sample(100.0), Sample(10.0)), Verdict.NO_DATA, "5 canary requests in the last 30s, fewer than minRequests 20", id="too-few-requests"),
-        pytest.param(_answers(Sample(None), Sample(None), Sample(None)), Verdict.NO_DATA, "no canary requests in the last 30s", id="empty"),
-        pytest.param(_answers(Sample.of(math.nan), Sample.of(math.nan), Sample.of(math.nan)), Verdict.NO_DATA, "no canary requests", id="nan"),
-        pytest.param(_answers(OK, Sample.of(math.nan), Sample(10.0)), Verdict.NO_DATA, "empty result or NaN", id="nan-success-rate"),
         pytest.param(
-            _answers(Sample(None, "Prometheus at http://p:9090 unreachable: connection refused"), Sample(None, "x"), Sample(None, "x")),
-            Verdict.NO_DATA, "unreachable", id="prometheus-down",
+            _answers(Sample(5.0), Sample(100.0), Sample(10.0)),
+            Verdict.NO_DATA,
+            "5 canary requests in the last 30s, fewer than minRequests 20",
+            id="too-few-requests",
+        ),
+        pytest.param(
+            _answers(Sample(None), Sample(None), Sample(None)),
+            Verdict.NO_DATA,
+            "no canary requests in the last 30s",
+            id="empty",
+        ),
+        pytest.param(
+            _answers(Sample.of(math.nan), Sample.of(math.nan), Sample.of(math.nan)),
+            Verdict.NO_DATA,
+            "no canary requests",
+            id="nan",
+        ),
+        pytest.param(
+            _answers(OK, Sample.of(math.nan), Sample(10.0)),
+            Verdict.NO_DATA,
+            "empty result or NaN",
+            id="nan-success-rate",
+        ),
+        pytest.param(
+            _answers(
+                Sample(None, "Prometheus at http://p:9090 unreachable: connection refused"),
+                Sample(None, "x"),
+                Sample(None, "x"),
+            ),
+            Verdict.NO_DATA,
+            "unreachable",
+            id="prometheus-down",
         ),
         pytest.param(_answers(OK, Sample(0.0), Sample(10.0)), Verdict.FAIL, "", id="all-requests-failed"),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,7 +57,11 @@ def test_start_goes_to_step_one_and_asks_for_its_weight() -> None:
     decision = plan.start(r, _target(r), T0)
     s = decision.status
     assert (s.phase, s.step_index, s.canary_weight, s.step_started_at, s.observed_generation) == (
-        Phase.PROGRESSING, 0, 10, T0, 1
+        Phase.PROGRESSING,
+        0,
+        10,
+        T0,
+        1,
     )
     assert s.step_label == "1/4"
     assert decision.weight == 10
@@ -69,7 +74,12 @@ def test_start_goes_to_step_one_and_asks_for_its_weight() -> None:
 @pytest.mark.parametrize(
     ("problem", "phase", "reason"),
     [
-        pytest.param(Problem("VirtualService shop/order not found", waiting=True), Phase.PENDING, "WaitingForObjects", id="pending"),
+        pytest.param(
+            Problem("VirtualService shop/order not found", waiting=True),
+            Phase.PENDING,
+            "WaitingForObjects",
+            id="pending",
+        ),
         pytest.param(Problem("spec.canary.subset: no subset 'v3'"), Phase.INVALID, "Invalid", id="invalid"),
     ],
 )
@@ -110,10 +120,14 @@ def test_healthy_canary_steps_through_every_weight_in_order_holding_each() -> No
     assert r.status.phase is Phase.SUCCEEDED
     assert r.status.canary_weight == 100
     assert [w for w, _ in weights_seen] == [10, 30, 50, 100]
-    holds = [later - earlier for (_, earlier), (_, later) in zip(weights_seen, weights_seen[1:], strict=False)]
+    holds = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(weights_seen)]
     assert holds == [30 * S, 30 * S, 30 * S], "each weight held exactly its hold (30s) with passing checks"
     assert [h.weight for h in r.status.history] == [10, 30, 50, 100]
-    assert {c.type: c.status for c in r.status.conditions} == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert {c.type: c.status for c in r.status.conditions} == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+    }
 
 
 def test_checks_are_due_every_check_every() -> None:
@@ -142,7 +156,10 @@ def test_failure_limit_consecutive_failures_roll_back_mid_step_at_once() -> None
     assert s.canary_weight == 0
     assert s.rollback is not None
     assert (s.rollback.reason, s.rollback.metric, s.rollback.value, s.rollback.threshold) == (
-        "FailureLimit", "success-rate", 60.0, ">= 99"
+        "FailureLimit",
+        "success-rate",
+        60.0,
+        ">= 99",
     )
     assert s.rollback.query == "sum(rate(...))"
     assert "success-rate 72.5% < 99%" in (s.message or "")

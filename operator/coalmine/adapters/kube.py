@@ -1,0 +1,112 @@
+"""Kubernetes reads and writes the operator makes, on kubernetes_asyncio (one event loop, no threads).
+
+Writes are guarded: the Rollout status patch carries the resourceVersion it was decided on (a stale
+writer gets 409), and VirtualService patches carry `test` ops (a concurrent edit gets 422). Both
+surface as `Conflict`, after which the caller re-reads and decides again.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+GROUP, VERSION, PLURAL = "coalmine.dev", "v1alpha1", "rollouts"
+ISTIO_GROUP, ISTIO_VERSION = "networking.istio.io", "v1"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class Conflict(Exception):
+    """Someone else changed the object since it was read; re-read and decide again."""
+
+
+class KubeApi:
+    def __init__(self, api_client: client.ApiClient, *, component: str = "coalmine") -> None:
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._component = component
+
+    async def get_virtual_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._custom.get_namespaced_custom_object(
+                ISTIO_GROUP, ISTIO_VERSION, namespace, "virtualservices", name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    async def list_destination_rules(self, namespace: str) -> list[dict[str, Any]]:
+        result = await self._custom.list_namespaced_custom_object(
+            ISTIO_GROUP, ISTIO_VERSION, namespace, "destinationrules"
+        )
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    async def patch_virtual_service(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = await self._custom.patch_namespaced_custom_object(
+                ISTIO_GROUP,
+                ISTIO_VERSION,
+                namespace,
+                "virtualservices",
+                name,
+                ops,
+                _content_type=JSON_PATCH,  # type: ignore[call-arg]  # kwarg the stubs miss
+            )
+        except ApiException as exc:
+            if exc.status in (409, 422):
+                raise Conflict(f"VirtualService {namespace}/{name} changed concurrently: {exc.reason}") from exc
+            raise
+        return result
+
+    async def patch_rollout_status(
+        self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            result: dict[str, Any] = await self._custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                body,
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"Rollout {namespace}/{name} changed since resourceVersion {resource_version}") from exc
+            raise
+        return result
+
+    async def post_event(
+        self, rollout: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime | None = None
+    ) -> None:
+        meta = rollout["metadata"]
+        when = now or datetime.now(UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind="Rollout",
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=when,
+            last_timestamp=when,
+            count=1,
+            source=client.V1EventSource(component=self._component),
+            reporting_component=self._component,
+            reporting_instance=self._component,
+        )
+        await self._core.create_namespaced_event(meta["namespace"], event)

@@ -1,0 +1,158 @@
+"""kopf wiring and composition root: watch Rollouts, hand them to the scheduler, tick them.
+
+kopf is used for what it is good at (login, watching with reconnects and bookmarks, probes,
+logging). It gets no change-detecting handlers, so it writes no annotations and no finalizers on
+Rollouts: deleting a Rollout never waits for the operator. The rollout logic is in reconcile.py
+and plan.py; the cache of bodies here is only the latest watch event per Rollout, never truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, cast
+
+import kopf
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+from coalmine import metrics, reconcile
+from coalmine.adapters.kube import GROUP, PLURAL, VERSION, KubeApi
+from coalmine.adapters.prometheus import PrometheusClient
+from coalmine.scheduler import Scheduler, utcnow
+
+log = logging.getLogger("coalmine.operator")
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    prometheus_url: str = "http://prometheus.istio-system:9090"
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    scrape_interval: timedelta = timedelta(seconds=15)
+    resync: timedelta = timedelta(seconds=60)
+    granularity: timedelta = timedelta(milliseconds=100)
+    tick_concurrency: int = 64
+    prometheus_concurrency: int = 16
+    prometheus_timeout: float = 5.0
+    health_port: int = 8080
+    metrics_port: int = 9090
+    identity: str = "coalmine"
+
+
+def _rv(body: dict[str, Any]) -> int:
+    try:
+        return int(body["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+@dataclass
+class Operator:
+    config: OperatorConfig
+    bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scheduler: Scheduler | None = None
+    ports: reconcile.Ports | None = None
+    _api: k8s_client.ApiClient | None = None
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        try:
+            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException:
+            await k8s_config.load_kube_config()
+        self._api = k8s_client.ApiClient()
+        self.ports = reconcile.Ports(
+            kube=KubeApi(self._api, component=self.config.identity),
+            prometheus=PrometheusClient(
+                concurrency=self.config.prometheus_concurrency, timeout=self.config.prometheus_timeout
+            ),
+            settings=reconcile.Settings(
+                prometheus_url=self.config.prometheus_url,
+                scrape_interval=self.config.scrape_interval,
+                resync=self.config.resync,
+            ),
+            clock=utcnow,
+        )
+        self.scheduler = Scheduler(
+            self.tick, concurrency=self.config.tick_concurrency, granularity=self.config.granularity
+        )
+        for key in self.bodies:
+            self.scheduler.poke(key)
+        self._task = asyncio.create_task(self.scheduler.run(), name="coalmine scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.ports is not None:
+            await self.ports.prometheus.close()
+        if self._api is not None:
+            await self._api.close()
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """A watch event: remember the newest body and tick it, unless it is our own write echoing back."""
+        meta = body.get("metadata", {})
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        if event_type == "DELETED":
+            self.bodies.pop(key, None)
+            metrics.forget(key)
+            if self.scheduler is not None:
+                self.scheduler.forget(key)
+            return
+        known = self.bodies.get(key)
+        if known is not None and _rv(known) >= _rv(body):
+            return
+        self.bodies[key] = body
+        if self.scheduler is not None:
+            self.scheduler.poke(key)
+
+    async def tick(self, key: str) -> Any:
+        body = self.bodies.get(key)
+        if body is None or self.ports is None:
+            return None
+        with metrics.TICK_SECONDS.time():
+            try:
+                outcome = await reconcile.tick(body, self.ports)
+            except Exception:
+                metrics.RECONCILE_ERRORS.inc()
+                raise
+        if outcome.body is not None and _rv(outcome.body) > _rv(self.bodies.get(key, body)):
+            self.bodies[key] = outcome.body
+        metrics.record(key, self.bodies.get(key, body), outcome.transition)
+        return outcome.wake_at
+
+
+def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False  # our own Events carry the rollout's story
+        settings.persistence.finalizer = f"{GROUP}/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+        settings.scanning.disabled = True
+        await operator.start()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A custom registry has none of kopf's default login handlers: in a pod use the
+        # ServiceAccount, elsewhere the kubeconfig ($KUBECONFIG or ~/.kube/config).
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(
+            **kwargs
+        )
+        return info
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await operator.stop()
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def rollout_event(event: kopf.RawEvent, **_: Any) -> None:
+        obj = event.get("object")
+        if isinstance(obj, dict):
+            operator.observe(event.get("type"), cast(dict[str, Any], obj))
+
+    @kopf.on.probe(id="rollouts", registry=registry)
+    async def rollouts_known(**_: Any) -> int:
+        return len(operator.bodies)

@@ -1,0 +1,121 @@
+"""When each Rollout ticks next: one asyncio task for all of them, not a thread or a timer each.
+
+The scheduler keeps a heap of (due time, key). A watch event or a tick's own `wake_at` pokes a
+key; when a key is due, its tick runs as a task under a concurrency limit, never two at once for
+one key (a poke while it runs makes it run again right after). Due times are derived from each
+Rollout's status, so this heap holds no truth: a restarted operator rebuilds it from the watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+log = logging.getLogger("coalmine.scheduler")
+
+Tick = Callable[[str], Awaitable[datetime | None]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        tick: Tick,
+        *,
+        concurrency: int = 64,
+        granularity: timedelta = timedelta(milliseconds=100),
+        error_backoff: timedelta = timedelta(seconds=5),
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._tick = tick
+        self._limit = asyncio.Semaphore(concurrency)
+        self._granularity = granularity
+        self._error_backoff = error_backoff
+        self._clock = clock
+        self._heap: list[tuple[datetime, int, str]] = []
+        self._due: dict[str, datetime] = {}
+        self._running: set[str] = set()
+        self._again: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._seq = itertools.count()
+        self._changed = asyncio.Event()
+
+    def poke(self, key: str, at: datetime | None = None) -> None:
+        """Tick `key` at `at` (now by default), or earlier if it is already due earlier."""
+        when = at or self._clock()
+        if key in self._running and when <= self._clock():
+            self._again.add(key)
+            return
+        current = self._due.get(key)
+        if current is not None and current <= when:
+            return
+        self._due[key] = when
+        heapq.heappush(self._heap, (when, next(self._seq), key))
+        self._changed.set()
+
+    def forget(self, key: str) -> None:
+        self._due.pop(key, None)
+        self._again.discard(key)
+
+    @property
+    def size(self) -> int:
+        return len(self._due) + len(self._running)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._wait_for_due()
+                now = self._clock()
+                while self._heap and self._heap[0][0] <= now + self._granularity:
+                    when, _, key = heapq.heappop(self._heap)
+                    if self._due.get(key) != when:
+                        continue  # superseded by an earlier poke, or forgotten
+                    del self._due[key]
+                    self._start(key)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _wait_for_due(self) -> None:
+        self._changed.clear()
+        if self._heap:
+            delay = (self._heap[0][0] - self._clock()).total_seconds()
+            if delay <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=delay)
+        else:
+            await self._changed.wait()
+
+    def _start(self, key: str) -> None:
+        self._running.add(key)
+        task = asyncio.create_task(self._run_one(key), name=f"tick {key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_one(self, key: str) -> None:
+        wake: datetime | None
+        try:
+            async with self._limit:
+                wake = await self._tick(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("tick of %s failed; retrying in %s", key, self._error_backoff)
+            wake = self._clock() + self._error_backoff
+        finally:
+            self._running.discard(key)
+        if key in self._again:
+            self._again.discard(key)
+            wake = self._clock()
+        if wake is not None:
+            self.poke(key, wake)

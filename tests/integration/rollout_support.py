@@ -1,0 +1,223 @@
+"""Support for the operator's integration tests: the operator as a real process, and the seed scenario.
+
+`OperatorProcess` is the operator as a real process (`operator_factory` in conftest.py starts it);
+it can be SIGKILLed and started again. `Shop` applies the seed scenario (an `order` service with v1 and v2, a DestinationRule with a
+circuit breaker, a VirtualService with an A/B route ahead of the weighted default route) and
+reads back what the operator did.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+ISTIO = ("networking.istio.io", "v1")
+COALMINE = ("coalmine.dev", "v1alpha1")
+
+
+@dataclass
+class OperatorProcess:
+    argv: list[str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> OperatorProcess:
+        out = self.log.open("ab")
+        self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+        out.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye, as a crashed or evicted pod."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def destination_rule(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "order", "namespace": namespace},
+        "spec": {
+            "host": "order",
+            "trafficPolicy": {
+                "outlierDetection": {"consecutiveGatewayErrors": 5, "baseEjectionTime": "30s", "maxEjectionPercent": 50}
+            },
+            "subsets": [
+                {"name": "v1", "labels": {"app": "order", "version": "v1"}},
+                {"name": "v2", "labels": {"app": "order", "version": "v2"}},
+            ],
+        },
+    }
+
+
+def virtual_service(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "order", "namespace": namespace, "labels": {"team": "shop"}},
+        "spec": {
+            "hosts": ["order"],
+            "http": [
+                {
+                    "name": "beta",
+                    "match": [{"headers": {"user-group": {"exact": "beta"}}}],
+                    "route": [{"destination": {"host": "order", "subset": "v2"}}],
+                },
+                {
+                    "name": "primary",
+                    "route": [
+                        {"destination": {"host": "order", "subset": "v1", "port": {"number": 8080}}, "weight": 100}
+                    ],
+                    "retries": {"attempts": 3, "perTryTimeout": "2s", "retryOn": "gateway-error,connect-failure"},
+                    "timeout": "5s",
+                },
+            ],
+        },
+    }
+
+
+def rollout(namespace: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "virtualService": {"name": "order", "routes": ["primary"]},
+        "stable": {"host": "order", "subset": "v1"},
+        "canary": {"host": "order", "subset": "v2"},
+        "steps": [{"weight": 10}, {"weight": 30}, {"weight": 50}, {"weight": 100}],
+        "analysis": {
+            "interval": "3s",
+            "checkEvery": "1s",
+            "minRequests": 10,
+            "failureLimit": 2,
+            "maxNoData": "30s",
+            "successRate": {"min": 95},
+            "latency": {"quantile": 0.99, "maxMs": 500},
+        },
+    }
+    for key, value in spec.items():
+        if key == "analysis":
+            body["analysis"] = {**body["analysis"], **value}
+        else:
+            body[key] = value
+    return {
+        "apiVersion": "coalmine.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "order", "namespace": namespace},
+        "spec": body,
+    }
+
+
+class Shop:
+    """The seed scenario in one namespace, and the reads tests make of it."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    def apply_istio(self) -> None:
+        self.custom.create_namespaced_custom_object(*ISTIO, self.ns, "destinationrules", destination_rule(self.ns))
+        self.custom.create_namespaced_custom_object(*ISTIO, self.ns, "virtualservices", virtual_service(self.ns))
+
+    def create_rollout(self, **spec: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            *COALMINE, self.ns, "rollouts", rollout(self.ns, **spec)
+        )
+        return result
+
+    def patch_rollout_spec(self, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(*COALMINE, self.ns, "rollouts", "order", {"spec": spec})
+
+    def get_rollout(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_namespaced_custom_object(*COALMINE, self.ns, "rollouts", "order")
+        return result
+
+    def status(self) -> dict[str, Any]:
+        return self.get_rollout().get("status") or {}
+
+    def get_vs(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_namespaced_custom_object(*ISTIO, self.ns, "virtualservices", "order")
+        return result
+
+    def get_dr(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_namespaced_custom_object(*ISTIO, self.ns, "destinationrules", "order")
+        return result
+
+    def primary_weights(self, vs: dict[str, Any] | None = None) -> dict[str, int]:
+        vs = vs or self.get_vs()
+        route = next(r for r in vs["spec"]["http"] if r.get("name") == "primary")
+        return {d["destination"]["subset"]: d.get("weight", 0) for d in route["route"]}
+
+    def canary_weight(self) -> int:
+        return self.primary_weights().get("v2", 0)
+
+    def wait_for(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float,
+        what: str,
+        operator: OperatorProcess | None = None,
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if predicate(status):
+                return status
+            if time.monotonic() > deadline:
+                logs = f"\noperator log:\n{operator.log_tail()}" if operator else ""
+                pytest.fail(f"after {timeout:.0f} s, still not {what}; status: {status}{logs}")
+            time.sleep(0.1)
+
+    def wait_for_phase(self, phase: str, timeout: float, operator: OperatorProcess | None = None) -> dict[str, Any]:
+        return self.wait_for(lambda s: s.get("phase") == phase, timeout, f"phase {phase}", operator)
+
+    def events(self) -> list[client.CoreV1Event]:
+        items: list[client.CoreV1Event] = self.core.list_namespaced_event(self.ns).items
+        return sorted(
+            (e for e in items if e.involved_object.kind == "Rollout"),
+            key=lambda e: (e.first_timestamp or e.event_time, e.metadata.creation_timestamp),
+        )
+
+
+def without_owned_route(vs: dict[str, Any]) -> dict[str, Any]:
+    """The VS with the parts the operator owns (the primary route's destinations) and server metadata removed."""
+    vs = copy.deepcopy(vs)
+    for route in vs["spec"]["http"]:
+        if route.get("name") == "primary":
+            route.pop("route")
+    vs["metadata"] = {k: v for k, v in vs["metadata"].items() if k in ("name", "namespace", "labels", "annotations")}
+    return vs
+
+
+def ignore_not_found(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
