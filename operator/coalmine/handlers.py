@@ -4,6 +4,9 @@ kopf is used for what it is good at (login, watching with reconnects and bookmar
 logging). It gets no change-detecting handlers, so it writes no annotations and no finalizers on
 Rollouts: deleting a Rollout never waits for the operator. The rollout logic is in reconcile.py
 and plan.py; the cache of bodies here is only the latest watch event per Rollout, never truth.
+
+With leader election on, every replica watches (the cache stays warm, so a takeover ticks at
+once) but only the Lease holder runs the scheduler; it is cancelled the moment the lease is lost.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
 from coalmine import metrics, reconcile
+from coalmine.adapters.election import ElectionConfig, LeaseElector
 from coalmine.adapters.kube import GROUP, PLURAL, VERSION, KubeApi
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.scheduler import Scheduler, utcnow
@@ -39,6 +43,7 @@ class OperatorConfig:
     health_port: int = 8080
     metrics_port: int = 9090
     identity: str = "coalmine"
+    election: ElectionConfig | None = None  # None: act at once, alone (local runs, tests)
 
 
 def _rv(body: dict[str, Any]) -> int:
@@ -56,6 +61,8 @@ class Operator:
     ports: reconcile.Ports | None = None
     _api: k8s_client.ApiClient | None = None
     _task: asyncio.Task[None] | None = None
+    elector: LeaseElector | None = None
+    _election_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         try:
@@ -75,14 +82,34 @@ class Operator:
             ),
             clock=utcnow,
         )
+        if self.config.election is None:
+            self._lead()
+            return
+        metrics.LEADER.set(0)
+        self.elector = LeaseElector(self._api, self.config.election, on_started=self._lead, on_stopped=self._follow)
+        self._election_task = asyncio.create_task(self.elector.run(), name="coalmine leader election")
+
+    def _lead(self) -> None:
+        """Start ticking every known Rollout (their deadlines come from their status)."""
         self.scheduler = Scheduler(
             self.tick, concurrency=self.config.tick_concurrency, granularity=self.config.granularity
         )
         for key in self.bodies:
             self.scheduler.poke(key)
         self._task = asyncio.create_task(self.scheduler.run(), name="coalmine scheduler")
+        metrics.LEADER.set(1)
+
+    def _follow(self) -> None:
+        """Stop ticking at once: cancel the scheduler and the ticks in flight; keep watching."""
+        metrics.LEADER.set(0)
+        self.scheduler = None
+        if self._task is not None:
+            self._task.cancel()  # stop() still awaits it
 
     async def stop(self) -> None:
+        if self._election_task is not None:  # releases the Lease, so a peer takes over at once
+            self._election_task.cancel()
+            await asyncio.gather(self._election_task, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -112,6 +139,8 @@ class Operator:
         body = self.bodies.get(key)
         if body is None or self.ports is None:
             return None
+        if self.elector is not None and not self.elector.leading:
+            return None  # the Lease lapsed and the scheduler is being cancelled: write nothing
         with metrics.TICK_SECONDS.time():
             try:
                 outcome = await reconcile.tick(body, self.ports)

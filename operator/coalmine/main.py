@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +79,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="log lines as text or JSON, each with the Rollout's namespace/name (env COALMINE_LOG_FORMAT)",
     )
     parser.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=_env("LEADER_ELECTION", "0").lower() in ("1", "true", "yes"),
+        help="act only while holding a coordination.k8s.io Lease, for several replicas (env COALMINE_LEADER_ELECTION=1)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=_env("LEASE_NAMESPACE", os.environ.get("POD_NAMESPACE") or "coalmine-system"),
+        help="namespace of the Lease; default $POD_NAMESPACE, else coalmine-system (env COALMINE_LEASE_NAMESPACE)",
+    )
+    parser.add_argument(
+        "--lease-name", default=_env("LEASE_NAME", "coalmine"), help="name of the Lease (env COALMINE_LEASE_NAME)"
+    )
+    parser.add_argument(
+        "--lease-duration",
+        default=_env("LEASE_DURATION", "15s"),
+        help="a leader silent this long is replaced (env COALMINE_LEASE_DURATION)",
+    )
+    parser.add_argument(
+        "--renew-deadline",
+        default=_env("RENEW_DEADLINE", "10s"),
+        help="a leader that cannot renew for this long stops acting; < lease duration (env COALMINE_RENEW_DEADLINE)",
+    )
+    parser.add_argument(
+        "--retry-period",
+        default=_env("RETRY_PERIOD", "2s"),
+        help="how often the leader renews and followers look at the Lease (env COALMINE_RETRY_PERIOD)",
+    )
+    parser.add_argument(
         "--verbose", "-v", action="store_true", default=_env("VERBOSE", "") == "1", help="debug logging"
     )
 
@@ -122,13 +152,29 @@ def configure_logging(fmt: str, verbose: bool) -> None:
     logging.getLogger("kopf").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def identity() -> str:
+    """Who holds the Lease: the pod's name in a cluster (POD_NAME), else host and process id."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
 def run(args: argparse.Namespace) -> int:
     import kopf
     from prometheus_client import start_http_server
 
     from coalmine import handlers
+    from coalmine.adapters.election import ElectionConfig
 
     configure_logging(args.log_format, args.verbose)
+    election = None
+    if args.leader_election:
+        election = ElectionConfig(
+            namespace=args.lease_namespace,
+            name=args.lease_name,
+            identity=identity(),
+            lease_duration=parse_duration(args.lease_duration).total_seconds(),
+            renew_deadline=parse_duration(args.renew_deadline).total_seconds(),
+            retry_period=parse_duration(args.retry_period).total_seconds(),
+        )
     config = handlers.OperatorConfig(
         prometheus_url=args.prometheus_url,
         namespaces=tuple(args.namespace),
@@ -138,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         prometheus_concurrency=args.prometheus_concurrency,
         health_port=args.health_port,
         metrics_port=args.metrics_port,
+        election=election,
     )
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.listen_address)
@@ -146,7 +193,10 @@ def run(args: argparse.Namespace) -> int:
     handlers.register(registry, operator)
     liveness = f"http://{args.listen_address}:{args.health_port}/healthz" if args.health_port else None
     logging.getLogger("coalmine.operator").info(
-        "coalmine starting: namespaces=%s prometheus=%s", ",".join(config.namespaces) or "*", config.prometheus_url
+        "coalmine starting: namespaces=%s prometheus=%s leader election=%s",
+        ",".join(config.namespaces) or "*",
+        config.prometheus_url,
+        f"Lease {election.namespace}/{election.name} as {election.identity}" if election else "off",
     )
     asyncio.run(
         kopf.operator(

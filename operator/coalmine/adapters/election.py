@@ -1,0 +1,194 @@
+"""Lease-based leader election (coordination.k8s.io/v1 Lease), so that of two replicas exactly one acts.
+
+kopf has no leader election (its peering pauses on equal priorities and a SIGKILLed peer blocks
+takeover for 60 s), and `kubernetes_asyncio.leaderelection` was evaluated and not used: it writes
+naive local times with a "Z" suffix (wrong outside UTC), leaves the election for good once it loses
+the lease, never releases the lease on shutdown, logs every lost race as an exception, and a leader
+whose renew request hangs keeps believing it leads. This elector follows client-go's rules instead:
+
+- A candidate takes the Lease only when the holder has not renewed it for the Lease's
+  `leaseDurationSeconds`, measured on the candidate's own monotonic clock from the moment it saw the
+  record last change. No one trusts another host's clock.
+- Every write is a replace carrying the resourceVersion just read: of two racing candidates one gets
+  409 and stays a follower.
+- The leader renews every `retry_period`. It stops leading once it has not renewed for
+  `renew_deadline` (< lease duration), counted from *before* the last request that succeeded, so it
+  stops acting before anyone else may start. Every request is cut off at that deadline.
+- A graceful stop releases the Lease (holder cleared), so a rolling update fails over at once. A
+  SIGKILLed leader is replaced after at most lease_duration + 2 x retry_period (+ one request).
+
+Leading is only an optimisation for quiet: correctness with two writers comes from the guarded
+writes in adapters/kube.py, which hold even if the election misbehaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+log = logging.getLogger("coalmine.election")
+
+
+@dataclass(frozen=True)
+class ElectionConfig:
+    namespace: str
+    name: str
+    identity: str
+    lease_duration: float = 15.0  # a holder silent this long may be replaced
+    renew_deadline: float = 10.0  # a leader that could not renew for this long stops acting
+    retry_period: float = 2.0  # how often the leader renews and candidates look
+
+    def __post_init__(self) -> None:
+        if not self.lease_duration > self.renew_deadline > self.retry_period > 0:
+            raise ValueError(
+                "leader election needs lease duration > renew deadline > retry period > 0, got "
+                f"{self.lease_duration}s, {self.renew_deadline}s, {self.retry_period}s"
+            )
+
+    @property
+    def failover_bound(self) -> float:
+        """Longest time from a leader's SIGKILL to a follower taking the Lease (request time aside)."""
+        return math.ceil(self.lease_duration) + 2 * self.retry_period
+
+
+class LeaseElector:
+    """Campaign for the Lease forever; call `on_started` when leading starts and `on_stopped` when it ends."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        config: ElectionConfig,
+        *,
+        on_started: Callable[[], None],
+        on_stopped: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._api = client.CoordinationV1Api(api_client)
+        self._on_started = on_started
+        self._on_stopped = on_stopped
+        self._clock = clock
+        self._renewed_at: float | None = None  # set while leading: start of the last successful renew
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
+        self.transitions = 0  # times this elector started leading
+
+    @property
+    def leading(self) -> bool:
+        """True while this replica holds a Lease it renewed less than renew_deadline ago."""
+        return self._renewed_at is not None and self._clock() - self._renewed_at < self.config.renew_deadline
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._round()
+                await asyncio.sleep(self.config.retry_period)
+        finally:
+            if self._renewed_at is not None:
+                self._stop_leading("shutting down")
+                try:
+                    await asyncio.wait_for(self._release(), timeout=self.config.retry_period)
+                except Exception as exc:  # best effort: the Lease expires by itself
+                    log.warning("could not release Lease %s: %s", self._lease_ref, exc)
+
+    async def _round(self) -> None:
+        started = self._clock()
+        if self._renewed_at is not None:
+            budget = max(0.0, self._renewed_at + self.config.renew_deadline - started)
+        else:
+            budget = self.config.renew_deadline
+        try:
+            held = await asyncio.wait_for(self._try_acquire_or_renew(started), timeout=budget)
+        except Exception as exc:  # timeouts, API errors, connection errors: unknown, not lost
+            log.warning("Lease %s: %s", self._lease_ref, str(exc) or type(exc).__name__)
+            held = None  # a leader keeps leading until its renew deadline passes
+        if held is True:
+            if self._renewed_at is None:
+                self.transitions += 1
+                log.info("%s now leads (Lease %s)", self.config.identity, self._lease_ref)
+                self._renewed_at = started
+                self._on_started()
+            else:
+                self._renewed_at = started
+        elif self._renewed_at is not None and (held is False or not self.leading):
+            self._stop_leading("lost the Lease" if held is False else "could not renew the Lease in time")
+
+    def _stop_leading(self, why: str) -> None:
+        self._renewed_at = None
+        log.warning("%s stops leading: %s", self.config.identity, why)
+        self._on_stopped()
+
+    @property
+    def _lease_ref(self) -> str:
+        return f"{self.config.namespace}/{self.config.name}"
+
+    async def _try_acquire_or_renew(self, now: float) -> bool:
+        cfg = self.config
+        wall = datetime.now(UTC)
+        try:
+            lease = await self._api.read_namespaced_lease(cfg.name, cfg.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            body = client.V1Lease(
+                metadata=client.V1ObjectMeta(name=cfg.name, namespace=cfg.namespace),
+                spec=client.V1LeaseSpec(
+                    holder_identity=cfg.identity,
+                    lease_duration_seconds=math.ceil(cfg.lease_duration),
+                    acquire_time=wall,
+                    renew_time=wall,
+                    lease_transitions=0,
+                ),
+            )
+            try:
+                await self._api.create_namespaced_lease(cfg.namespace, body)
+            except ApiException as create_exc:
+                if create_exc.status == 409:
+                    return False  # another candidate created it first
+                raise
+            return True
+        spec = lease.spec or client.V1LeaseSpec()
+        record = (spec.holder_identity, spec.renew_time, spec.acquire_time, spec.lease_transitions)
+        if record != self._observed:
+            self._observed, self._observed_at = record, now
+        holder = spec.holder_identity or ""
+        if holder and holder != cfg.identity:
+            if self._renewed_at is not None:
+                return False  # someone else holds it: we lost it
+            duration = spec.lease_duration_seconds or math.ceil(cfg.lease_duration)
+            if now - self._observed_at < duration:
+                return False  # held, and renewed recently enough
+        if holder != cfg.identity:
+            spec.acquire_time = wall
+            spec.lease_transitions = (spec.lease_transitions or 0) + (1 if holder else 0)
+        spec.holder_identity = cfg.identity
+        spec.renew_time = wall
+        spec.lease_duration_seconds = math.ceil(cfg.lease_duration)
+        lease.spec = spec
+        try:
+            await self._api.replace_namespaced_lease(cfg.name, cfg.namespace, lease)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False  # the Lease changed since we read it: someone else wrote first
+            raise
+        return True
+
+    async def _release(self) -> None:
+        cfg = self.config
+        lease = await self._api.read_namespaced_lease(cfg.name, cfg.namespace)
+        if lease.spec is None or lease.spec.holder_identity != cfg.identity:
+            return
+        lease.spec.holder_identity = ""
+        lease.spec.lease_duration_seconds = 1
+        lease.spec.renew_time = datetime.now(UTC)
+        await self._api.replace_namespaced_lease(cfg.name, cfg.namespace, lease)
+        log.info("%s released Lease %s", cfg.identity, self._lease_ref)
