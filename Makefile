@@ -37,6 +37,7 @@ lint: python
 	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 unit: python
 	$(BIN)/python -m pytest tests/unit
