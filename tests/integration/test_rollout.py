@@ -14,6 +14,7 @@ from kubernetes import client
 from rollout_support import OperatorProcess, Shop, without_owned_route
 
 from coalmine.devstack import binaries
+from coalmine.devstack import stack as devstack
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +101,256 @@ def test_healthy_canary_is_promoted_step_by_step(
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def _watch_weight(shop: Shop, until: Callable[[int], bool], timeout: float) -> tuple[int, float]:
+    """Poll the VS every 20 ms until `until(canary weight)`; return the weight and when it was seen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        weight = shop.canary_weight()
+        if until(weight):
+            return weight, time.monotonic()
+        time.sleep(0.02)
+    pytest.fail(f"canary weight did not change as expected within {timeout} s (now {shop.canary_weight()})")
+
+
+def test_canary_failing_at_30_is_rolled_back_to_zero_fast(
+    shop: Shop, meshsim: Any, namespace: str, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    _traffic(meshsim, namespace)
+    op = operator_factory(namespace)
+    shop.create_rollout(steps=[{"weight": 10}, {"weight": 30, "hold": "60s"}, {"weight": 50}, {"weight": 100}])
+    _watch_weight(shop, lambda w: w == 30, 60)
+    time.sleep(1.5)  # let the step run on healthy data first
+    broken_at = time.monotonic()
+    meshsim.client.set_destination(namespace, "order", "v2", error_ratio=0.5, p50_ms=40, p99_ms=120)
+    weight, rolled_back_at = _watch_weight(shop, lambda w: w != 30, 30)
+    latency = rolled_back_at - broken_at
+    print(f"\ndetection-to-rollback (meshsim starts failing -> VS canary weight 0 seen): {latency:.2f} s")
+
+    assert weight == 0, "a failed step goes straight back to 0, never forward"
+    status = shop.wait_for_phase("RolledBack", 5, op)
+    # failureLimit (2) x checkEvery (1 s) + 2 scrape intervals (1 s) + 1 s, with generous slack for CI.
+    assert latency < 15, f"rollback took {latency:.1f} s"
+    assert shop.primary_weights() == {"v1": 100, "v2": 0}
+    rollback = status["rollback"]
+    assert rollback["reason"] == "FailureLimit"
+    assert rollback["metric"] == "success-rate"
+    assert rollback["value"] < 95
+    assert rollback["threshold"] == ">= 95"
+    assert 'response_code!~"5.."' in rollback["query"]
+    assert "success-rate" in status["message"]
+    assert f"{rollback['value']:.4g}" in status["message"], "the message carries the number that failed"
+    assert status["stepIndex"] == 1
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Stalled"] == "True"
+    assert [e.reason for e in shop.events()][-1] == "RolledBack"
+    # Traffic really moved: meshsim stops sending to v2 once Prometheus-visible state is gone.
+    before = meshsim.client.counts()["destinations"].get(f"{namespace}/order/v2", 0)
+    time.sleep(1.0)
+    after = meshsim.client.counts()["destinations"].get(f"{namespace}/order/v2", 0)
+    beta_share = 0.1 * RPS * 1.5  # the beta A/B route still goes to v2 by design
+    assert after - before <= beta_share, "only the untouched beta route still reaches v2"
+
+
+def test_canary_without_traffic_holds_then_rolls_back_after_max_no_data(
+    shop: Shop, meshsim: Any, namespace: str, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    # meshsim runs but sends nothing to `order`: every check has no data.
+    op = operator_factory(namespace)
+    started = time.monotonic()
+    shop.create_rollout(analysis={"maxNoData": "6s"})
+    status = shop.wait_for(lambda s: s.get("analysis", {}).get("verdict") == "NoData", 20, "a no-data check", op)
+    assert status["phase"] == "Progressing"
+    assert "no canary requests" in status["message"]
+    status = shop.wait_for_phase("RolledBack", 30, op)
+    elapsed = time.monotonic() - started
+    assert elapsed >= 6, "no data held the step for maxNoData before rolling back"
+    assert [h["weight"] for h in status["history"]] == [10], "no data never advances a step"
+    assert status["rollback"]["reason"] == "NoData"
+    assert "maxNoData 6s" in status["message"]
+    assert shop.primary_weights() == {"v1": 100, "v2": 0}
+    assert "NoData" in [e.reason for e in shop.events()]
+
+
+@pytest.mark.parametrize("outcome", ["recovers", "rolls-back"])
+def test_prometheus_stopped_mid_step(
+    outcome: str,
+    shop: Shop,
+    meshsim: Any,
+    namespace: str,
+    operator_factory: Callable[..., OperatorProcess],
+    stack: devstack.StackInfo,
+) -> None:
+    _traffic(meshsim, namespace)
+    op = operator_factory(namespace)
+    max_no_data = "40s" if outcome == "recovers" else "5s"
+    shop.create_rollout(analysis={"maxNoData": max_no_data})
+    _watch_weight(shop, lambda w: w == 30, 60)
+    devstack.stop_prometheus(stack.state_dir)
+    try:
+        status = shop.wait_for(
+            lambda s: "unreachable" in s.get("message", ""), 15, "a check noting Prometheus unreachable", op
+        )
+        assert status["phase"] == "Progressing"
+        assert status["analysis"]["verdict"] == "NoData"
+        time.sleep(3)
+        assert shop.status()["stepIndex"] == 1, "no data holds the step"
+        if outcome == "recovers":
+            devstack.start_prometheus(stack.state_dir)
+            status = shop.wait_for_phase("Succeeded", 60, op)
+            assert [h["weight"] for h in status["history"]] == [10, 30, 50, 100]
+        else:
+            status = shop.wait_for_phase("RolledBack", 30, op)
+            assert status["rollback"]["reason"] == "NoData"
+            assert "unreachable" in status["message"]
+            assert shop.primary_weights() == {"v1": 100, "v2": 0}
+    finally:
+        if not devstack.status(stack.state_dir) or not devstack.status(stack.state_dir).get("prometheus"):
+            devstack.start_prometheus(stack.state_dir)
+
+
+def test_invalid_rollout_writes_nothing_and_says_why(
+    shop: Shop, namespace: str, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    op = operator_factory(namespace)
+    vs_before = shop.get_vs()
+    shop.create_rollout(canary={"host": "order", "subset": "v3"})
+    status = shop.wait_for_phase("Invalid", 20, op)
+    assert "spec.canary.subset" in status["message"]
+    assert f"DestinationRule {namespace}/order defines no subset 'v3'" in status["message"]
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Stalled"] == "True"
+    time.sleep(2)
+    assert shop.get_vs()["metadata"]["resourceVersion"] == vs_before["metadata"]["resourceVersion"]
+    assert "Invalid" in [e.reason for e in shop.events()]
+    # Fixing the spec (a new generation) starts the rollout.
+    shop.patch_rollout_spec({"canary": {"host": "order", "subset": "v2"}})
+    shop.wait_for(lambda s: s.get("phase") == "Progressing" and s.get("observedGeneration") == 2, 20, "Progressing", op)
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        pytest.param(
+            [{"weight": 30}, {"weight": 10}, {"weight": 100}], "step weights must strictly increase", id="order"
+        ),
+        pytest.param([{"weight": 10}, {"weight": 50}], "the last step must have weight 100", id="last"),
+        pytest.param([{"weight": 10, "hold": "soon"}, {"weight": 100}], "spec.steps[0].hold", id="hold"),
+    ],
+)
+def test_crd_rejects_bad_steps_at_apply(shop: Shop, steps: list[dict[str, Any]], message: str) -> None:
+    with pytest.raises(client.exceptions.ApiException) as error:
+        shop.create_rollout(steps=steps)
+    assert error.value.status == 422
+    assert message in error.value.body
+
+
+def test_rollout_waits_for_objects_applied_after_it(
+    api_client: client.ApiClient, meshsim: Any, namespace: str, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    shop = Shop(api_client, namespace)
+    op = operator_factory(namespace)
+    shop.create_rollout()
+    status = shop.wait_for_phase("Pending", 20, op)
+    assert f"VirtualService {namespace}/order (spec.virtualService.name) not found" in status["message"]
+    shop.apply_istio()
+    shop.wait_for(lambda s: s.get("phase") == "Progressing", 30, "Progressing", op)
+    _watch_weight(shop, lambda w: w == 10, 10)
+
+
+def test_operator_killed_mid_step_resumes_the_same_step(
+    shop: Shop, meshsim: Any, namespace: str, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    _traffic(meshsim, namespace)
+    op = operator_factory(namespace)
+    shop.create_rollout(steps=[{"weight": 10}, {"weight": 30, "hold": "8s"}, {"weight": 50}, {"weight": 100}])
+    _watch_weight(shop, lambda w: w == 30, 60)
+    time.sleep(2)
+    before = shop.status()
+    op.kill()
+    time.sleep(3)
+    assert shop.status()["stepStartedAt"] == before["stepStartedAt"]
+    restarted = operator_factory(namespace)
+    status = shop.wait_for_phase("Succeeded", 90, restarted)
+    history = status["history"]
+    assert [h["weight"] for h in history] == [10, 30, 50, 100], "no step repeated or skipped"
+    step2 = history[1]
+    assert step2["startedAt"] == before["stepStartedAt"], "the step kept its start, so its deadline"
+    held = (ts(history[2]["startedAt"]) - ts(step2["startedAt"])).total_seconds()
+    assert held >= 8
+
+
+def test_decided_rollback_is_finished_after_a_crash(
+    shop: Shop,
+    meshsim: Any,
+    namespace: str,
+    operator_factory: Callable[..., OperatorProcess],
+    api_client: client.ApiClient,
+) -> None:
+    """The status says RolledBack but the operator died before moving traffic: the next one moves it."""
+    _traffic(meshsim, namespace)
+    op = operator_factory(namespace)
+    shop.create_rollout(steps=[{"weight": 10}, {"weight": 30, "hold": "60s"}, {"weight": 50}, {"weight": 100}])
+    _watch_weight(shop, lambda w: w == 30, 60)
+    op.kill()
+    # Exactly what the dead operator had committed: the decision, written before the VS.
+    current = shop.get_rollout()
+    decided = {**current["status"], "phase": "RolledBack", "canaryWeight": 0, "message": "rolled back (test)"}
+    shop.custom.patch_namespaced_custom_object_status(
+        "coalmine.dev", "v1alpha1", namespace, "rollouts", "order", {"status": decided}
+    )
+    assert shop.canary_weight() == 30
+    operator_factory(namespace)
+    _watch_weight(shop, lambda w: w == 0, 20)
+    assert shop.primary_weights() == {"v1": 100, "v2": 0}
+
+
+def test_concurrent_edits_of_the_vs_survive_and_reverted_weights_are_restored(
+    shop: Shop, meshsim: Any, namespace: str, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    _traffic(meshsim, namespace)
+    op = operator_factory(namespace)
+    shop.create_rollout(steps=[{"weight": 10, "hold": "6s"}, {"weight": 30}, {"weight": 50}, {"weight": 100}])
+    _watch_weight(shop, lambda w: w == 10, 30)
+    # A user edits the owned route's other fields and the stable destination's headers mid-rollout...
+    vs = shop.get_vs()
+    index = next(i for i, r in enumerate(vs["spec"]["http"]) if r["name"] == "primary")
+    shop.custom.patch_namespaced_custom_object(
+        "networking.istio.io",
+        "v1",
+        namespace,
+        "virtualservices",
+        "order",
+        [
+            {"op": "replace", "path": f"/spec/http/{index}/timeout", "value": "7s"},
+            {
+                "op": "add",
+                "path": f"/spec/http/{index}/route/0/headers",
+                "value": {"request": {"set": {"x-team": "shop"}}},
+            },
+            {"op": "add", "path": "/spec/http/0/timeout", "value": "1s"},
+        ],
+        _content_type="application/json-patch+json",
+    )
+    # ...and Git reverts the weights to what it holds.
+    shop.custom.patch_namespaced_custom_object(
+        "networking.istio.io",
+        "v1",
+        namespace,
+        "virtualservices",
+        "order",
+        [{"op": "replace", "path": f"/spec/http/{index}/route", "value": virtual_service_route()}],
+        _content_type="application/json-patch+json",
+    )
+    # The operator puts its weight back on the next tick (checkEvery 1 s), not at the next step.
+    _watch_weight(shop, lambda w: w >= 10, 4)
+    status = shop.wait_for_phase("Succeeded", 90, op)
+    vs = shop.get_vs()
+    primary = vs["spec"]["http"][index]
+    assert primary["timeout"] == "7s"
+    assert vs["spec"]["http"][0]["timeout"] == "1s"
+    assert shop.primary_weights(vs) == {"v1": 0, "v2": 100}
+    assert [h["weight"] for h in status["history"]] == [10, 30, 50, 100]
+
+
+def virtual_service_route() -> list[dict[str, Any]]:
+    return [{"destination": {"host": "order", "subset": "v1", "port": {"number": 8080}}, "weight": 100}]
