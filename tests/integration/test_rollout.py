@@ -354,3 +354,32 @@ def test_concurrent_edits_of_the_vs_survive_and_reverted_weights_are_restored(
 
 def virtual_service_route() -> list[dict[str, Any]]:
     return [{"destination": {"host": "order", "subset": "v1", "port": {"number": 8080}}, "weight": 100}]
+
+
+def test_kubectl_explains_every_field_and_prints_the_columns(
+    shop: Shop, meshsim: Any, namespace: str, operator_factory: Callable[..., OperatorProcess], kubeconfig: Path
+) -> None:
+    kubectl = [str(binaries.kubectl()), "--kubeconfig", str(kubeconfig)]
+
+    def run(*args: str) -> str:
+        done = subprocess.run([*kubectl, *args], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    explained = run("explain", "rollout.spec")
+    for field in ("virtualService", "stable", "canary", "destinationRule", "steps", "analysis"):
+        assert field in explained
+    analysis = run("explain", "rollout.spec.analysis")
+    for field in ("interval", "checkEvery", "successRate", "latency", "minRequests", "failureLimit", "maxNoData"):
+        assert any(line.strip().startswith(field) for line in analysis.splitlines()), field
+    assert "Consecutive failed checks that roll the canary back" in analysis
+
+    _traffic(meshsim, namespace)
+    op = operator_factory(namespace)
+    shop.create_rollout()
+    shop.wait_for(lambda s: s.get("canaryWeight") == 10, 20, "at 10 %", op)
+    table = run("get", "rollouts", "-n", namespace, "-o", "wide")
+    header, row = table.splitlines()[:2]
+    assert header.split()[:5] == ["NAME", "PHASE", "WEIGHT", "STEP", "AGE"]
+    assert "MESSAGE" in header
+    assert row.split()[:4] == ["order", "Progressing", "10", "1/4"]
