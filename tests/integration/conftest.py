@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -126,14 +126,20 @@ def operator_factory(
 ) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
-    """`start(namespace, args=[...])`: `python -m coalmine run` against the session stack, watching only
-    `namespace`; every operator started is stopped afterwards."""
+    """`start(namespace, args=[...], env={...})`: `python -m coalmine run` against the session stack, watching
+    only `namespace` (or several: pass a list); `env` is added to the environment (e.g. KUBECONFIG of a
+    ServiceAccount). Every operator started is stopped afterwards."""
 
-    def start(namespace: str, args: Sequence[str] = ()) -> OperatorProcess:
-        argv = [sys.executable, "-m", "coalmine", "run", "--namespace", namespace]
+    def start(
+        namespace: str | Sequence[str], args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> OperatorProcess:
+        argv = [sys.executable, "-m", "coalmine", "run"]
+        for ns in [namespace] if isinstance(namespace, str) else namespace:
+            argv += ["--namespace", ns]
         argv += ["--prometheus-url", stack.prometheus_url, "--scrape-interval", stack.scrape_interval]
         argv += ["--health-port", "0", "--metrics-port", "0", *args]
-        proc = OperatorProcess(argv, tmp_path / f"operator-{len(started)}.log").start()
+        log = tmp_path / f"operator-{len(started)}.log"
+        proc = OperatorProcess(argv, log, env=dict(env or {})).start()
         started.append(proc)
         return proc
 

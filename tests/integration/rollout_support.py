@@ -30,11 +30,13 @@ COALMINE = ("coalmine.dev", "v1alpha1")
 class OperatorProcess:
     argv: list[str]
     log: Path
+    env: dict[str, str] = field(default_factory=dict)  # on top of os.environ (e.g. another KUBECONFIG)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> OperatorProcess:
         out = self.log.open("ab")
-        self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+        env = {**os.environ, **self.env}
+        self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         out.close()
         return self
 
