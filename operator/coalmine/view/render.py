@@ -1,0 +1,466 @@
+"""Turn a Rollout object and its Events into what a cluster admin reads: pure functions, no I/O.
+
+Why it exists: `coalmine status` and `coalmine demo` must show the same thing, and what they show
+must be testable without a cluster. `summarize` reads a Rollout dict (as the API server returns it,
+status possibly missing or half-written) into a `RolloutView`; `to_renderable` draws that with rich
+for a terminal, `to_lines` as plain text for pipes and logs (no control codes). `now` is always a
+parameter, never read from the clock here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from coalmine.models import parse_duration
+
+BAR_WIDTH = 30
+TEXT_BAR_WIDTH = 20
+MAX_EVENTS = 8
+DEFAULT_INTERVAL = timedelta(minutes=1)
+DEFAULT_STEPS = (10, 30, 50, 100)
+
+PHASE_STYLE = {
+    "Pending": "dim",
+    "Progressing": "bold yellow",
+    "Succeeded": "bold green",
+    "RolledBack": "bold red",
+    "Invalid": "bold magenta",
+}
+VERDICT_STYLE = {"Pass": "green", "Fail": "bold red", "NoData": "yellow"}
+STABLE_STYLE = "blue"
+CANARY_STYLE = "yellow"
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One Kubernetes Event about a Rollout, reduced to what the view shows."""
+
+    time: datetime | None
+    type: str
+    reason: str
+    message: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    name: str
+    value: float | None
+    threshold: str
+    verdict: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RollbackRow:
+    reason: str
+    metric: str
+    value: float | None
+    threshold: str
+    query: str
+    at: datetime | None
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    """Everything shown for one Rollout, already computed for a given `now`."""
+
+    namespace: str
+    name: str
+    phase: str
+    stale: bool  # the status is about an older generation (the operator has not caught up)
+    routes: tuple[str, ...]
+    stable: str
+    canary: str
+    canary_weight: int
+    step: int | None  # 1-based
+    step_weights: tuple[int, ...]
+    hold: timedelta | None
+    hold_left: timedelta | None
+    checked_at: datetime | None
+    check_verdict: str | None
+    window: str | None
+    requests: float | None
+    consecutive_failures: int
+    failure_limit: int
+    no_data_since: datetime | None
+    max_no_data: timedelta | None
+    metrics: tuple[MetricRow, ...]
+    rollback: RollbackRow | None
+    message: str
+    events: tuple[EventRow, ...] = field(default=())
+    now: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
+
+
+# --- parsing (tolerant: a status may be missing, partial or from an older operator) -----------------
+
+
+def parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _duration(value: Any) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(str(value))
+    except ValueError:
+        return None
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _int(value: Any, default: int) -> int:
+    number = _number(value)
+    return default if number is None else int(number)
+
+
+def _destination(dest: Any) -> str:
+    if not isinstance(dest, Mapping):
+        return "?"
+    host = str(dest.get("host") or "")
+    subset = str(dest.get("subset") or "?")
+    return f"{host}/{subset}" if host else subset
+
+
+def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime) -> RolloutView:
+    """Read one Rollout dict and its Events into a `RolloutView` as of `now`."""
+    meta: Mapping[str, Any] = obj.get("metadata") or {}
+    spec: Mapping[str, Any] = obj.get("spec") or {}
+    status: Mapping[str, Any] = obj.get("status") or {}
+    analysis_spec: Mapping[str, Any] = spec.get("analysis") or {}
+    steps: Sequence[Mapping[str, Any]] = spec.get("steps") or [{"weight": w} for w in DEFAULT_STEPS]
+    interval = _duration(analysis_spec.get("interval")) or DEFAULT_INTERVAL
+
+    phase = str(status.get("phase") or "Unknown")
+    step_index = status.get("stepIndex")
+    step = step_index + 1 if isinstance(step_index, int) else None
+    hold: timedelta | None = None
+    if isinstance(step_index, int) and 0 <= step_index < len(steps):
+        hold = _duration(steps[step_index].get("hold")) or interval
+    hold_left: timedelta | None = None
+    started = parse_time(status.get("stepStartedAt"))
+    if phase == "Progressing" and hold is not None and started is not None:
+        hold_left = max(timedelta(0), started + hold - now)
+
+    check: Mapping[str, Any] = status.get("analysis") or {}
+    metrics = tuple(
+        MetricRow(
+            name=str(m.get("name", "?")),
+            value=_number(m.get("value")),
+            threshold=str(m.get("threshold") or ""),
+            verdict=str(m.get("verdict") or "?"),
+            reason=str(m.get("reason") or ""),
+        )
+        for m in check.get("metrics") or []
+    )
+    rb: Mapping[str, Any] | None = status.get("rollback")
+    rollback = (
+        RollbackRow(
+            reason=str(rb.get("reason") or ""),
+            metric=str(rb.get("metric") or ""),
+            value=_number(rb.get("value")),
+            threshold=str(rb.get("threshold") or ""),
+            query=str(rb.get("query") or ""),
+            at=parse_time(rb.get("at")),
+        )
+        if rb
+        else None
+    )
+    observed = status.get("observedGeneration")
+    generation = meta.get("generation")
+    ordered = sorted(events, key=lambda e: e.time or datetime.min.replace(tzinfo=UTC))
+    return RolloutView(
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or "?"),
+        phase=phase,
+        stale=observed is not None and generation is not None and observed != generation,
+        routes=tuple(str(r) for r in (spec.get("virtualService") or {}).get("routes") or ()),
+        stable=_destination(spec.get("stable")),
+        canary=_destination(spec.get("canary")),
+        canary_weight=_int(status.get("canaryWeight"), 0),
+        step=step,
+        step_weights=tuple(_int(s.get("weight"), 0) for s in steps),
+        hold=hold,
+        hold_left=hold_left,
+        checked_at=parse_time(check.get("checkedAt")),
+        check_verdict=str(check["verdict"]) if check.get("verdict") else None,
+        window=str(check["window"]) if check.get("window") else None,
+        requests=_number(check.get("requests")),
+        consecutive_failures=_int(check.get("consecutiveFailures"), 0),
+        failure_limit=_int(analysis_spec.get("failureLimit"), 2),
+        no_data_since=parse_time(check.get("noDataSince")),
+        max_no_data=_duration(analysis_spec.get("maxNoData")) or timedelta(minutes=5),
+        metrics=metrics,
+        rollback=rollback,
+        message=str(status.get("message") or ""),
+        events=tuple(ordered[-MAX_EVENTS:]),
+        now=now,
+    )
+
+
+def fingerprint(obj: Mapping[str, Any], events: Iterable[EventRow]) -> tuple[Any, ...]:
+    """What must change for a pipe watcher to print a new block: phase, step, weight, verdicts, events.
+
+Not the clock (time left ticks by itself) and not each check's fresh numbers while verdicts hold.
+"""
+    meta: Mapping[str, Any] = obj.get("metadata") or {}
+    status: Mapping[str, Any] = obj.get("status") or {}
+    check: Mapping[str, Any] = status.get("analysis") or {}
+    return (
+        meta.get("namespace"),
+        meta.get("name"),
+        meta.get("generation"),
+        *(repr(status.get(k)) for k in ("phase", "observedGeneration", "stepIndex", "canaryWeight", "rollback")),
+        check.get("verdict"),
+        check.get("consecutiveFailures"),
+        tuple((m.get("name"), m.get("verdict")) for m in check.get("metrics") or []),
+        tuple((e.time, e.reason, e.count, e.message) for e in events),
+    )
+
+
+# --- formatting -----------------------------------------------------------------------------------
+
+
+def format_seconds(value: timedelta) -> str:
+    """1.2s, 45s, 2m05s, 1h02m: short enough for a status line."""
+    seconds = value.total_seconds()
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def format_hold(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    if seconds == int(seconds):
+        whole = int(seconds)
+        if whole % 3600 == 0 and whole:
+            return f"{whole // 3600}h"
+        if whole % 60 == 0 and whole:
+            return f"{whole // 60}m"
+        return format_seconds(value).replace(".0s", "s")
+    return format_seconds(value)
+
+
+def format_age(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return "?"
+    return f"{format_seconds(max(timedelta(0), now - when))} ago"
+
+
+def format_value(name: str, value: float | None) -> str:
+    """A metric's value with the unit the operator's built-in metrics use."""
+    if value is None:
+        return "no data"
+    if name == "success-rate":
+        return f"{value:.4g} %"
+    if name.startswith("latency-"):
+        return f"{value:.4g} ms"
+    return f"{value:.4g}"
+
+
+def step_text(view: RolloutView) -> str:
+    total = len(view.step_weights)
+    if view.step is None:
+        return f"step -/{total}"
+    return f"step {view.step}/{total}"
+
+
+def hold_text(view: RolloutView) -> str:
+    if view.hold is None or view.phase != "Progressing":
+        return ""
+    if view.hold_left is None:
+        return f"hold {format_hold(view.hold)}"
+    if view.hold_left > timedelta(0):
+        return f"hold {format_hold(view.hold)}, {format_seconds(view.hold_left)} left"
+    return f"hold {format_hold(view.hold)} over, waiting for a passing check"
+
+
+def check_text(view: RolloutView) -> str:
+    if view.check_verdict is None:
+        return "no check yet"
+    parts = [f"last check {view.check_verdict} {format_age(view.checked_at, view.now)}"]
+    if view.window:
+        parts.append(f"window {view.window}")
+    if view.requests is not None:
+        parts.append(f"{view.requests:.0f} canary requests")
+    parts.append(f"{view.consecutive_failures}/{view.failure_limit} failed in a row")
+    if view.no_data_since is not None and view.max_no_data is not None:
+        parts.append(f"no data for {format_seconds(view.now - view.no_data_since)} of {format_hold(view.max_no_data)}")
+    return ", ".join(parts)
+
+
+def rollback_text(rb: RollbackRow, now: datetime) -> str:
+    what = f"{rb.metric} {format_value(rb.metric, rb.value)}" if rb.metric else "no metric"
+    threshold = f" (threshold {rb.threshold})" if rb.threshold else ""
+    return f"rolled back ({rb.reason}): {what}{threshold}, {format_age(rb.at, now)}"
+
+
+def steps_text(view: RolloutView) -> str:
+    current = (view.step or 0) - 1
+    return " → ".join(f"[{w}]" if i == current else str(w) for i, w in enumerate(view.step_weights))
+
+
+def text_bar(canary_weight: int, width: int = TEXT_BAR_WIDTH) -> str:
+    canary = round(max(0, min(100, canary_weight)) * width / 100)
+    return "[" + "#" * (width - canary) + "+" * canary + "]"
+
+
+def short_message(message: str) -> str:
+    """An event message without the PromQL the operator appends (the rollback line shows it once)."""
+    return message.split("; query:", 1)[0]
+
+
+def title(view: RolloutView) -> str:
+    return f"{view.namespace}/{view.name}" if view.namespace else view.name
+
+
+# --- plain text -----------------------------------------------------------------------------------
+
+
+def to_lines(view: RolloutView) -> list[str]:
+    """The view as plain text lines: for pipes, logs and the demo's non-interactive form."""
+    stale = " (status is for an older generation)" if view.stale else ""
+    head = ", ".join(
+        p for p in (view.phase + stale, f"{step_text(view)} at {view.canary_weight}%", hold_text(view)) if p
+    )
+    routes = ",".join(view.routes) or "(only route)"
+    lines = [
+        f"{title(view)}: {head}",
+        f"  traffic  route {routes}: stable {view.stable} {100 - view.canary_weight}% "
+        f"{text_bar(view.canary_weight)} canary {view.canary} {view.canary_weight}%",
+        f"  steps    {steps_text(view).replace('→', '->')}",
+        f"  check    {check_text(view)}",
+    ]
+    for m in view.metrics:
+        reason = f"  ({m.reason})" if m.reason and m.verdict != "Pass" else ""
+        lines.append(
+            f"  metric   {m.name:<14} {format_value(m.name, m.value):>12}  {m.threshold:<8} {m.verdict}{reason}"
+        )
+    if view.rollback is not None:
+        lines.append(f"  ROLLBACK {rollback_text(view.rollback, view.now)}")
+        if view.rollback.query:
+            lines.append(f"           query: {view.rollback.query}")
+    elif view.message:
+        lines.append(f"  message  {view.message}")
+    for e in view.events:
+        lines.append(
+            f"  event    {format_age(e.time, view.now):>10}  {e.type:<7} {e.reason:<15} {short_message(e.message)}"
+        )
+    return lines
+
+
+def all_lines(views: Sequence[RolloutView], namespace: str | None) -> list[str]:
+    if not views:
+        return [f"no Rollouts in {'namespace ' + namespace if namespace else 'any namespace'}"]
+    out: list[str] = []
+    for view in views:
+        out += [*to_lines(view), ""]
+    return out[:-1]
+
+
+# --- rich -----------------------------------------------------------------------------------------
+
+
+def weight_bar(view: RolloutView, width: int = BAR_WIDTH) -> Text:
+    canary = round(max(0, min(100, view.canary_weight)) * width / 100)
+    bar = Text()
+    bar.append(f"{view.stable} {100 - view.canary_weight:>3}% ", style=STABLE_STYLE)
+    bar.append("█" * (width - canary), style=STABLE_STYLE)
+    bar.append("█" * canary, style=CANARY_STYLE)
+    bar.append(f" {view.canary_weight:>3}% {view.canary}", style=CANARY_STYLE)
+    return bar
+
+
+def to_renderable(view: RolloutView) -> RenderableType:
+    """The view as a rich Panel: weights bar, step and hold, metrics, rollback, events."""
+    parts: list[RenderableType] = []
+    head = Text()
+    head.append(view.phase, style=PHASE_STYLE.get(view.phase, "bold"))
+    if view.stale:
+        head.append(" (status is for an older generation)", style="dim")
+    head.append(f"   {step_text(view)}   ")
+    head.append(steps_text(view), style="bold")
+    if hold := hold_text(view):
+        head.append(f"   {hold}", style="cyan")
+    parts.append(head)
+    routes = ", ".join(view.routes) or "the only route"
+    parts.append(Text(f"route {routes}: stable (blue) / canary (yellow)", style="dim"))
+    parts.append(weight_bar(view))
+
+    check = Text(check_text(view), style=VERDICT_STYLE.get(view.check_verdict or "", "dim"))
+    parts.append(check)
+    if view.metrics:
+        table = Table(box=None, padding=(0, 2), show_edge=False, header_style="bold dim")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_column("threshold")
+        table.add_column("verdict")
+        table.add_column("why", overflow="fold")
+        for m in view.metrics:
+            table.add_row(
+                m.name,
+                format_value(m.name, m.value),
+                m.threshold,
+                Text(m.verdict, style=VERDICT_STYLE.get(m.verdict, "")),
+                m.reason,
+            )
+        parts.append(table)
+    if view.rollback is not None:
+        rb = Text(rollback_text(view.rollback, view.now), style="bold red")
+        parts.append(rb)
+        if view.rollback.query:
+            parts.append(Text(f"query: {view.rollback.query}", style="dim red", overflow="fold"))
+    elif view.message:
+        parts.append(Text(view.message, style="dim", overflow="fold"))
+    if view.events:
+        events = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold dim", title_justify="left")
+        events.add_column("age", justify="right", no_wrap=True)
+        events.add_column("type", no_wrap=True)
+        events.add_column("reason", no_wrap=True)
+        events.add_column("message", overflow="fold")
+        for e in view.events:
+            style = "red" if e.type == "Warning" else ""
+            events.add_row(format_age(e.time, view.now), Text(e.type, style=style), e.reason, short_message(e.message))
+        parts.append(Text("events", style="bold dim"))
+        parts.append(events)
+    border = PHASE_STYLE.get(view.phase, "white").replace("bold ", "")
+    return Panel(Group(*parts), title=title(view), title_align="left", border_style=border)
+
+
+def all_renderable(views: Sequence[RolloutView], namespace: str | None) -> RenderableType:
+    if not views:
+        return Text(all_lines(views, namespace)[0], style="dim")
+    return Group(*(to_renderable(v) for v in views))

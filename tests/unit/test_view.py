@@ -1,0 +1,223 @@
+"""view.render: what `coalmine status` and the demo show, from sample Rollout dicts (no cluster)."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from coalmine.view import render
+
+T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+SEL = (
+    'reporter="destination",destination_workload_namespace="shop",destination_service_name="order",'
+    'destination_version="v3"'
+)
+SUCCESS_QUERY = (
+    f'(sum(rate(istio_requests_total{{{SEL},response_code!~"5.."}}[4s])) or vector(0)) / '
+    f"sum(rate(istio_requests_total{{{SEL}}}[4s])) * 100"
+)
+LATENCY_QUERY = (
+    f"histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{SEL}}}[4s])))"
+)
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def rollout(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "virtualService": {"name": "order", "routes": ["primary"]},
+        "stable": {"host": "order", "subset": "v2"},
+        "canary": {"host": "order", "subset": "v3"},
+        "steps": [{"weight": 10, "hold": "8s"}, {"weight": 30}, {"weight": 50}, {"weight": 100}],
+        "analysis": {"interval": "5s", "checkEvery": "1s", "failureLimit": 2, "maxNoData": "30s"},
+        **spec,
+    }
+    obj: dict[str, Any] = {
+        "apiVersion": "coalmine.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "order", "namespace": "shop", "generation": 2, "resourceVersion": "7", "uid": "u1"},
+        "spec": body,
+    }
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def progressing(step_index: int = 1, weight: int = 30, started: datetime = T0) -> dict[str, Any]:
+    return {
+        "phase": "Progressing",
+        "observedGeneration": 2,
+        "stepIndex": step_index,
+        "stepLabel": f"{step_index + 1}/4",
+        "canaryWeight": weight,
+        "stepStartedAt": iso(started),
+        "history": [{"stepIndex": 0, "weight": 10, "startedAt": iso(started - timedelta(seconds=8))}],
+        "analysis": {
+            "checkedAt": iso(started + timedelta(seconds=2)),
+            "window": "4s",
+            "verdict": "Pass",
+            "requests": 288.4,
+            "consecutiveFailures": 0,
+            "metrics": [
+                {"name": "success-rate", "value": 99.5, "threshold": ">= 99", "verdict": "Pass", "query": SUCCESS_QUERY},
+                {"name": "latency-p99", "value": 85.2, "threshold": "<= 500", "verdict": "Pass", "query": LATENCY_QUERY},
+            ],
+        },
+        "message": "step 2/4: canary at 30%",
+    }
+
+
+def rolled_back() -> dict[str, Any]:
+    status = progressing()
+    status.update(
+        phase="RolledBack",
+        canaryWeight=0,
+        finishedAt=iso(T0 + timedelta(seconds=3)),
+        rollback={
+            "reason": "FailureLimit",
+            "metric": "success-rate",
+            "value": 79.77,
+            "threshold": ">= 99",
+            "query": SUCCESS_QUERY,
+            "at": iso(T0 + timedelta(seconds=3)),
+        },
+        message=f"rolled back at step 2/4 (30%): success-rate 79.77% < 99%; query: {SUCCESS_QUERY}",
+    )
+    status["analysis"]["verdict"] = "Fail"
+    status["analysis"]["consecutiveFailures"] = 2
+    status["analysis"]["metrics"][0].update(value=79.77, verdict="Fail", reason="79.77% < 99%")
+    return status
+
+
+EVENTS = [
+    render.EventRow(T0 + timedelta(seconds=3), "Warning", "RolledBack", f"rolled back; query: {SUCCESS_QUERY}"),
+    render.EventRow(T0 - timedelta(seconds=8), "Normal", "RolloutStarted", "generation 2: v2 -> v3"),
+    render.EventRow(T0, "Normal", "StepAdvanced", "canary 10% -> 30%"),
+]
+
+
+def test_progressing_shows_step_weights_and_time_left_in_the_hold() -> None:
+    view = render.summarize(rollout(progressing()), [], T0 + timedelta(seconds=2))
+    assert (view.phase, view.step, view.canary_weight) == ("Progressing", 2, 30)
+    assert view.hold == timedelta(seconds=5)  # step 2 has no hold: analysis.interval
+    assert view.hold_left == timedelta(seconds=3)
+    assert (view.stable, view.canary) == ("order/v2", "order/v3")
+    lines = render.to_lines(view)
+    assert lines[0] == "shop/order: Progressing, step 2/4 at 30%, hold 5s, 3.0s left"
+    assert "stable order/v2 70% [##############++++++] canary order/v3 30%" in lines[1]
+    assert "10 -> [30] -> 50 -> 100" in lines[2]
+    assert "289 canary requests" in lines[3] or "288 canary requests" in lines[3]
+    assert any("success-rate" in line and "99.5 %" in line and ">= 99" in line and "Pass" in line for line in lines)
+    assert any("latency-p99" in line and "85.2 ms" in line and "<= 500" in line for line in lines)
+
+
+def test_first_step_uses_its_own_hold_and_an_elapsed_hold_says_it_waits_for_a_pass() -> None:
+    view = render.summarize(rollout(progressing(0, 10)), [], T0 + timedelta(seconds=20))
+    assert view.hold == timedelta(seconds=8)
+    assert view.hold_left == timedelta(0)
+    assert "hold 8s over, waiting for a passing check" in render.to_lines(view)[0]
+
+
+def test_rollback_shows_reason_metric_value_threshold_and_query_once() -> None:
+    view = render.summarize(rollout(rolled_back()), EVENTS, T0 + timedelta(seconds=10))
+    assert view.hold_left is None
+    text = "\n".join(render.to_lines(view))
+    assert "shop/order: RolledBack, step 2/4 at 0%" in text
+    assert "rolled back (FailureLimit): success-rate 79.77 % (threshold >= 99), 7.0s ago" in text
+    assert "2/2 failed in a row" in text
+    assert "Fail  (79.77% < 99%)" in text
+    assert text.count(SUCCESS_QUERY) == 1  # the event and message do not repeat it
+
+
+def test_events_are_oldest_first_with_ages_and_capped() -> None:
+    many = [render.EventRow(T0 + timedelta(seconds=i), "Normal", f"R{i}", "m") for i in range(20)]
+    view = render.summarize(rollout(progressing()), [*EVENTS, *many], T0 + timedelta(seconds=30))
+    assert len(view.events) == render.MAX_EVENTS
+    assert [e.reason for e in view.events] == [f"R{i}" for i in range(12, 20)]
+    view = render.summarize(rollout(progressing()), EVENTS, T0 + timedelta(seconds=30))
+    assert [e.reason for e in view.events] == ["RolloutStarted", "StepAdvanced", "RolledBack"]
+    assert "38s ago  Normal  RolloutStarted" in "\n".join(render.to_lines(view))
+
+
+@pytest.mark.parametrize(
+    "status",
+    [None, {}, {"phase": "Pending", "message": "waiting for VirtualService shop/order"}, {"phase": "Invalid"}],
+)
+def test_missing_or_partial_status_still_renders(status: dict[str, Any] | None) -> None:
+    view = render.summarize(rollout(status), [], T0)
+    lines = render.to_lines(view)
+    assert lines[0].startswith("shop/order: ")
+    assert "no check yet" in "\n".join(lines)
+    _rich_text(render.to_renderable(view))
+
+
+def test_default_steps_when_spec_has_none_and_stale_generation_is_flagged() -> None:
+    obj = rollout(progressing())
+    del obj["spec"]["steps"]
+    obj["metadata"]["generation"] = 3
+    view = render.summarize(obj, [], T0)
+    assert view.step_weights == (10, 30, 50, 100)
+    assert view.stale
+    assert "older generation" in render.to_lines(view)[0]
+
+
+def test_nan_and_missing_values_show_as_no_data() -> None:
+    status = progressing()
+    status["analysis"]["metrics"][0].update(value=None, verdict="NoData", reason="empty result or NaN")
+    status["analysis"]["metrics"][1]["value"] = float("nan")
+    view = render.summarize(rollout(status), [], T0)
+    assert [m.value for m in view.metrics] == [None, None]
+    assert "no data" in render.to_lines(view)[4]
+
+
+def test_rich_renderable_has_the_bar_and_the_numbers() -> None:
+    view = render.summarize(rollout(rolled_back()), EVENTS, T0 + timedelta(seconds=10))
+    text = _rich_text(render.to_renderable(view))
+    assert "RolledBack" in text
+    assert "order/v2 100% " + "█" * render.BAR_WIDTH in text
+    assert "79.77 %" in text
+    assert ">= 99" in text
+    assert "rolled back (FailureLimit)" in text
+
+
+def test_plain_lines_have_no_control_codes() -> None:
+    views = [render.summarize(rollout(s), EVENTS, T0) for s in (progressing(), rolled_back(), None)]
+    text = "\n".join(render.all_lines(views, "shop"))
+    assert "\x1b" not in text
+    assert all(ch == "\n" or ch >= " " for ch in text)
+    assert render.all_lines([], "shop") == ["no Rollouts in namespace shop"]
+
+
+def test_fingerprint_ignores_the_clock_and_new_numbers_but_not_transitions() -> None:
+    a = rollout(progressing())
+    b = rollout(progressing())
+    b["status"]["analysis"]["checkedAt"] = iso(T0 + timedelta(seconds=3))
+    b["status"]["analysis"]["metrics"][0]["value"] = 99.7
+    assert render.fingerprint(a, EVENTS) == render.fingerprint(b, EVENTS)
+    assert render.fingerprint(a, EVENTS) != render.fingerprint(rollout(rolled_back()), EVENTS)
+    assert render.fingerprint(a, EVENTS) != render.fingerprint(a, EVENTS[:2])
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.25, "0.2s"), (9.96, "10.0s"), (12.4, "12s"), (65, "1m05s"), (3725, "1h02m")],
+)
+def test_format_seconds(seconds: float, text: str) -> None:
+    assert render.format_seconds(timedelta(seconds=seconds)) == text
+
+
+@pytest.mark.parametrize(("hold", "text"), [(5, "5s"), (60, "1m"), (120, "2m"), (3600, "1h"), (90, "1m30s")])
+def test_format_hold(hold: int, text: str) -> None:
+    assert render.format_hold(timedelta(seconds=hold)) == text
+
+
+def _rich_text(renderable: Any) -> str:
+    out = io.StringIO()
+    Console(file=out, width=120, color_system=None, force_terminal=False).print(renderable)
+    return out.getvalue()
