@@ -227,8 +227,8 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
 def fingerprint(obj: Mapping[str, Any], events: Iterable[EventRow]) -> tuple[Any, ...]:
     """What must change for a pipe watcher to print a new block: phase, step, weight, verdicts, events.
 
-Not the clock (time left ticks by itself) and not each check's fresh numbers while verdicts hold.
-"""
+    Not the clock (time left ticks by itself) and not each check's fresh numbers while verdicts hold.
+    """
     meta: Mapping[str, Any] = obj.get("metadata") or {}
     status: Mapping[str, Any] = obj.get("status") or {}
     check: Mapping[str, Any] = status.get("analysis") or {}
