@@ -8,15 +8,18 @@ requests and an unreachable Prometheus are all "no data", which never counts as 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from coalmine.models import Analysis, MetricResult, Verdict, format_duration
 from coalmine.validation import TEMPLATE, Side, Target
 
 REQUESTS = "requests"
 SUCCESS_RATE = "success-rate"
+LATENCY = "latency"
 
 
 def latency_name(analysis: Analysis) -> str:
@@ -38,9 +41,29 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """How a built-in query can be answered together with the same query of other Rollouts.
+
+    The per-Rollout query selects series by exact label values; the batched one selects the union
+    of those values and keeps every selector label in its `by` clause, so each Rollout's answer is
+    exactly the series with its own label values.
+    """
+
+    kind: str  # REQUESTS, SUCCESS_RATE or LATENCY
+    window: str
+    quantile: float | None
+    labels: tuple[tuple[str, str], ...]
+
+    @property
+    def key(self) -> tuple[str, str, float | None, tuple[str, ...]]:
+        return (self.kind, self.window, self.quantile, tuple(name for name, _ in self.labels))
+
+
+@dataclass(frozen=True)
 class Query:
     name: str
-    promql: str
+    promql: str  # this Rollout's own query, as shown in its status
+    batch: Batch | None = None  # None: a custom query, asked on its own
 
 
 @dataclass(frozen=True)
@@ -75,14 +98,17 @@ def render(template: str, target: Target, window_text: str) -> str:
     return TEMPLATE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
-def selector(target: Target, side: Side) -> str:
-    labels = [
+def selector_labels(target: Target, side: Side) -> tuple[tuple[str, str], ...]:
+    return (
         ("reporter", "destination"),
         ("destination_workload_namespace", target.namespace),
         ("destination_service_name", side.service_name),
         *side.matchers,
-    ]
-    return ",".join(f'{name}="{_escape(value)}"' for name, value in labels)
+    )
+
+
+def selector(target: Target, side: Side) -> str:
+    return ",".join(f'{name}="{_escape(value)}"' for name, value in selector_labels(target, side))
 
 
 def _escape(value: str) -> str:
@@ -97,17 +123,57 @@ def queries(analysis: Analysis, target: Target, window_length: timedelta) -> tup
     # The success numerator may be an empty vector when every response failed: `or vector(0)`
     # keeps that a 0 % success rate, not "no data". A zero denominator stays NaN (no data).
     ok = f'(sum(rate(istio_requests_total{{{sel},response_code!~"5.."}}[{w}])) or vector(0))'
+    labels = selector_labels(target, target.canary)
+    q = analysis.latency.quantile
     result = [
-        Query(REQUESTS, f"sum(increase(istio_requests_total{{{sel}}}[{w}]))"),
-        Query(SUCCESS_RATE, f"{ok} / {total} * 100"),
+        Query(
+            REQUESTS,
+            f"sum(increase(istio_requests_total{{{sel}}}[{w}]))",
+            Batch(REQUESTS, w, None, labels),
+        ),
+        Query(SUCCESS_RATE, f"{ok} / {total} * 100", Batch(SUCCESS_RATE, w, None, labels)),
         Query(
             latency_name(analysis),
-            f"histogram_quantile({analysis.latency.quantile:g}, "
-            f"sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{w}])))",
+            f"histogram_quantile({q:g}, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{w}])))",
+            Batch(LATENCY, w, q, labels),
         ),
     ]
     result += [Query(m.name, render(m.query, target, w)) for m in analysis.metrics]
     return tuple(result)
+
+
+def batched_promql(key: tuple[str, str, float | None, tuple[str, ...]], selectors: Sequence[Batch]) -> str:
+    """One query answering `key` for every selector: the union of their values, grouped by every label."""
+    kind, w, quantile, names = key
+    matchers = []
+    for position, name in enumerate(names):
+        values = sorted({b.labels[position][1] for b in selectors})
+        if len(values) == 1:
+            matchers.append(f'{name}="{_escape(values[0])}"')
+        else:
+            matchers.append(f'{name}=~"{"|".join(_escape(re.escape(v)) for v in values)}"')
+    sel = ",".join(matchers)
+    by = ", ".join(names)
+    if kind == REQUESTS:
+        return f"sum by ({by}) (increase(istio_requests_total{{{sel}}}[{w}]))"
+    if kind == SUCCESS_RATE:
+        total = f"sum by ({by}) (rate(istio_requests_total{{{sel}}}[{w}]))"
+        ok = f'sum by ({by}) (rate(istio_requests_total{{{sel},response_code!~"5.."}}[{w}]))'
+        return f"({ok} or {total} * 0) / {total} * 100"
+    return (
+        f"histogram_quantile({quantile:g}, sum by ({by}, le) "
+        f"(rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{w}])))"
+    )
+
+
+def pick(series: Sequence[Mapping[str, Any]], batch: Batch) -> Sample:
+    """This Rollout's answer out of a batched vector result (Prometheus' `result` list)."""
+    wanted = dict(batch.labels)
+    for item in series:
+        metric = item.get("metric", {})
+        if all(metric.get(name) == value for name, value in wanted.items()):
+            return Sample.of(float(item["value"][1]))
+    return Sample(None)
 
 
 def _bounds(low: float | None, high: float | None) -> str:

@@ -20,6 +20,7 @@ No clock, no I/O: `now` comes in as an argument.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -75,12 +76,27 @@ def _step_label(spec: RolloutSpec, index: int) -> str:
     return f"{index + 1}/{len(spec.steps)}"
 
 
+def align_up(moment: datetime, period: timedelta) -> datetime:
+    """The first multiple of `period` since the epoch at or after `moment`."""
+    step = period.total_seconds()
+    seconds = moment.timestamp()
+    aligned = math.ceil(round(seconds / step, 6)) * step
+    return datetime.fromtimestamp(aligned, moment.tzinfo)
+
+
+def _next_check(step_started_at: datetime, last_check: datetime | None, every: timedelta) -> datetime:
+    base = last_check if last_check is not None and last_check >= step_started_at else step_started_at
+    # A tick runs a little after its grid point: count from that point, not from the tick.
+    return align_up(base - every / 2, every) + every
+
+
 def next_check_at(rollout: Rollout) -> datetime:
+    """Checks fall on a grid of checkEvery (counted from the epoch), so every Rollout with the same
+    checkEvery checks at the same moments and Prometheus gets one query per metric for all of them."""
     status = rollout.status
     assert status.step_started_at is not None
     last = status.analysis.checked_at if status.analysis else None
-    base = last if last is not None and last >= status.step_started_at else status.step_started_at
-    return base + rollout.spec.analysis.check_every
+    return _next_check(status.step_started_at, last, rollout.spec.analysis.check_every)
 
 
 def check_due(rollout: Rollout, now: datetime) -> bool:
@@ -190,7 +206,9 @@ def start(rollout: Rollout, resolution: Target | Problem, now: datetime) -> Deci
         f"generation {gen}: {resolution.stable.subset} -> {resolution.canary.subset}, "
         f"steps {', '.join(str(s.weight) for s in spec.steps)}; canary at {weight}%",
     )
-    return Decision(status=new, weight=weight, events=(event,), wake_at=now + min(spec.analysis.check_every, hold))
+    return Decision(
+        status=new, weight=weight, events=(event,), wake_at=_next_check(now, None, spec.analysis.check_every)
+    )
 
 
 def _analysis_status(rollout: Rollout, check: CheckResult, now: datetime) -> AnalysisStatus:
@@ -331,7 +349,9 @@ def progress(rollout: Rollout, check: CheckResult | None, now: datetime) -> Deci
         )
         new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, "StepAdvanced", message)
         event = Event("Normal", "StepAdvanced", f"canary {status.canary_weight}% -> {weight}%: {_summary(analysis)}")
-        return Decision(status=new, weight=weight, events=(*events, event), wake_at=now + min(a.check_every, hold))
+        return Decision(
+            status=new, weight=weight, events=(*events, event), wake_at=_next_check(now, None, a.check_every)
+        )
 
     new = status
     if check is not None and analysis is not None:
@@ -344,7 +364,7 @@ def progress(rollout: Rollout, check: CheckResult | None, now: datetime) -> Deci
             message += f" ({check.reason})"
         new = status.model_copy(update={"analysis": analysis, "message": message})
         new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, "Analysing", message)
-    wake = [now + a.check_every if check is not None else next_check_at(rollout)]
+    wake = [_next_check(status.step_started_at, analysis.checked_at if analysis else None, a.check_every)]
     if now < hold_end:
         wake.append(hold_end)
     if analysis is not None and analysis.no_data_since is not None:

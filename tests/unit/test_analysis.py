@@ -148,3 +148,49 @@ def test_no_data_is_never_a_pass_even_if_other_metrics_pass() -> None:
     answers = _answers(OK, Sample(100.0), Sample(10.0), **{"queue-depth": Sample(None)})
     result = analysis.evaluate(a, analysis.queries(a, target, W), answers, W)
     assert result.verdict is Verdict.NO_DATA
+
+
+def _batches(*versions: str, namespace: str = "shop") -> list[analysis.Batch]:
+    result = []
+    for version in versions:
+        spec = parsed_spec(canary={"host": "order", "subset": "v2"})
+        dr = destination_rule()
+        dr["spec"]["subsets"][1]["labels"]["version"] = version
+        target = resolve(spec, namespace, virtual_service(), [dr])
+        assert isinstance(target, Target)
+        q = next(q for q in analysis.queries(spec.analysis, target, W) if q.name == "success-rate")
+        assert q.batch is not None
+        result.append(q.batch)
+    return result
+
+
+def test_batched_query_selects_the_union_and_groups_by_every_selector_label() -> None:
+    batches = _batches("v2", "v3")
+    assert batches[0].key == batches[1].key
+    promql = analysis.batched_promql(batches[0].key, batches)
+    by = "reporter, destination_workload_namespace, destination_service_name, destination_version"
+    sel = 'reporter="destination",destination_workload_namespace="shop",destination_service_name="order",destination_version=~"v2|v3"'
+    total = f"sum by ({by}) (rate(istio_requests_total{{{sel}}}[30s]))"
+    ok = f'sum by ({by}) (rate(istio_requests_total{{{sel},response_code!~"5.."}}[30s]))'
+    assert promql == f"({ok} or {total} * 0) / {total} * 100"
+
+
+def test_pick_takes_the_series_with_exactly_this_rollouts_labels() -> None:
+    v2, v3 = _batches("v2", "v3")
+    labels = {"reporter": "destination", "destination_workload_namespace": "shop", "destination_service_name": "order"}
+    series = [
+        {"metric": {**labels, "destination_version": "v3"}, "value": [0, "91.5"]},
+        {"metric": {**labels, "destination_version": "v2"}, "value": [0, "NaN"]},
+    ]
+    assert analysis.pick(series, v3) == Sample(91.5)
+    assert analysis.pick(series, v2) == Sample(None), "NaN is no data"
+    assert analysis.pick(series[:1], v2) == Sample(None), "a missing series is no data"
+
+
+def test_rollouts_with_different_windows_are_not_batched_together() -> None:
+    a, target = _setup()
+    one = {q.name: q for q in analysis.queries(a, target, W)}["requests"]
+    two = {q.name: q for q in analysis.queries(a, target, W / 2)}["requests"]
+    assert one.batch is not None
+    assert two.batch is not None
+    assert one.batch.key != two.batch.key

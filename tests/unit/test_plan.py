@@ -285,3 +285,26 @@ def test_conditions_keep_their_transition_time_while_unchanged() -> None:
     r = apply(r, plan.progress(r, check(Verdict.PASS), T0 + 10 * S))
     reconciling = next(c for c in r.status.conditions if c.type == "Reconciling")
     assert reconciling.last_transition_time == T0
+
+
+def test_checks_fall_on_a_shared_grid_whatever_the_step_start() -> None:
+    """Rollouts started at different moments check at the same moments: one Prometheus query serves all."""
+    firsts = []
+    for offset_ms in (0, 1300, 4700, 9990):
+        r = started(at=T0 + timedelta(milliseconds=offset_ms))
+        first = plan.next_check_at(r)
+        assert first.timestamp() % 10 == 0, first
+        assert timedelta(seconds=5) <= first - r.status.step_started_at <= timedelta(seconds=15)
+        firsts.append(first)
+        checked = apply(r, plan.progress(r, check(Verdict.PASS), first + timedelta(milliseconds=40)))
+        assert plan.next_check_at(checked) == first + 10 * S, "a late tick does not shift the grid"
+    assert len(set(firsts[:3])) == 1
+
+
+@pytest.mark.parametrize(
+    ("seconds", "period", "expected"),
+    [(0, 10, 0), (0.001, 10, 10), (9.999, 10, 10), (10, 10, 10), (10.5, 1, 11), (3, 0.5, 3)],
+)
+def test_align_up(seconds: float, period: float, expected: float) -> None:
+    moment = T0 + timedelta(seconds=seconds)
+    assert plan.align_up(moment, timedelta(seconds=period)) == T0 + timedelta(seconds=expected)

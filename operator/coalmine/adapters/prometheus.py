@@ -1,5 +1,9 @@
 """Ask Prometheus instant queries, concurrently but bounded, and turn every answer into a Sample.
 
+Built-in queries of many Rollouts are batched: checks fall on a shared grid (plan.next_check_at),
+so queries with the same batch key that arrive within `linger` become one PromQL grouped by the
+selector labels, and each Rollout picks its own series out of the answer.
+
 Built on httpx's async client rather than prometheus-api-client: the operator runs every Rollout on
 one event loop (no thread per rollout), and prometheus-api-client blocks. A request that fails in
 any way (connection refused, timeout, HTTP error, a query error, more than one series) becomes a
@@ -11,41 +15,92 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 
-from coalmine.analysis import Query, Sample
+from coalmine.analysis import Batch, Query, Sample, batched_promql, pick
+
+BatchKey = tuple[str, tuple[str, str, float | None, tuple[str, ...]]]
 
 
 class PrometheusClient:
-    def __init__(self, *, concurrency: int = 16, timeout: float = 5.0) -> None:
+    def __init__(self, *, concurrency: int = 16, timeout: float = 5.0, linger: float = 0.025) -> None:
         self._http = httpx.AsyncClient(timeout=timeout)
         self._limit = asyncio.Semaphore(concurrency)
+        self._linger = linger
+        self._pending: dict[BatchKey, list[tuple[Batch, asyncio.Future[Sample]]]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.queries_sent = 0  # HTTP queries made, for the scale benchmark and /metrics
+        self.answers_given = 0  # Samples handed to checks
 
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def query(self, address: str, promql: str) -> Sample:
+    async def _data(self, address: str, promql: str) -> dict[str, Any] | str:
+        """The `data` of an instant query, or why there is none. POST: batched queries can be long."""
         url = address.rstrip("/") + "/api/v1/query"
+        self.queries_sent += 1
         try:
             async with self._limit:
-                response = await self._http.get(url, params={"query": promql})
+                response = await self._http.post(url, data={"query": promql})
         except httpx.HTTPError as exc:
-            return Sample(None, f"Prometheus at {address} unreachable: {type(exc).__name__}: {exc}".rstrip(": "))
+            return f"Prometheus at {address} unreachable: {type(exc).__name__}: {exc}".rstrip(": ")
         try:
             body = response.json()
         except ValueError:
-            return Sample(None, f"Prometheus at {address} answered HTTP {response.status_code} without JSON")
+            return f"Prometheus at {address} answered HTTP {response.status_code} without JSON"
         if response.status_code >= 400 or body.get("status") != "success":
-            return Sample(None, f"Prometheus at {address} refused the query: {body.get('error', response.status_code)}")
-        return parse(body.get("data", {}))
+            return f"Prometheus at {address} refused the query: {body.get('error', response.status_code)}"
+        data: dict[str, Any] = body.get("data", {})
+        return data
+
+    async def query(self, address: str, promql: str) -> Sample:
+        data = await self._data(address, promql)
+        return Sample(None, data) if isinstance(data, str) else parse(data)
 
     async def ask(self, address: str, queries: Sequence[Query]) -> dict[str, Sample]:
-        answers = await asyncio.gather(*(self.query(address, q.promql) for q in queries))
+        answers = await asyncio.gather(
+            *(self._batched(address, q.batch) if q.batch else self.query(address, q.promql) for q in queries)
+        )
+        self.answers_given += len(answers)
         return {q.name: a for q, a in zip(queries, answers, strict=True)}
 
+    def _batched(self, address: str, batch: Batch) -> asyncio.Future[Sample]:
+        future: asyncio.Future[Sample] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault((address, batch.key), []).append((batch, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon())
+        return future
 
-def parse(data: dict[str, object]) -> Sample:
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self._linger)
+        pending, self._pending = self._pending, {}
+        for (address, key), waiters in pending.items():
+            task = asyncio.create_task(self._answer(address, key, waiters))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _answer(
+        self,
+        address: str,
+        key: tuple[str, str, float | None, tuple[str, ...]],
+        waiters: list[tuple[Batch, asyncio.Future[Sample]]],
+    ) -> None:
+        data = await self._data(address, batched_promql(key, [batch for batch, _ in waiters]))
+        for batch, future in waiters:
+            if future.done():
+                continue
+            if isinstance(data, str):
+                future.set_result(Sample(None, data))
+            elif data.get("resultType") != "vector" or not isinstance(data.get("result"), list):
+                future.set_result(Sample(None, f"batched query returned a {data.get('resultType')}"))
+            else:
+                future.set_result(pick(data["result"], batch))
+
+
+def parse(data: dict[str, Any]) -> Sample:
     """One number from an instant query's data: empty -> no data; several series -> an error."""
     kind = data.get("resultType")
     result = data.get("result")
