@@ -20,9 +20,7 @@ SUCCESS_QUERY = (
     f'(sum(rate(istio_requests_total{{{SEL},response_code!~"5.."}}[4s])) or vector(0)) / '
     f"sum(rate(istio_requests_total{{{SEL}}}[4s])) * 100"
 )
-LATENCY_QUERY = (
-    f"histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{SEL}}}[4s])))"
-)
+LATENCY_QUERY = f"histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{SEL}}}[4s])))"
 
 
 def iso(t: datetime) -> str:
@@ -65,8 +63,20 @@ def progressing(step_index: int = 1, weight: int = 30, started: datetime = T0) -
             "requests": 288.4,
             "consecutiveFailures": 0,
             "metrics": [
-                {"name": "success-rate", "value": 99.5, "threshold": ">= 99", "verdict": "Pass", "query": SUCCESS_QUERY},
-                {"name": "latency-p99", "value": 85.2, "threshold": "<= 500", "verdict": "Pass", "query": LATENCY_QUERY},
+                {
+                    "name": "success-rate",
+                    "value": 99.5,
+                    "threshold": ">= 99",
+                    "verdict": "Pass",
+                    "query": SUCCESS_QUERY,
+                },
+                {
+                    "name": "latency-p99",
+                    "value": 85.2,
+                    "threshold": "<= 500",
+                    "verdict": "Pass",
+                    "query": LATENCY_QUERY,
+                },
             ],
         },
         "message": "step 2/4: canary at 30%",
