@@ -126,3 +126,21 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def prom(stack: devstack.StackInfo) -> Prom:
     return Prom(stack.prometheus_url)
+
+
+ARGOCD_HEALTH_LUA = Path(__file__).resolve().parents[1] / "deploy" / "argocd" / "health.lua"
+
+
+@pytest.fixture(scope="session")
+def argocd_health() -> Callable[[dict[str, Any]], dict[str, str]]:
+    """Run deploy/argocd/health.lua as Argo CD does (the object as global `obj`); return {status, message}."""
+    lupa = pytest.importorskip("lupa", reason="lupa (a dev dependency) runs the Argo CD health Lua")
+    script = ARGOCD_HEALTH_LUA.read_text()
+
+    def health(obj: dict[str, Any]) -> dict[str, str]:
+        lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+        lua.globals().obj = lua.table_from(obj, recursive=True)
+        result = lua.execute(script)
+        return {key: str(result[key]) for key in ("status", "message") if result[key] is not None}
+
+    return health

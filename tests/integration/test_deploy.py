@@ -226,13 +226,17 @@ def test_rollout_and_rollback_with_the_service_account(
     namespace: str,
     meshsim: Any,
     operator_factory: Callable[..., OperatorProcess],
+    argocd_health: Callable[[dict[str, Any]], dict[str, str]],
 ) -> None:
     shop = Shop(api_client, namespace)
     shop.apply_istio()
     meshsim.client.set_service(namespace, "order", rps=150.0)
     op = operator_factory(namespace, args=[*ELECTION, "--log-format", "json"], env={"KUBECONFIG": str(sa_kubeconfig)})
     shop.create_rollout(steps=STEPS)
+    shop.wait_for(lambda s: s.get("phase") == "Progressing", 30, "Progressing", op)
+    assert argocd_health(shop.get_rollout())["status"] == "Progressing"  # Argo CD's view of the live object
     status = shop.wait_for_phase("Succeeded", 90, op)
+    assert argocd_health(shop.get_rollout())["status"] == "Healthy"
     assert [h["weight"] for h in status["history"]] == [10, 30, 50, 100]
     wait_for_weights(shop, {"v1": 0, "v2": 100})
 
@@ -241,6 +245,7 @@ def test_rollout_and_rollback_with_the_service_account(
     shop.patch_rollout_spec({"steps": [{"weight": 20, "hold": "30s"}, {"weight": 100}]})
     status = shop.wait_for_phase("RolledBack", 60, op)
     assert status["observedGeneration"] == 2
+    assert argocd_health(shop.get_rollout())["status"] == "Degraded"
     wait_for_weights(shop, {"v1": 100, "v2": 0})
     reasons = [e.reason for e in shop.events()]
     assert "Succeeded" in reasons
@@ -262,6 +267,7 @@ def test_a_rollout_cannot_change_a_virtual_service_in_another_namespace(
     namespace: str,
     other_namespace: str,
     operator_factory: Callable[..., OperatorProcess],
+    argocd_health: Callable[[dict[str, Any]], dict[str, str]],
 ) -> None:
     """A Rollout in A naming `order`, which exists only in B, waits for A's `order` and never touches B's."""
     Shop(api_client, other_namespace).apply_istio()
@@ -274,6 +280,7 @@ def test_a_rollout_cannot_change_a_virtual_service_in_another_namespace(
     assert namespace in status.get("message", "") or "order" in status.get("message", "")
     time.sleep(5)  # several ticks later, still waiting, still untouched
     assert shop.status()["phase"] == "Pending"
+    assert argocd_health(shop.get_rollout())["status"] == "Progressing"
     after = custom.get_namespaced_custom_object(*ISTIO, other_namespace, "virtualservices", "order")
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert after["spec"] == before["spec"]
