@@ -157,14 +157,6 @@ async def _commit(
             # Another writer (or our own previous tick) got there first: decide again on fresh data.
             logger.info("status not written, will re-read: %s", exc)
             return Outcome(body=None, wake_at=ports.clock() + timedelta(milliseconds=200))
-        for event in decision.events:
-            logger.log(
-                logging.WARNING if event.type == "Warning" else logging.INFO, "%s: %s", event.reason, event.message
-            )
-            try:
-                await ports.kube.post_event(written, type_=event.type, reason=event.reason, message=event.message)
-            except Exception as exc:  # an event is a report; losing one must not undo the transition
-                logger.warning("could not post event %s: %s", event.reason, exc)
     wake_at = decision.wake_at
     vs_written_at = None
     if decision.weight is not None and target is not None and vs is not None:
@@ -173,6 +165,16 @@ async def _commit(
             wake_at = ports.clock() + RETRY_TRAFFIC  # the status says where traffic must be: keep trying
         elif moved is not True:
             vs_written_at = moved
+    # Events last: a rollback waits for nothing but the status and VirtualService writes.
+    if written is not None:
+        for event in decision.events:
+            logger.log(
+                logging.WARNING if event.type == "Warning" else logging.INFO, "%s: %s", event.reason, event.message
+            )
+            try:
+                await ports.kube.post_event(written, type_=event.type, reason=event.reason, message=event.message)
+            except Exception as exc:  # an event is a report; losing one must not undo the transition
+                logger.warning("could not post event %s: %s", event.reason, exc)
     reasons = ",".join(e.reason for e in decision.events) or None
     return Outcome(body=written, wake_at=wake_at, transition=reasons, vs_written_at=vs_written_at)
 

@@ -1,0 +1,152 @@
+"""reconcile.tick with fake ports: the order of writes, and what a conflict does.
+
+The fakes record calls; they stand in for the API server and Prometheus only to pin down the
+shell's sequencing (the real ones are exercised in tests/integration).
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta
+from typing import Any
+
+import jsonpatch
+import pytest
+from builders import T0, destination_rule, spec, virtual_service
+
+from coalmine import reconcile
+from coalmine.adapters.kube import Conflict
+from coalmine.analysis import Query, Sample
+
+
+class FakeKube:
+    def __init__(self, vs: dict[str, Any]) -> None:
+        self.vs = vs
+        self.calls: list[str] = []
+        self.conflict_status = False
+
+    async def get_virtual_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.vs)
+
+    async def list_destination_rules(self, namespace: str) -> list[dict[str, Any]]:
+        return [destination_rule()]
+
+    async def patch_virtual_service(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        self.calls.append("vs")
+        self.vs = jsonpatch.apply_patch(self.vs, ops)
+        return self.vs
+
+    async def patch_rollout_status(self, namespace: str, name: str, rv: str, status: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(f"status@{rv}")
+        if self.conflict_status:
+            raise Conflict("stale")
+        return {
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(int(rv) + 1)},
+            "status": status,
+        }
+
+    async def post_event(self, rollout: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
+        self.calls.append(f"event:{reason}")
+
+
+class FakePrometheus:
+    def __init__(self, success_rate: float) -> None:
+        self.success_rate = success_rate
+
+    async def ask(self, address: str, queries: list[Query]) -> dict[str, Sample]:
+        values = {"requests": 500.0, "success-rate": self.success_rate, "latency-p99": 80.0}
+        return {q.name: Sample(values[q.name]) for q in queries}
+
+
+def _body(status: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "order", "namespace": "shop", "generation": 1, "resourceVersion": "41"},
+        "spec": spec(),
+        "status": status,
+    }
+
+
+def _ports(kube: FakeKube, prometheus: FakePrometheus, now: datetime) -> reconcile.Ports:
+    return reconcile.Ports(
+        kube=kube,  # type: ignore[arg-type]
+        prometheus=prometheus,  # type: ignore[arg-type]
+        settings=reconcile.Settings(prometheus_url="http://prometheus:9090", scrape_interval=timedelta(seconds=1)),
+        clock=lambda: now,
+    )
+
+
+def _progressing(failures: int) -> dict[str, Any]:
+    return {
+        "phase": "Progressing",
+        "observedGeneration": 1,
+        "stepIndex": 1,
+        "stepLabel": "2/4",
+        "canaryWeight": 30,
+        "stepStartedAt": "2026-11-30T12:00:00.000Z",
+        "startedAt": "2026-11-30T11:59:00.000Z",
+        "analysis": {
+            "checkedAt": "2026-11-30T12:00:10.000Z",
+            "window": "10s",
+            "verdict": "Fail",
+            "consecutiveFailures": failures,
+        },
+    }
+
+
+async def test_rollback_writes_status_then_traffic_then_events() -> None:
+    kube = FakeKube(virtual_service(stable_weight=70, canary_weight=30))
+    outcome = await reconcile.tick(
+        _body(_progressing(1)), _ports(kube, FakePrometheus(50.0), T0 + timedelta(seconds=20))
+    )
+    assert kube.calls == ["status@41", "vs", "event:RolledBack"]
+    assert outcome.body is not None
+    assert outcome.body["status"]["phase"] == "RolledBack"
+    assert [d["weight"] for d in kube.vs["spec"]["http"][1]["route"]] == [100, 0]
+
+
+async def test_a_stale_status_write_moves_no_traffic() -> None:
+    kube = FakeKube(virtual_service(stable_weight=70, canary_weight=30))
+    kube.conflict_status = True
+    outcome = await reconcile.tick(
+        _body(_progressing(1)), _ports(kube, FakePrometheus(50.0), T0 + timedelta(seconds=20))
+    )
+    assert kube.calls == ["status@41"], "another writer decided first: this one does nothing"
+    assert outcome.body is None
+    assert outcome.wake_at is not None
+
+
+async def test_a_tick_with_nothing_to_do_writes_nothing() -> None:
+    kube = FakeKube(virtual_service(stable_weight=70, canary_weight=30))
+    await reconcile.tick(_body(_progressing(0)), _ports(kube, FakePrometheus(99.9), T0 + timedelta(seconds=12)))
+    assert kube.calls == []
+
+
+async def test_traffic_reverted_by_someone_else_is_put_back() -> None:
+    kube = FakeKube(virtual_service(stable_weight=100))
+    await reconcile.tick(_body(_progressing(0)), _ports(kube, FakePrometheus(99.9), T0 + timedelta(seconds=12)))
+    assert kube.calls == ["vs"]
+    assert [d["weight"] for d in kube.vs["spec"]["http"][1]["route"]] == [70, 30]
+
+
+async def test_a_spec_the_crd_would_refuse_is_invalid_with_the_field() -> None:
+    kube = FakeKube(virtual_service())
+    body = _body({})
+    body["spec"]["steps"][0]["hold"] = "soon"
+    outcome = await reconcile.tick(body, _ports(kube, FakePrometheus(99.9), T0))
+    assert outcome.body is not None
+    assert outcome.body["status"]["phase"] == "Invalid"
+    assert "spec.steps[0].hold" in outcome.body["status"]["message"]
+    assert "vs" not in kube.calls
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "patch"),
+    [
+        ({"a": 1, "b": 2}, {"a": 1}, {"b": None}),
+        ({"a": {"x": 1, "y": 2}}, {"a": {"x": 1}}, {"a": {"y": None}}),
+        ({"a": [1, 2]}, {"a": [2]}, {"a": [2]}),
+        ({}, {"a": {"x": 1}}, {"a": {"x": 1}}),
+    ],
+)
+def test_merge_patch(old: dict[str, Any], new: dict[str, Any], patch: dict[str, Any]) -> None:
+    assert reconcile.merge_patch(old, new) == patch
