@@ -194,6 +194,8 @@ class Demo:
     def run(self) -> int:
         t_begin = time.monotonic()
         previous = signal.signal(signal.SIGTERM, _interrupt)
+        # Ctrl-C must stop the demo even when started with SIGINT ignored (e.g. `cmd &` from a script).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             with self.display.running():
                 outcomes, untouched, png = self._run()

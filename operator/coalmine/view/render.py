@@ -399,7 +399,7 @@ def weight_bar(view: RolloutView, width: int = BAR_WIDTH) -> Text:
     bar = Text()
     bar.append(f"{view.stable} {100 - view.canary_weight:>3}% ", style=STABLE_STYLE)
     bar.append("█" * (width - canary), style=STABLE_STYLE)
-    bar.append("█" * canary, style=CANARY_STYLE)
+    bar.append("▒" * canary, style=CANARY_STYLE)  # a different glyph, so the split reads without colour
     bar.append(f" {view.canary_weight:>3}% {view.canary}", style=CANARY_STYLE)
     return bar
 
@@ -417,7 +417,7 @@ def to_renderable(view: RolloutView) -> RenderableType:
         head.append(f"   {hold}", style="cyan")
     parts.append(head)
     routes = ", ".join(view.routes) or "the only route"
-    parts.append(Text(f"route {routes}: stable (blue) / canary (yellow)", style="dim"))
+    parts.append(Text(f"route {routes}: stable █ / canary ▒", style="dim"))
     parts.append(weight_bar(view))
 
     check = Text(check_text(view), style=VERDICT_STYLE.get(view.check_verdict or "", "dim"))
