@@ -273,8 +273,14 @@ def _rollback(
     return Decision(status=new, weight=0, events=(Event("Warning", "RolledBack", message),), wake_at=None)
 
 
-def progress(rollout: Rollout, check: CheckResult | None, now: datetime) -> Decision:
-    """One tick of a Progressing rollout, with the result of a check when one was due."""
+def progress(
+    rollout: Rollout, check: CheckResult | None, now: datetime, *, quiet_start: timedelta = timedelta(0)
+) -> Decision:
+    """One tick of a Progressing rollout, with the result of a check when one was due.
+
+    No data in the first `quiet_start` of a step (new series need a few scrapes before `rate`
+    sees them) holds the step like any no data, but posts no NoData warning.
+    """
     spec, status = rollout.spec, rollout.status
     a = spec.analysis
     index = status.step_index or 0
@@ -301,8 +307,14 @@ def progress(rollout: Rollout, check: CheckResult | None, now: datetime) -> Deci
                     + f" ({analysis.consecutive_failures} of failureLimit {a.failure_limit})",
                 )
             )
-        elif analysis.verdict is Verdict.NO_DATA and (
-            status.analysis is None or status.analysis.verdict is not Verdict.NO_DATA
+        elif (
+            analysis.verdict is Verdict.NO_DATA
+            and now - status.step_started_at >= quiet_start
+            and (
+                status.analysis is None
+                or status.analysis.verdict is not Verdict.NO_DATA
+                or _first_event_due(status, quiet_start)
+            )
         ):
             events.append(Event("Warning", "NoData", f"holding step {_step_label(spec, index)}: {check.reason}"))
 
@@ -370,6 +382,13 @@ def progress(rollout: Rollout, check: CheckResult | None, now: datetime) -> Deci
     if analysis is not None and analysis.no_data_since is not None:
         wake.append(max(now, analysis.no_data_since + a.max_no_data))
     return Decision(status=new, weight=status.canary_weight, events=tuple(events), wake_at=min(wake))
+
+
+def _first_event_due(status: RolloutStatus, quiet_start: timedelta) -> bool:
+    """The previous check had no data too, but fell in the quiet start: this is the first to report."""
+    assert status.step_started_at is not None
+    previous = status.analysis
+    return previous is not None and previous.checked_at - status.step_started_at < quiet_start
 
 
 def settle(rollout: Rollout) -> Decision:

@@ -101,7 +101,7 @@ async def tick(body: dict[str, Any], ports: Ports) -> Outcome:
         decision = plan.start(rollout, resolution, now)
     elif plan.check_due(rollout, now):
         check = await _check(rollout, resolution, now, ports)
-        decision = plan.progress(rollout, check, ports.clock())
+        decision = plan.progress(rollout, check, ports.clock(), quiet_start=4 * settings.scrape_interval)
     else:
         decision = plan.decide_without_check(rollout, now)
         if decision.wake_at is None and rollout.status.phase in TERMINAL_PHASES:

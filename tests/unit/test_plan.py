@@ -308,3 +308,18 @@ def test_checks_fall_on_a_shared_grid_whatever_the_step_start() -> None:
 def test_align_up(seconds: float, period: float, expected: float) -> None:
     moment = T0 + timedelta(seconds=seconds)
     assert plan.align_up(moment, timedelta(seconds=period)) == T0 + timedelta(seconds=expected)
+
+
+def test_no_data_at_the_start_of_a_step_is_quiet_then_reported_once() -> None:
+    r = started()
+    quiet = timedelta(seconds=15)
+    first = plan.progress(r, check(Verdict.NO_DATA), T0 + 10 * S, quiet_start=quiet)
+    assert first.events == (), "new series need a few scrapes: no warning yet"
+    assert first.status.analysis is not None
+    assert first.status.analysis.verdict is Verdict.NO_DATA
+    r = apply(r, first)
+    second = plan.progress(r, check(Verdict.NO_DATA), T0 + 20 * S, quiet_start=quiet)
+    assert [e.reason for e in second.events] == ["NoData"]
+    r = apply(r, second)
+    third = plan.progress(r, check(Verdict.NO_DATA), T0 + 30 * S, quiet_start=quiet)
+    assert third.events == ()
