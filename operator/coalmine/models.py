@@ -130,7 +130,7 @@ class Analysis(Model):
 
 class RolloutSpec(Model):
     virtual_service: VirtualServiceRef
-    stable: Destination
+    stable: Destination | None = None  # omitted: whatever serves the routes when the generation starts
     canary: Destination
     destination_rule: DestinationRuleRef | None = None
     steps: tuple[Step, ...] = DEFAULT_STEPS
@@ -225,6 +225,7 @@ class RolloutStatus(Model):
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     message: str | None = None
+    stable: Destination | None = None  # the stable this generation started with
     history: tuple[HistoryEntry, ...] = ()
     rollback: RollbackInfo | None = None
     analysis: AnalysisStatus | None = None

@@ -28,6 +28,7 @@ from coalmine.analysis import CheckResult
 from coalmine.models import (
     AnalysisStatus,
     Condition,
+    Destination,
     HistoryEntry,
     MetricResult,
     Phase,
@@ -190,7 +191,9 @@ def start(rollout: Rollout, resolution: Target | Problem, now: datetime) -> Deci
     weight = spec.steps[0].weight
     hold = spec.hold(0)
     message = f"step {_step_label(spec, 0)}: canary at {weight}%, holding {format_duration(hold)}"
+    stable = resolution.stable
     new = RolloutStatus(
+        stable=Destination(host=stable.host, subset=stable.subset, port=stable.port),
         step_index=0,
         step_label=_step_label(spec, 0),
         canary_weight=weight,

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from coalmine import analysis, plan, validation, virtualservice
 from coalmine.adapters.kube import Conflict, KubeApi
 from coalmine.adapters.prometheus import PrometheusClient
-from coalmine.models import TERMINAL_PHASES, Rollout, RolloutStatus, Verdict, format_duration
+from coalmine.models import TERMINAL_PHASES, Phase, Rollout, RolloutStatus, Verdict, format_duration
 from coalmine.validation import Problem, Target
 
 log = logging.getLogger("coalmine.reconcile")
@@ -94,7 +94,12 @@ async def tick(body: dict[str, Any], ports: Ports) -> Outcome:
 
     vs = await kube.get_virtual_service(namespace, rollout.spec.virtual_service.name)
     rules = await kube.list_destination_rules(namespace)
-    resolution = validation.resolve(rollout.spec, namespace, vs, rules)
+    started = rollout.status.observed_generation == rollout.generation and rollout.status.phase in (
+        Phase.PROGRESSING,
+        *TERMINAL_PHASES,
+    )
+    recorded = rollout.status.stable if started else None
+    resolution = validation.resolve(rollout.spec, namespace, vs, rules, recorded_stable=recorded)
     target = resolution if isinstance(resolution, Target) else None
 
     if plan.needs_start(rollout):

@@ -181,15 +181,52 @@ def _side(
     )
 
 
+def _infer_stable(
+    routes: Sequence[tuple[str, JsonDict]], canary: Destination, canary_host: str, namespace: str
+) -> Destination | Problem:
+    """With spec.stable omitted: the destination serving the owned routes now, besides the canary.
+
+    Called once per generation (plan.start records the answer in status.stable), so a release in
+    Git can change the canary subset alone and the last promoted version becomes the stable.
+    """
+    chosen: dict[str, tuple[str, str]] = {}
+    for name, route in routes:
+        entries = [e for e in route.get("route") or [] if isinstance(e.get("destination"), dict)]
+        others = [
+            e
+            for e in entries
+            if not (
+                e["destination"].get("subset") == canary.subset
+                and same_host(e["destination"].get("host", ""), canary_host, namespace)
+            )
+        ]
+        if not others:
+            return Problem(
+                f"spec.stable: omitted, and http route {name!r} sends traffic only to the canary; name the stable"
+            )
+        best = max(others, key=lambda e: int(e.get("weight") if e.get("weight") is not None else 100))
+        chosen[name] = (best["destination"].get("host", ""), str(best["destination"].get("subset", "")))
+    if len(set(chosen.values())) > 1:
+        listed = ", ".join(f"{name}: {host}/{subset}" for name, (host, subset) in chosen.items())
+        return Problem(f"spec.stable: omitted, and the routes are served by different destinations ({listed})")
+    host, subset = next(iter(chosen.values()))
+    if not subset:
+        return Problem("spec.stable: omitted, and the serving destination has no subset; name the stable")
+    return Destination(host=host, subset=subset)
+
+
 def resolve(
     spec: RolloutSpec,
     namespace: str,
     vs: JsonDict | None,
     rules: Sequence[JsonDict],
+    *,
+    recorded_stable: Destination | None = None,
 ) -> Target | Problem:
     """Resolve the Rollout's references, or say exactly what is wrong with them.
 
-    `rules` are the DestinationRules in the Rollout's namespace.
+    `rules` are the DestinationRules in the Rollout's namespace. `recorded_stable` is the stable
+    this generation started with (status.stable), used when spec.stable is omitted.
     """
     problem = check_spec(spec)
     if problem:
@@ -222,15 +259,11 @@ def resolve(
             return hosts[0]
         return Problem(f"spec.{field}.host: {vs_name} has {len(hosts)} hosts; say which one")
 
-    stable_host = host_for("stable", spec.stable)
-    if isinstance(stable_host, Problem):
-        return stable_host
     canary_host = host_for("canary", spec.canary)
     if isinstance(canary_host, Problem):
         return canary_host
-    if same_host(stable_host, canary_host, namespace) and spec.stable.subset == spec.canary.subset:
-        return Problem(f"spec.canary: the canary is the stable destination ({canary_host}, {spec.canary.subset})")
 
+    owned: list[tuple[str, JsonDict]] = []
     for position, name in enumerate(names):
         field = f"spec.virtualService.routes[{position}]" if spec.virtual_service.routes else "spec.virtualService"
         index = _route_index(http, name)
@@ -241,10 +274,27 @@ def resolve(
         if "route" not in route:
             kind = next((k for k in ("delegate", "redirect", "directResponse") if k in route), "no route")
             return Problem(f"{field}: http route {name!r} of {vs_name} has {kind}, not destinations to weigh")
+        owned.append((field, route))
+
+    stable_dest = spec.stable or recorded_stable
+    if stable_dest is None:
+        inferred = _infer_stable(
+            [(str(r.get("name") or "<unnamed>"), r) for _, r in owned], spec.canary, canary_host, namespace
+        )
+        if isinstance(inferred, Problem):
+            return inferred
+        stable_dest = inferred
+    stable_host = host_for("stable", stable_dest)
+    if isinstance(stable_host, Problem):
+        return stable_host
+    if same_host(stable_host, canary_host, namespace) and stable_dest.subset == spec.canary.subset:
+        return Problem(f"spec.canary: the canary is the stable destination ({canary_host}, {spec.canary.subset})")
+
+    for field, route in owned:
         route_hosts = [d.get("destination", {}).get("host", "") for d in route.get("route") or []]
         if not any(same_host(h, stable_host, namespace) or same_host(h, canary_host, namespace) for h in route_hosts):
             return Problem(
-                f"{field}: http route {name!r} of {vs_name} routes to {', '.join(route_hosts) or 'nothing'}, "
+                f"{field}: http route {route.get('name')!r} of {vs_name} routes to {', '.join(route_hosts) or 'nothing'}, "
                 f"not to {stable_host}"
             )
 
@@ -253,7 +303,7 @@ def resolve(
         assert dr_problem is not None
         return dr_problem
     selector = spec.analysis.selector
-    stable = _side("stable", spec.stable, stable_host, dr, namespace, selector.stable)
+    stable = _side("stable", stable_dest, stable_host, dr, namespace, selector.stable)
     if isinstance(stable, Problem):
         return stable
     canary = _side("canary", spec.canary, canary_host, dr, namespace, selector.canary)

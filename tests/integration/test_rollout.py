@@ -383,3 +383,40 @@ def test_kubectl_explains_every_field_and_prints_the_columns(
     assert header.split()[:5] == ["NAME", "PHASE", "WEIGHT", "STEP", "AGE"]
     assert "MESSAGE" in header
     assert row.split()[:4] == ["order", "Progressing", "10", "1/4"]
+
+
+def test_releases_that_change_only_the_canary(
+    shop: Shop, meshsim: Any, namespace: str, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    """GitOps: spec.stable omitted; each release edits the canary subset alone."""
+    _traffic(meshsim, namespace)
+    op = operator_factory(namespace)
+    body = shop.create_rollout(analysis={"interval": "2s"})
+    assert "stable" in body["spec"]
+    shop.custom.patch_namespaced_custom_object(
+        "coalmine.dev",
+        "v1alpha1",
+        namespace,
+        "rollouts",
+        "order",
+        [{"op": "remove", "path": "/spec/stable"}],
+        _content_type="application/json-patch+json",
+    )
+    status = shop.wait_for(
+        lambda s: s.get("phase") == "Succeeded" and s.get("observedGeneration") == 2, 90, "v2 promoted", op
+    )
+    assert status["stable"]["subset"] == "v1"
+    assert shop.primary_weights() == {"v1": 0, "v2": 100}
+
+    dr = shop.get_dr()
+    dr["spec"]["subsets"].append({"name": "v3", "labels": {"app": "order", "version": "v3"}})
+    shop.custom.replace_namespaced_custom_object(
+        "networking.istio.io", "v1", namespace, "destinationrules", "order", dr
+    )
+    shop.patch_rollout_spec({"canary": {"host": "order", "subset": "v3"}})
+    status = shop.wait_for(
+        lambda s: s.get("phase") == "Succeeded" and s.get("observedGeneration") == 3, 90, "v3 promoted", op
+    )
+    assert status["stable"]["subset"] == "v2", "the promoted version became the stable"
+    assert [h["weight"] for h in status["history"]] == [10, 30, 50, 100]
+    assert shop.primary_weights() == {"v2": 0, "v3": 100}

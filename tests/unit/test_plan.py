@@ -64,6 +64,8 @@ def test_start_goes_to_step_one_and_asks_for_its_weight() -> None:
         1,
     )
     assert s.step_label == "1/4"
+    assert s.stable is not None
+    assert (s.stable.host, s.stable.subset) == ("order", "v1"), "the stable this generation started with"
     assert decision.weight == 10
     assert [e.reason for e in decision.events] == ["RolloutStarted"]
     assert decision.wake_at == T0 + 10 * S

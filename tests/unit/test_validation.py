@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from builders import destination_rule, parsed_spec, virtual_service
 
-from coalmine.models import RolloutSpec
+from coalmine.models import Destination, RolloutSpec
 from coalmine.validation import Problem, Target, resolve, same_host
 
 
@@ -195,3 +195,50 @@ def test_spec_defaults_match_the_issue() -> None:
     assert body.analysis.min_requests == 20
     assert body.analysis.failure_limit == 2
     assert body.hold(0).total_seconds() == 60
+
+
+def _without_stable(**overrides: Any) -> RolloutSpec:
+    body = parsed_spec(**overrides).model_dump(by_alias=True, exclude_none=True, mode="json")
+    body.pop("stable", None)
+    return RolloutSpec.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    ("weights", "stable"),
+    [
+        pytest.param({"v1": 100}, "v1", id="first-release"),
+        pytest.param({"v1": 0, "v2": 100}, "v1", id="canary-already-v2-stable-is-the-other"),
+    ],
+)
+def test_stable_is_inferred_from_what_serves_the_route(weights: dict[str, int], stable: str) -> None:
+    vs = virtual_service()
+    vs["spec"]["http"][1]["route"] = [
+        {"destination": {"host": "order", "subset": s}, "weight": w} for s, w in weights.items()
+    ]
+    target = resolve(_without_stable(), "shop", vs, [destination_rule()])
+    assert isinstance(target, Target)
+    assert target.stable.subset == stable
+
+
+def test_next_release_changes_only_the_canary_and_the_promoted_version_becomes_stable() -> None:
+    promoted = virtual_service(stable_weight=0, canary_weight=100)  # v2 was promoted
+    spec = _without_stable(canary={"host": "order", "subset": "v3"})
+    target = resolve(spec, "shop", promoted, [destination_rule(subsets=("v1", "v2", "v3"))])
+    assert isinstance(target, Target)
+    assert (target.stable.subset, target.canary.subset) == ("v2", "v3")
+
+
+def test_recorded_stable_wins_over_inference() -> None:
+    vs = virtual_service(stable_weight=0, canary_weight=100)
+    spec = _without_stable()
+    target = resolve(spec, "shop", vs, [destination_rule()], recorded_stable=Destination(host="order", subset="v1"))
+    assert isinstance(target, Target)
+    assert target.stable.subset == "v1"
+
+
+def test_stable_cannot_be_inferred_from_a_canary_only_route() -> None:
+    vs = virtual_service()
+    vs["spec"]["http"][1]["route"] = [{"destination": {"host": "order", "subset": "v2"}}]
+    result = resolve(_without_stable(), "shop", vs, [destination_rule()])
+    assert isinstance(result, Problem)
+    assert "spec.stable: omitted, and http route 'primary' sends traffic only to the canary" in result.message
