@@ -201,7 +201,7 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
         phase=phase,
         stale=observed is not None and generation is not None and observed != generation,
         routes=tuple(str(r) for r in (spec.get("virtualService") or {}).get("routes") or ()),
-        stable=_destination(spec.get("stable")),
+        stable=_destination(spec.get("stable") or status.get("stable")),
         canary=_destination(spec.get("canary")),
         canary_weight=_int(status.get("canaryWeight"), 0),
         step=step,
