@@ -110,17 +110,30 @@ def api_client(kubeconfig: Path) -> Iterator[client.ApiClient]:
 
 
 @pytest.fixture
-def namespace(api_client: client.ApiClient) -> Iterator[str]:
-    """A fresh namespace per test. Deleted afterwards (it stays Terminating: no controller-manager)."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
+def make_namespace(api_client: client.ApiClient) -> Iterator[Callable[[], str]]:
+    """Create fresh namespaces; all are deleted afterwards (they stay Terminating: no controller-manager)."""
     core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    try:
-        core.delete_namespace(name)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"t-{uuid.uuid4().hex[:10]}"
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        try:
+            core.delete_namespace(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+
+@pytest.fixture
+def namespace(make_namespace: Callable[[], str]) -> str:
+    """A fresh namespace per test."""
+    return make_namespace()
 
 
 @pytest.fixture(scope="session")

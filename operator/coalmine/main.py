@@ -21,56 +21,44 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"COALMINE_{name}", default)
 
 
+# flag, default, help; each is also read from COALMINE_<FLAG> (e.g. COALMINE_PROMETHEUS_URL).
+_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("--prometheus-url", "http://prometheus.istio-system:9090", "Prometheus for Rollouts that name none"),
+    ("--scrape-interval", "15s", "Prometheus scrape interval; analysis windows are never shorter than 4 of them"),
+    ("--resync", "60s", "how often finished Rollouts re-assert their routes' weights"),
+    ("--check-granularity", "100ms", "ticks due within this much of each other run together"),
+    ("--prometheus-concurrency", "16", "most Prometheus queries in flight at once"),
+    ("--health-port", "8080", "port of /healthz, 0 to disable"),
+    ("--metrics-port", "9090", "port of /metrics, 0 to disable"),
+    ("--listen-address", "0.0.0.0", "address the health and metrics endpoints bind"),
+    (
+        "--lease-namespace",
+        os.environ.get("POD_NAMESPACE") or "coalmine-system",
+        "namespace of the Lease; default $POD_NAMESPACE, else coalmine-system",
+    ),
+    ("--lease-name", "coalmine", "name of the Lease"),
+    ("--lease-duration", "15s", "a leader silent this long is replaced"),
+    ("--renew-deadline", "10s", "a leader that cannot renew for this long stops acting; < lease duration"),
+    ("--retry-period", "2s", "how often the leader renews and followers look at the Lease"),
+)
+_INTEGERS = frozenset({"--prometheus-concurrency", "--health-port", "--metrics-port"})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--prometheus-url",
-        default=_env("PROMETHEUS_URL", "http://prometheus.istio-system:9090"),
-        help="Prometheus for Rollouts that name none (env COALMINE_PROMETHEUS_URL)",
-    )
+    for flag, default, help_text in _OPTIONS:
+        env = flag[2:].replace("-", "_").upper()
+        parser.add_argument(
+            flag,
+            type=int if flag in _INTEGERS else str,
+            default=_env(env, default),
+            help=f"{help_text} (env COALMINE_{env})",
+        )
     parser.add_argument(
         "--namespace",
         "-n",
         action="append",
         default=[n for n in _env("NAMESPACES", "").split(",") if n],
         help="namespace to watch, repeatable; default all (env COALMINE_NAMESPACES, comma-separated)",
-    )
-    parser.add_argument(
-        "--scrape-interval",
-        default=_env("SCRAPE_INTERVAL", "15s"),
-        help="Prometheus scrape interval; analysis windows are never shorter than 4 of them (env COALMINE_SCRAPE_INTERVAL)",
-    )
-    parser.add_argument(
-        "--resync",
-        default=_env("RESYNC", "60s"),
-        help="how often finished Rollouts re-assert their routes' weights (env COALMINE_RESYNC)",
-    )
-    parser.add_argument(
-        "--check-granularity",
-        default=_env("CHECK_GRANULARITY", "100ms"),
-        help="ticks due within this much of each other run together (env COALMINE_CHECK_GRANULARITY)",
-    )
-    parser.add_argument(
-        "--prometheus-concurrency",
-        type=int,
-        default=int(_env("PROMETHEUS_CONCURRENCY", "16")),
-        help="most Prometheus queries in flight at once (env COALMINE_PROMETHEUS_CONCURRENCY)",
-    )
-    parser.add_argument(
-        "--health-port",
-        type=int,
-        default=int(_env("HEALTH_PORT", "8080")),
-        help="port of /healthz, 0 to disable (env COALMINE_HEALTH_PORT)",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(_env("METRICS_PORT", "9090")),
-        help="port of /metrics, 0 to disable (env COALMINE_METRICS_PORT)",
-    )
-    parser.add_argument(
-        "--listen-address",
-        default=_env("LISTEN_ADDRESS", "0.0.0.0"),
-        help="address the health and metrics endpoints bind (env COALMINE_LISTEN_ADDRESS)",
     )
     parser.add_argument(
         "--log-format",
@@ -83,29 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=_env("LEADER_ELECTION", "0").lower() in ("1", "true", "yes"),
         help="act only while holding a coordination.k8s.io Lease, for several replicas (env COALMINE_LEADER_ELECTION=1)",
-    )
-    parser.add_argument(
-        "--lease-namespace",
-        default=_env("LEASE_NAMESPACE", os.environ.get("POD_NAMESPACE") or "coalmine-system"),
-        help="namespace of the Lease; default $POD_NAMESPACE, else coalmine-system (env COALMINE_LEASE_NAMESPACE)",
-    )
-    parser.add_argument(
-        "--lease-name", default=_env("LEASE_NAME", "coalmine"), help="name of the Lease (env COALMINE_LEASE_NAME)"
-    )
-    parser.add_argument(
-        "--lease-duration",
-        default=_env("LEASE_DURATION", "15s"),
-        help="a leader silent this long is replaced (env COALMINE_LEASE_DURATION)",
-    )
-    parser.add_argument(
-        "--renew-deadline",
-        default=_env("RENEW_DEADLINE", "10s"),
-        help="a leader that cannot renew for this long stops acting; < lease duration (env COALMINE_RENEW_DEADLINE)",
-    )
-    parser.add_argument(
-        "--retry-period",
-        default=_env("RETRY_PERIOD", "2s"),
-        help="how often the leader renews and followers look at the Lease (env COALMINE_RETRY_PERIOD)",
     )
     parser.add_argument(
         "--verbose", "-v", action="store_true", default=_env("VERBOSE", "") == "1", help="debug logging"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -74,12 +73,8 @@ def sa_client(sa_kubeconfig: Path) -> Iterator[client.ApiClient]:
 
 
 @pytest.fixture
-def other_namespace(api_client: client.ApiClient) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    core.delete_namespace(name)
+def other_namespace(make_namespace: Callable[[], str]) -> str:
+    return make_namespace()
 
 
 def test_apply_is_idempotent_and_creates_the_base(deployed: str, kubeconfig: Path) -> None:

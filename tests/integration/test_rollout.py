@@ -114,13 +114,25 @@ def _watch_weight(shop: Shop, until: Callable[[int], bool], timeout: float) -> t
     pytest.fail(f"canary weight did not change as expected within {timeout} s (now {shop.canary_weight()})")
 
 
+def _at_30(
+    shop: Shop, meshsim: Any, namespace: str, operator_factory: Callable[..., OperatorProcess], **spec: Any
+) -> OperatorProcess:
+    """Traffic on, an operator running, and a Rollout that has reached its 30 % step."""
+    _traffic(meshsim, namespace)
+    op = operator_factory(namespace)
+    shop.create_rollout(**spec)
+    _watch_weight(shop, lambda w: w == 30, 60)
+    return op
+
+
+def _second_step_holds(hold: str) -> list[dict[str, Any]]:
+    return [{"weight": 10}, {"weight": 30, "hold": hold}, {"weight": 50}, {"weight": 100}]
+
+
 def test_canary_failing_at_30_is_rolled_back_to_zero_fast(
     shop: Shop, meshsim: Any, namespace: str, operator_factory: Callable[..., OperatorProcess]
 ) -> None:
-    _traffic(meshsim, namespace)
-    op = operator_factory(namespace)
-    shop.create_rollout(steps=[{"weight": 10}, {"weight": 30, "hold": "60s"}, {"weight": 50}, {"weight": 100}])
-    _watch_weight(shop, lambda w: w == 30, 60)
+    op = _at_30(shop, meshsim, namespace, operator_factory, steps=_second_step_holds("60s"))
     time.sleep(1.5)  # let the step run on healthy data first
     broken_at = time.monotonic()
     meshsim.client.set_destination(namespace, "order", "v2", error_ratio=0.5, p50_ms=40, p99_ms=120)
@@ -181,11 +193,8 @@ def test_prometheus_stopped_mid_step(
     operator_factory: Callable[..., OperatorProcess],
     stack: devstack.StackInfo,
 ) -> None:
-    _traffic(meshsim, namespace)
-    op = operator_factory(namespace)
     max_no_data = "40s" if outcome == "recovers" else "5s"
-    shop.create_rollout(analysis={"maxNoData": max_no_data})
-    _watch_weight(shop, lambda w: w == 30, 60)
+    op = _at_30(shop, meshsim, namespace, operator_factory, analysis={"maxNoData": max_no_data})
     devstack.stop_prometheus(stack.state_dir)
     try:
         status = shop.wait_for(
@@ -260,10 +269,7 @@ def test_rollout_waits_for_objects_applied_after_it(
 def test_operator_killed_mid_step_resumes_the_same_step(
     shop: Shop, meshsim: Any, namespace: str, operator_factory: Callable[..., OperatorProcess]
 ) -> None:
-    _traffic(meshsim, namespace)
-    op = operator_factory(namespace)
-    shop.create_rollout(steps=[{"weight": 10}, {"weight": 30, "hold": "8s"}, {"weight": 50}, {"weight": 100}])
-    _watch_weight(shop, lambda w: w == 30, 60)
+    op = _at_30(shop, meshsim, namespace, operator_factory, steps=_second_step_holds("8s"))
     time.sleep(2)
     before = shop.status()
     op.kill()
@@ -287,10 +293,7 @@ def test_decided_rollback_is_finished_after_a_crash(
     api_client: client.ApiClient,
 ) -> None:
     """The status says RolledBack but the operator died before moving traffic: the next one moves it."""
-    _traffic(meshsim, namespace)
-    op = operator_factory(namespace)
-    shop.create_rollout(steps=[{"weight": 10}, {"weight": 30, "hold": "60s"}, {"weight": 50}, {"weight": 100}])
-    _watch_weight(shop, lambda w: w == 30, 60)
+    op = _at_30(shop, meshsim, namespace, operator_factory, steps=_second_step_holds("60s"))
     op.kill()
     # Exactly what the dead operator had committed: the decision, written before the VS.
     current = shop.get_rollout()
