@@ -4,6 +4,7 @@ command the tests run. (tests/integration/test_deploy.py applies the same base t
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from coalmine import main as coalmine_main
 from coalmine.devstack import binaries
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,11 +84,22 @@ def test_deployment_is_hardened_and_elects_a_leader(rendered: dict[tuple[str, st
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]["memory"]
-    # every COALMINE_* variable is one `coalmine run` reads
-    main = (REPO / "operator" / "coalmine" / "main.py").read_text()
-    for name in env:
-        if name.startswith("COALMINE_"):
-            assert f'_env("{name.removeprefix("COALMINE_")}"' in main, name
+    # every COALMINE_* variable is one `coalmine run` reads: set each, and its flag takes the value
+    for name, value in env.items():
+        if name.startswith("COALMINE_") and isinstance(value, str):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv(name, value)
+                parser = argparse.ArgumentParser()
+                coalmine_main.add_arguments(parser)
+                parsed = vars(parser.parse_args([]))
+            expected: object = value
+            if name == "COALMINE_LEADER_ELECTION":
+                expected = True
+            elif name == "COALMINE_NAMESPACES":
+                expected = value.split(",")
+            elif value.isdigit():
+                expected = int(value)
+            assert expected in parsed.values(), f"{name}={value} reaches no flag: {parsed}"
 
 
 def test_service_selects_the_pods(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
