@@ -1,0 +1,574 @@
+"""Scale: N concurrent Rollouts on one operator replica, on an own devstack with meshsim traffic.
+
+Sets up --namespaces namespaces holding N services `svc-i` (a VirtualService with one `primary`
+route and a DestinationRule with subsets v1/v2 each), meshsim processes sending --rps requests/s
+to every service (each meshsim watches a share of the namespaces: meshsim scans every VS and DR
+it knows per simulated request, so one meshsim for 1,000 services cannot keep up), one
+`coalmine run` for all namespaces, and then creates N Rollouts (checkEvery --check-every, every
+step held --hold). For --duration seconds from the first create it samples the processes, then
+prints a summary:
+
+  - time until every Rollout is Progressing (max status.startedAt - first create)
+  - operator RSS, CPU and thread count (/proc/PID/status, /proc/PID/stat)
+  - check lag: status.analysis.checkedAt minus its checkEvery grid point, every check seen
+  - Prometheus queries per check round (Prometheus's own prometheus_http_requests_total, read from
+    its /metrics, so the benchmark's reads are not counted) next to checks per round (the
+    operator's coalmine_analysis_checks_total)
+  - API requests/s by verb and resource (kube-apiserver's apiserver_request_total with the admin
+    token; the benchmark's own LISTs of Rollouts are left out)
+  - tick duration (coalmine_tick_duration_seconds), step overshoot past the hold, phases at the end
+  - CPU of meshsim, Prometheus, kube-apiserver, etcd and the whole machine; meshsim's achieved rps
+
+Everything it starts is stopped at the end, also on Ctrl-C or SIGTERM.
+
+  .venv/bin/python bench/scale.py --rollouts 1000 [--namespaces 10 --rps 2 --duration 240]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _common import (
+    Meshsim,
+    Processes,
+    bench_stack,
+    cpu_seconds,
+    free_port,
+    kube_env,
+    machine_cpu,
+    mem_available_mib,
+    operator_argv,
+    percentile,
+    proc_status,
+    start_meshsim,
+    wait_scraped,
+)
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
+
+from coalmine.devstack import stack as devstack
+
+ISTIO = ("networking.istio.io", "v1")
+COALMINE = ("coalmine.dev", "v1alpha1")
+PROGRESSED = ("Progressing", "Succeeded", "RolledBack")
+
+
+def seconds(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for unit in ("ms", "s", "m", "h"):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * units[unit]
+    return float(text)
+
+
+def ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --- the objects ------------------------------------------------------------------------------------
+
+
+def destination_rule(ns: str, name: str) -> dict[str, Any]:
+    subsets = [{"name": v, "labels": {"app": name, "version": v}} for v in ("v1", "v2")]
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"host": name, "subsets": subsets},
+    }
+
+
+def virtual_service(ns: str, name: str) -> dict[str, Any]:
+    route = [{"destination": {"host": name, "subset": "v1"}, "weight": 100}]
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"hosts": [name], "http": [{"name": "primary", "route": route}]},
+    }
+
+
+def rollout(ns: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "apiVersion": "coalmine.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "virtualService": {"name": name, "routes": ["primary"]},
+            "stable": {"host": name, "subset": "v1"},
+            "canary": {"host": name, "subset": "v2"},
+            "analysis": {
+                "interval": args.hold,  # the default hold of every step (10, 30, 50, 100)
+                "checkEvery": args.check_every,
+                "minRequests": args.min_requests,
+                "failureLimit": 2,
+                "maxNoData": "5m",
+            },
+        },
+    }
+
+
+@dataclass
+class Fleet:
+    namespaces: list[str]
+    services: list[tuple[str, str]]  # (namespace, name)
+
+    @classmethod
+    def plan(cls, count: int, namespaces: int) -> Fleet:
+        names = [f"scale-{j}" for j in range(namespaces)]
+        return cls(names, [(names[i % namespaces], f"svc-{i}") for i in range(count)])
+
+
+def parallel(fn: Callable[[Any], Any], items: Iterable[Any], workers: int = 8) -> None:
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(fn, items):
+            pass
+
+
+# --- metrics endpoints ------------------------------------------------------------------------------
+
+
+def scrape(
+    url: str, headers: dict[str, str] | None = None, verify: Any = True
+) -> dict[tuple[str, tuple[Any, ...]], float]:
+    """Every sample of a /metrics page, keyed by (name, sorted labels)."""
+    text = httpx.get(url, headers=headers or {}, verify=verify, timeout=60).text
+    samples: dict[tuple[str, tuple[Any, ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def total(samples: dict[tuple[str, tuple[Any, ...]], float], name: str, **match: str) -> float:
+    return sum(
+        v
+        for (n, labels), v in samples.items()
+        if n == name and all(dict(labels).get(k, "") == m for k, m in match.items())
+    )
+
+
+def histogram_quantile(q: float, before: dict[Any, float], after: dict[Any, float], name: str, **match: str) -> float:
+    """q-quantile of a histogram's observations between two scrapes (upper bucket bound)."""
+    buckets: dict[float, float] = {}
+    for (n, labels), v in after.items():
+        if n == f"{name}_bucket" and all(dict(labels).get(k, "") == m for k, m in match.items()):
+            le = float(dict(labels)["le"])
+            buckets[le] = buckets.get(le, 0.0) + v - before.get((n, labels), 0.0)
+    ordered = sorted(buckets.items())
+    if not ordered or ordered[-1][1] <= 0:
+        return float("nan")
+    rank = q * ordered[-1][1]
+    return next(le for le, count in ordered if count >= rank)
+
+
+@dataclass
+class Endpoints:
+    info: devstack.StackInfo
+    operator_metrics: str
+
+    def apiserver(self) -> dict[Any, float]:
+        headers = {"Authorization": f"Bearer {self.info.admin_token}"}
+        return scrape(f"{self.info.apiserver_url}/metrics", headers, verify=str(self.info.ca_file))
+
+    def prometheus(self) -> dict[Any, float]:
+        return scrape(f"{self.info.prometheus_url}/metrics")
+
+    def operator(self) -> dict[Any, float]:
+        return scrape(self.operator_metrics)
+
+
+@dataclass
+class Snapshot:
+    at: float
+    apiserver: dict[Any, float]
+    prometheus: dict[Any, float]
+    operator: dict[Any, float]
+
+    @classmethod
+    def take(cls, endpoints: Endpoints) -> Snapshot:
+        return cls(time.monotonic(), endpoints.apiserver(), endpoints.prometheus(), endpoints.operator())
+
+
+# --- sampling ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Samples:
+    rss_mib: list[float] = field(default_factory=list)
+    threads: list[int] = field(default_factory=list)
+    cpu_percent: list[float] = field(default_factory=list)  # operator, per sample interval
+    machine_percent: list[float] = field(default_factory=list)
+    checks: dict[tuple[str, str], str] = field(default_factory=dict)  # (rollout, checkedAt) -> verdict
+    lists: int = 0  # LISTs of Rollouts the benchmark made (left out of the API rates)
+
+
+def list_rollouts(custom: client.CustomObjectsApi, samples: Samples) -> list[dict[str, Any]]:
+    samples.lists += 1
+    answer: Any = custom.list_cluster_custom_object(*COALMINE, "rollouts")
+    items: list[dict[str, Any]] = answer["items"]
+    for item in items:
+        check = (item.get("status") or {}).get("analysis") or {}
+        if check.get("checkedAt"):
+            key = f"{item['metadata']['namespace']}/{item['metadata']['name']}"
+            samples.checks[(key, check["checkedAt"])] = check.get("verdict", "")
+    return items
+
+
+def phases(items: list[dict[str, Any]]) -> Counter[str]:
+    return Counter((i.get("status") or {}).get("phase") or "-" for i in items)
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+def setup(fleet: Fleet, api: client.ApiClient) -> float:
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    started = time.monotonic()
+    for ns in fleet.namespaces:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+
+    def create(item: tuple[str, str]) -> None:
+        ns, name = item
+        custom.create_namespaced_custom_object(*ISTIO, ns, "destinationrules", destination_rule(ns, name))
+        custom.create_namespaced_custom_object(*ISTIO, ns, "virtualservices", virtual_service(ns, name))
+
+    parallel(create, fleet.services)
+    return time.monotonic() - started
+
+
+def start_meshsims(
+    fleet: Fleet, args: argparse.Namespace, info: devstack.StackInfo, workdir: Path, procs: Processes
+) -> list[Meshsim]:
+    count = min(args.meshsims, len(fleet.namespaces))
+    meshsims = []
+    for k in range(count):
+        mine = fleet.namespaces[k::count]
+        services = [{"namespace": ns, "host": name, "rps": args.rps} for ns, name in fleet.services if ns in mine]
+        cfg = workdir / f"meshsim-{k}.json"
+        cfg.write_text(json.dumps({"namespaces": mine, "tickSeconds": args.meshsim_tick, "services": services}))
+        meshsims.append(
+            start_meshsim(procs, info, workdir, f"scale-meshsim-{k}", args=["--config", str(cfg)], seed=k, timeout=120)
+        )
+    wait_scraped(info, [m.job for m in meshsims], timeout=120)
+    return meshsims
+
+
+def wait_healthy(url: str, pid: int, procs: Processes, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert procs.alive(pid), "the operator exited"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"operator not healthy at {url} within {timeout} s"
+        time.sleep(0.2)
+
+
+def run(args: argparse.Namespace) -> None:
+    fleet = Fleet.plan(args.rollouts, args.namespaces)
+    check_every = seconds(args.check_every)
+    with bench_stack("coalmine-scale-", scrape_interval=args.scrape_interval) as (info, workdir, procs):
+        print(f"devstack up ({info.state_dir}); work folder {workdir}", flush=True)
+        kcfg = client.Configuration()
+        config.load_kube_config(config_file=str(info.kubeconfig), client_configuration=kcfg)
+        kcfg.connection_pool_maxsize = 16
+        api = client.ApiClient(kcfg)
+        custom = client.CustomObjectsApi(api)
+
+        took = setup(fleet, api)
+        print(f"{len(fleet.namespaces)} namespaces, {len(fleet.services)} VS + DR created in {took:.1f} s", flush=True)
+        meshsims = start_meshsims(fleet, args, info, workdir, procs)
+        print(f"{len(meshsims)} meshsims scraped, {args.rps:g} rps per service", flush=True)
+
+        metrics_port, health_port = free_port(), free_port()
+        op_argv = operator_argv(
+            info, fleet.namespaces, "--metrics-port", str(metrics_port), "--health-port", str(health_port)
+        )
+        op = procs.start("operator", op_argv, workdir / "operator.log", kube_env(info))
+        wait_healthy(f"http://127.0.0.1:{health_port}/healthz", op, procs)
+        endpoints = Endpoints(info, f"http://127.0.0.1:{metrics_port}/metrics")
+        idle = proc_status(op)
+        print(f"operator {op} up: RSS {idle.get('VmRSS', 0) / 1024:.0f} MiB, {idle.get('Threads')} threads", flush=True)
+
+        watched = {
+            "operator": [op],
+            "meshsim": [m.pid for m in meshsims],
+            "prometheus": [info.pids["prometheus"]],
+            "kube-apiserver": [info.pids["kube-apiserver"]],
+            "etcd": [info.pids["etcd"]],
+        }
+        cpu_start = {name: sum(cpu_seconds(p) for p in pids) for name, pids in watched.items()}
+        machine_start = machine_cpu()
+        mesh_counts_start = {m.job: m.client.counts()["total"] for m in meshsims}
+
+        samples = Samples()
+        first_create_wall = datetime.now(UTC)
+        t0 = time.monotonic()
+
+        def create(item: tuple[str, str]) -> None:
+            ns, name = item
+            custom.create_namespaced_custom_object(*COALMINE, ns, "rollouts", rollout(ns, name, args))
+
+        parallel(create, fleet.services)
+        created_in = time.monotonic() - t0
+        print(f"{len(fleet.services)} Rollouts created in {created_in:.1f} s", flush=True)
+
+        steady: Snapshot | None = None
+        steady_at_progress = 0.0
+        last_cpu, last_machine, last_t = cpu_seconds(op), machine_cpu(), time.monotonic()
+        next_list = time.monotonic()
+        items: list[dict[str, Any]] = []
+        while time.monotonic() - t0 < args.duration:
+            time.sleep(args.sample)
+            now = time.monotonic()
+            status = proc_status(op)
+            assert status, "the operator exited"
+            cpu, machine = cpu_seconds(op), machine_cpu()
+            samples.rss_mib.append(status["VmRSS"] / 1024)
+            samples.threads.append(status["Threads"])
+            samples.cpu_percent.append(100 * (cpu - last_cpu) / (now - last_t))
+            samples.machine_percent.append(
+                100 * (machine[0] - last_machine[0]) / max(1.0, machine[1] - last_machine[1])
+            )
+            last_cpu, last_machine, last_t = cpu, machine, now
+            if now >= next_list:
+                next_list = now + args.list_every
+                items = list_rollouts(custom, samples)
+                counts = phases(items)
+                progressed = sum(counts[p] for p in PROGRESSED)
+                if steady is None and progressed == len(fleet.services):
+                    steady = Snapshot.take(endpoints)
+                    steady_at_progress = now - t0
+                print(
+                    f"t={now - t0:5.0f}s phases {dict(counts)}  operator RSS {samples.rss_mib[-1]:.0f} MiB, "
+                    f"{samples.threads[-1]} threads, CPU {samples.cpu_percent[-1]:.0f}%  "
+                    f"machine CPU {samples.machine_percent[-1]:.0f}%  mem avail {mem_available_mib() / 1024:.1f} GiB",
+                    flush=True,
+                )
+        end = Snapshot.take(endpoints)
+        items = list_rollouts(custom, samples)
+        elapsed = time.monotonic() - t0
+        cpu_end = {name: sum(cpu_seconds(p) for p in pids) for name, pids in watched.items()}
+        machine_end = machine_cpu()
+        mesh_counts_end = {m.job: m.client.counts()["total"] for m in meshsims}
+        errors = [
+            line for line in (workdir / "operator.log").read_text(errors="replace").splitlines() if "ERROR" in line
+        ]
+
+        report(
+            args,
+            fleet,
+            items,
+            samples,
+            steady,
+            steady_at_progress,
+            end,
+            first_create_wall,
+            created_in,
+            elapsed,
+            check_every,
+            {k: 100 * (cpu_end[k] - cpu_start[k]) / elapsed for k in watched},
+            100 * (machine_end[0] - machine_start[0]) / max(1.0, machine_end[1] - machine_start[1]),
+            sum(mesh_counts_end[j] - mesh_counts_start[j] for j in mesh_counts_end) / elapsed,
+            errors,
+        )
+
+
+PROM_DURATION = "prometheus_http_request_duration_seconds"
+QUERY = "/api/v1/query"
+
+
+def api_latency(steady: Snapshot, end: Snapshot) -> str:
+    parts = []
+    for verb, resource, subresource in (
+        ("GET", "virtualservices", ""),
+        ("LIST", "destinationrules", ""),
+        ("PATCH", "rollouts", "status"),
+        ("POST", "events", ""),
+        ("PATCH", "virtualservices", ""),
+    ):
+        match = {"verb": verb, "resource": resource, "subresource": subresource}
+        p50, p99 = (
+            histogram_quantile(q, steady.apiserver, end.apiserver, "apiserver_request_duration_seconds", **match)
+            for q in (0.5, 0.99)
+        )
+        parts.append(f"{verb} {resource}{'/' + subresource if subresource else ''} {p50 * 1000:.0f}/{p99 * 1000:.0f}")
+    return ", ".join(parts) + " ms (bucket upper bounds)"
+
+
+def report(
+    args: argparse.Namespace,
+    fleet: Fleet,
+    items: list[dict[str, Any]],
+    samples: Samples,
+    steady: Snapshot | None,
+    steady_at: float,
+    end: Snapshot,
+    first_create_wall: datetime,
+    created_in: float,
+    elapsed: float,
+    check_every: float,
+    cpu: dict[str, float],
+    machine_percent: float,
+    mesh_rps: float,
+    op_errors: list[str],
+) -> None:
+    n = len(fleet.services)
+    counts = phases(items)
+    started = [ts(s["startedAt"]) for i in items if (s := i.get("status") or {}).get("startedAt")]
+    to_progressing = (max(started) - first_create_wall).total_seconds() if len(started) == n else float("nan")
+
+    lags = []
+    for _, checked in samples.checks:
+        moment = ts(checked).timestamp()
+        lags.append(moment - (moment // check_every) * check_every)
+    verdicts = Counter(samples.checks.values())
+
+    hold = seconds(args.hold)
+    overshoot = []
+    for i in items:
+        status = i.get("status") or {}
+        history = [ts(h["startedAt"]) for h in status.get("history") or []]
+        if status.get("finishedAt"):
+            history.append(ts(status["finishedAt"]))
+        overshoot += [(b - a).total_seconds() - hold for a, b in itertools.pairwise(history)]
+
+    rows: list[tuple[str, str]] = [
+        ("Rollouts / namespaces / services", f"{n} / {len(fleet.namespaces)} / {n}"),
+        (
+            "spec",
+            f"checkEvery {args.check_every}, 4 steps held {args.hold}, minRequests {args.min_requests}, "
+            f"scrape {args.scrape_interval}, {args.rps:g} rps/service",
+        ),
+        ("Rollouts created in", f"{created_in:.1f} s"),
+        ("all Progressing after (max startedAt - first create)", f"{to_progressing:.1f} s"),
+        ("phases at the end", ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))),
+        ("Succeeded within the run", f"{counts['Succeeded']} of {n} in {elapsed:.0f} s"),
+        (
+            "operator RSS (max / end)",
+            f"{max(samples.rss_mib):.0f} / {samples.rss_mib[-1]:.0f} MiB",
+        ),
+        (
+            "operator threads (min / max)",
+            f"{min(samples.threads)} / {max(samples.threads)}",
+        ),
+        (
+            "operator CPU (mean over run / max sample)",
+            f"{cpu['operator']:.0f} % / {max(samples.cpu_percent):.0f} % of one core",
+        ),
+        (
+            "check lag after grid point (p50 / p99 / max)",
+            f"{percentile(lags, 50) * 1000:.0f} / {percentile(lags, 99) * 1000:.0f} / "
+            f"{max(lags, default=float('nan')) * 1000:.0f} ms over {len(lags)} checks seen",
+        ),
+        ("verdicts of the checks seen", ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items()))),
+        (
+            "step overshoot past the hold (p50 / p99 / max)",
+            f"{percentile(overshoot, 50):.2f} / {percentile(overshoot, 99):.2f} / "
+            f"{max(overshoot, default=float('nan')):.2f} s over {len(overshoot)} steps",
+        ),
+    ]
+    if steady is not None:
+        window = end.at - steady.at
+        rounds = window / check_every
+        queries = total(end.prometheus, "prometheus_http_requests_total", handler="/api/v1/query") - total(
+            steady.prometheus, "prometheus_http_requests_total", handler="/api/v1/query"
+        )
+        checks = total(end.operator, "coalmine_analysis_checks_total") - total(
+            steady.operator, "coalmine_analysis_checks_total"
+        )
+        ticks = total(end.operator, "coalmine_tick_duration_seconds_count") - total(
+            steady.operator, "coalmine_tick_duration_seconds_count"
+        )
+        by_kind: dict[str, float] = {}
+        for (name, labels), value in end.apiserver.items():
+            if name != "apiserver_request_total":
+                continue
+            d = dict(labels)
+            if d.get("verb") == "LIST" and d.get("resource") == "rollouts" and d.get("scope") == "cluster":
+                continue  # the benchmark's own reads
+            delta = value - steady.apiserver.get((name, labels), 0.0)
+            if delta > 0:
+                key = f"{d.get('verb')} {d.get('resource')}{'/' + d['subresource'] if d.get('subresource') else ''}"
+                by_kind[key] = by_kind.get(key, 0.0) + delta
+        api_total = sum(by_kind.values())
+        top = ", ".join(f"{k} {v / window:.1f}" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])[:6])
+        rows += [
+            ("steady window (all Progressing -> end)", f"{window:.0f} s from t={steady_at:.0f}s ({rounds:.1f} rounds)"),
+            (
+                "Prometheus queries per check round",
+                f"{queries / rounds:.1f} (checks per round {checks / rounds:.0f}; {queries / max(checks, 1):.3f} "
+                f"queries per check)",
+            ),
+            (
+                "ticks/s, tick p50 / p99",
+                f"{ticks / window:.1f}/s, "
+                f"{histogram_quantile(0.5, steady.operator, end.operator, 'coalmine_tick_duration_seconds') * 1000:.0f} / "
+                f"{histogram_quantile(0.99, steady.operator, end.operator, 'coalmine_tick_duration_seconds') * 1000:.0f} ms"
+                " (bucket upper bounds)",
+            ),
+            ("API requests/s (operator + meshsim watches)", f"{api_total / window:.1f}/s: {top}"),
+            ("API latency p50 / p99 (apiserver_request_duration_seconds)", api_latency(steady, end)),
+            (
+                "Prometheus query latency p50 / p99",
+                f"{histogram_quantile(0.5, steady.prometheus, end.prometheus, PROM_DURATION, handler=QUERY) * 1000:.0f}"
+                f" / {histogram_quantile(0.99, steady.prometheus, end.prometheus, PROM_DURATION, handler=QUERY) * 1000:.0f}"
+                " ms (bucket upper bounds)",
+            ),
+            ("API requests per check", f"{api_total / max(checks, 1):.2f}"),
+        ]
+    else:
+        rows.append(("steady window", "never: not every Rollout reached Progressing within the run"))
+    rows += [
+        ("CPU over the run, % of one core", ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())),
+        ("machine CPU over the run (2 cores = 100 %)", f"{machine_percent:.0f} %"),
+        ("meshsim achieved rps (all services)", f"{mesh_rps:.0f} (configured {args.rps * n:.0f})"),
+        ("operator ERROR log lines", str(len(op_errors))),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"\nscale benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    for label, text in rows:
+        print(f"  {label:<{width}}  {text}")
+    for line in op_errors[:5]:
+        print(f"  operator: {line[:300]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rollouts", type=int, default=1000)
+    parser.add_argument("--namespaces", type=int, default=10)
+    parser.add_argument("--meshsims", type=int, default=10, help="meshsim processes (each a share of the namespaces)")
+    parser.add_argument("--rps", type=float, default=2.0, help="requests/s meshsim sends to each service")
+    parser.add_argument("--meshsim-tick", type=float, default=0.5, help="meshsim's simulated slice, seconds")
+    parser.add_argument("--check-every", default="10s")
+    parser.add_argument("--hold", default="30s", help="hold of every step (analysis.interval)")
+    parser.add_argument("--min-requests", type=int, default=2)
+    parser.add_argument("--scrape-interval", default="5s", help="Prometheus scrape interval of the own devstack")
+    parser.add_argument("--duration", type=float, default=180.0, help="seconds from the first Rollout created")
+    parser.add_argument("--sample", type=float, default=2.0, help="seconds between /proc samples")
+    parser.add_argument("--list-every", type=float, default=5.0, help="seconds between LISTs of the Rollouts")
+    args = parser.parse_args()
+    try:
+        run(args)
+    except ApiException as exc:
+        sys.exit(f"API error: {exc.status} {exc.reason}: {exc.body}")
+
+
+if __name__ == "__main__":
+    main()
