@@ -82,8 +82,10 @@ class CheckResult:
 def window(step_elapsed: timedelta, *, interval: timedelta, scrape_interval: timedelta) -> timedelta:
     """The time the step has run, capped at interval, never shorter than 4 scrape intervals."""
     floor = 4 * scrape_interval
-    whole_seconds = timedelta(seconds=math.ceil(step_elapsed.total_seconds()))
-    return max(floor, min(whole_seconds, interval))
+    # Rounded up to whole scrape intervals (the data's own resolution), so Rollouts checked on the
+    # same grid share windows and their queries batch together.
+    scrapes = math.ceil(round(step_elapsed / scrape_interval, 6))
+    return max(floor, min(scrapes * scrape_interval, interval))
 
 
 def render(template: str, target: Target, window_text: str) -> str:

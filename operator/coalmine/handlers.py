@@ -23,7 +23,7 @@ from kubernetes_asyncio import config as k8s_config
 
 from coalmine import metrics, reconcile
 from coalmine.adapters.election import ElectionConfig, LeaseElector
-from coalmine.adapters.kube import GROUP, PLURAL, VERSION, KubeApi
+from coalmine.adapters.kube import GROUP, ISTIO_GROUP, ISTIO_VERSION, PLURAL, VERSION, IstioCache, KubeApi
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.scheduler import Scheduler, utcnow
 
@@ -37,7 +37,7 @@ class OperatorConfig:
     scrape_interval: timedelta = timedelta(seconds=15)
     resync: timedelta = timedelta(seconds=60)
     granularity: timedelta = timedelta(milliseconds=100)
-    tick_concurrency: int = 64
+    tick_concurrency: int = 128
     prometheus_concurrency: int = 16
     prometheus_timeout: float = 5.0
     health_port: int = 8080
@@ -57,6 +57,7 @@ def _rv(body: dict[str, Any]) -> int:
 class Operator:
     config: OperatorConfig
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    istio: IstioCache = field(default_factory=IstioCache)
     scheduler: Scheduler | None = None
     ports: reconcile.Ports | None = None
     _api: k8s_client.ApiClient | None = None
@@ -71,7 +72,7 @@ class Operator:
             await k8s_config.load_kube_config()
         self._api = k8s_client.ApiClient()
         self.ports = reconcile.Ports(
-            kube=KubeApi(self._api, component=self.config.identity),
+            kube=KubeApi(self._api, component=self.config.identity, cache=self.istio),
             prometheus=PrometheusClient(
                 concurrency=self.config.prometheus_concurrency, timeout=self.config.prometheus_timeout
             ),
@@ -119,7 +120,11 @@ class Operator:
             await self._api.close()
 
     def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
-        """A watch event: remember the newest body and tick it, unless it is our own write echoing back."""
+        """A watch event: remember the newest body; tick it when it is new or its spec changed.
+
+        Status-only changes (above all our own writes echoing back) wait for the Rollout's next
+        scheduled tick, which reads this newest body.
+        """
         meta = body.get("metadata", {})
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         if event_type == "DELETED":
@@ -132,7 +137,8 @@ class Operator:
         if known is not None and _rv(known) >= _rv(body):
             return
         self.bodies[key] = body
-        if self.scheduler is not None:
+        changed = known is None or known["metadata"].get("generation") != meta.get("generation")
+        if changed and self.scheduler is not None:
             self.scheduler.poke(key)
 
     async def tick(self, key: str) -> Any:
@@ -181,6 +187,18 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         obj = event.get("object")
         if isinstance(obj, dict):
             operator.observe(event.get("type"), cast(dict[str, Any], obj))
+
+    @kopf.on.event(ISTIO_GROUP, ISTIO_VERSION, "virtualservices", registry=registry)
+    async def virtual_service_event(event: kopf.RawEvent, **_: Any) -> None:
+        obj = event.get("object")
+        if isinstance(obj, dict):
+            operator.istio.observe("virtualservices", event.get("type"), cast(dict[str, Any], obj))
+
+    @kopf.on.event(ISTIO_GROUP, ISTIO_VERSION, "destinationrules", registry=registry)
+    async def destination_rule_event(event: kopf.RawEvent, **_: Any) -> None:
+        obj = event.get("object")
+        if isinstance(obj, dict):
+            operator.istio.observe("destinationrules", event.get("type"), cast(dict[str, Any], obj))
 
     @kopf.on.probe(id="rollouts", registry=registry)
     async def rollouts_known(**_: Any) -> int:

@@ -203,7 +203,7 @@ async def _move_traffic(
             await ports.kube.patch_virtual_service(target.namespace, target.virtual_service, ops)
         except Conflict as exc:
             logger.info("%s; re-reading", exc)
-            fresh = await ports.kube.get_virtual_service(target.namespace, target.virtual_service)
+            fresh = await ports.kube.read_virtual_service(target.namespace, target.virtual_service)
             if fresh is None:
                 return False
             vs = fresh

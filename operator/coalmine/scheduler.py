@@ -73,8 +73,10 @@ class Scheduler:
         try:
             while True:
                 await self._wait_for_due()
+                # Late by up to `granularity`, never early: ticks due close together start together.
+                await asyncio.sleep(self._granularity.total_seconds())
                 now = self._clock()
-                while self._heap and self._heap[0][0] <= now + self._granularity:
+                while self._heap and self._heap[0][0] <= now:
                     when, _, key = heapq.heappop(self._heap)
                     if self._due.get(key) != when:
                         continue  # superseded by an earlier poke, or forgotten

@@ -113,6 +113,9 @@ ALLOWED = [
     ("get", "networking.istio.io", "virtualservices", {}),
     ("patch", "networking.istio.io", "virtualservices", {}),
     ("list", "networking.istio.io", "destinationrules", {}),
+    ("watch", "networking.istio.io", "destinationrules", {}),
+    ("list", "networking.istio.io", "virtualservices", {}),
+    ("watch", "networking.istio.io", "virtualservices", {}),
     ("create", "", "events", {}),
 ]
 DENIED = [
@@ -131,7 +134,6 @@ DENIED = [
     ("update", "networking.istio.io", "virtualservices", {}),
     ("create", "networking.istio.io", "virtualservices", {}),
     ("delete", "networking.istio.io", "virtualservices", {}),
-    ("list", "networking.istio.io", "virtualservices", {}),
     ("patch", "networking.istio.io", "destinationrules", {}),
     ("get", "", "configmaps", {}),
     ("list", "", "pods", {}),

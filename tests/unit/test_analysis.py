@@ -194,3 +194,8 @@ def test_rollouts_with_different_windows_are_not_batched_together() -> None:
     assert one.batch is not None
     assert two.batch is not None
     assert one.batch.key != two.batch.key
+
+
+def test_window_rounds_up_to_whole_scrape_intervals() -> None:
+    got = analysis.window(timedelta(seconds=21), interval=timedelta(minutes=1), scrape_interval=timedelta(seconds=5))
+    assert got == timedelta(seconds=25)

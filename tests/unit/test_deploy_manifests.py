@@ -48,9 +48,12 @@ def test_cluster_role_is_exactly_what_the_operator_uses(rendered: dict[tuple[str
         ("coalmine.dev", "rollouts/status", "get", ""),
         ("coalmine.dev", "rollouts/status", "patch", ""),
         ("networking.istio.io", "virtualservices", "get", ""),
+        ("networking.istio.io", "virtualservices", "list", ""),
+        ("networking.istio.io", "virtualservices", "watch", ""),
         ("networking.istio.io", "virtualservices", "patch", ""),
         ("networking.istio.io", "destinationrules", "get", ""),
         ("networking.istio.io", "destinationrules", "list", ""),
+        ("networking.istio.io", "destinationrules", "watch", ""),
         ("", "events", "create", ""),
     }
     role = rendered["Role", "coalmine-leader-election"]

@@ -28,6 +28,8 @@ class FakeKube:
     async def get_virtual_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.vs)
 
+    read_virtual_service = get_virtual_service
+
     async def list_destination_rules(self, namespace: str) -> list[dict[str, Any]]:
         return [destination_rule()]
 

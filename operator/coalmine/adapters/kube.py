@@ -19,17 +19,64 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 
+class IstioCache:
+    """The VirtualServices and DestinationRules the watch delivered: an informer-style cache, never truth.
+
+    Reads go through it so a tick costs no GET or LIST; a miss reads the API server once. Staleness
+    is safe: VirtualService writes are guarded by `test` ops, so a write computed from an old copy is
+    refused and the caller re-reads.
+    """
+
+    def __init__(self) -> None:
+        self.virtual_services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.rules: dict[str, dict[str, dict[str, Any]]] = {}
+        self.listed: set[str] = set()  # namespaces whose DestinationRules were listed once
+
+    def observe(self, plural: str, event_type: str | None, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata", {})
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        if plural == "virtualservices":
+            self._store(self.virtual_services, (namespace, name), event_type, obj)
+        else:
+            self._store(self.rules.setdefault(namespace, {}), name, event_type, obj)
+
+    @staticmethod
+    def _store(table: dict[Any, dict[str, Any]], key: Any, event_type: str | None, obj: dict[str, Any]) -> None:
+        if event_type == "DELETED":
+            table.pop(key, None)
+            return
+        known = table.get(key)
+        if known is None or _rv(known) <= _rv(obj):
+            table[key] = obj
+
+
+def _rv(obj: dict[str, Any]) -> int:
+    try:
+        return int(obj["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
 class Conflict(Exception):
     """Someone else changed the object since it was read; re-read and decide again."""
 
 
 class KubeApi:
-    def __init__(self, api_client: client.ApiClient, *, component: str = "coalmine") -> None:
+    def __init__(
+        self, api_client: client.ApiClient, *, component: str = "coalmine", cache: IstioCache | None = None
+    ) -> None:
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
         self._component = component
+        self._cache = cache
 
     async def get_virtual_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        if self._cache is not None and (namespace, name) in self._cache.virtual_services:
+            return self._cache.virtual_services[namespace, name]
+        return await self.read_virtual_service(namespace, name)
+
+    async def read_virtual_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """From the API server, not the cache (on a miss, or after a refused write)."""
         try:
             result: dict[str, Any] = await self._custom.get_namespaced_custom_object(
                 ISTIO_GROUP, ISTIO_VERSION, namespace, "virtualservices", name
@@ -38,6 +85,8 @@ class KubeApi:
             if exc.status == 404:
                 return None
             raise
+        if self._cache is not None:
+            self._cache.observe("virtualservices", "MODIFIED", result)
         return result
 
     async def list_destination_rules(self, namespace: str) -> list[dict[str, Any]]:
@@ -62,6 +111,8 @@ class KubeApi:
             if exc.status in (409, 422):
                 raise Conflict(f"VirtualService {namespace}/{name} changed concurrently: {exc.reason}") from exc
             raise
+        if self._cache is not None:
+            self._cache.observe("virtualservices", "MODIFIED", result)
         return result
 
     async def patch_rollout_status(
