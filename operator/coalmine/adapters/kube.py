@@ -90,10 +90,16 @@ class KubeApi:
         return result
 
     async def list_destination_rules(self, namespace: str) -> list[dict[str, Any]]:
+        if self._cache is not None and namespace in self._cache.listed:
+            return list(self._cache.rules.get(namespace, {}).values())
         result = await self._custom.list_namespaced_custom_object(
             ISTIO_GROUP, ISTIO_VERSION, namespace, "destinationrules"
         )
         items: list[dict[str, Any]] = result.get("items", [])
+        if self._cache is not None:
+            for item in items:
+                self._cache.observe("destinationrules", "MODIFIED", item)
+            self._cache.listed.add(namespace)
         return items
 
     async def patch_virtual_service(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
