@@ -43,6 +43,7 @@ from coalmine.models import (
 from coalmine.validation import Problem, Target
 
 RECHECK = timedelta(seconds=10)  # how often Pending and Invalid rollouts look again
+REFRESH_CHECKS = 3  # a run of passing checks is written to status at least every this many checks
 
 
 @dataclass(frozen=True)
@@ -369,7 +370,7 @@ def progress(
         )
 
     new = status
-    if check is not None and analysis is not None:
+    if check is not None and analysis is not None and not _routine_pass(status, analysis, now, a.check_every):
         ends = f"hold ends {format_time(hold_end)}" if now < hold_end else "hold done, waiting for a passing check"
         message = (
             f"step {_step_label(spec, index)}: canary at {status.canary_weight}%, {ends}; "
@@ -385,6 +386,24 @@ def progress(
     if analysis is not None and analysis.no_data_since is not None:
         wake.append(max(now, analysis.no_data_since + a.max_no_data))
     return Decision(status=new, weight=status.canary_weight, events=tuple(events), wake_at=min(wake))
+
+
+def _routine_pass(status: RolloutStatus, analysis: AnalysisStatus, now: datetime, every: timedelta) -> bool:
+    """A pass after a recorded pass in this step, recorded less than REFRESH_CHECKS checks ago.
+
+    Such a check changes no decision (no failure count, no no-data clock), so its numbers need not
+    be written at once: at scale that is most checks, and each write is a PATCH. Failures, no data,
+    the first pass after either, and every transition are written when they happen.
+    """
+    assert status.step_started_at is not None
+    last = status.analysis
+    return (
+        analysis.verdict is Verdict.PASS
+        and last is not None
+        and last.verdict is Verdict.PASS
+        and last.checked_at > status.step_started_at
+        and now - last.checked_at < REFRESH_CHECKS * every
+    )
 
 
 def _first_event_due(status: RolloutStatus, quiet_start: timedelta) -> bool:

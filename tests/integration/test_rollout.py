@@ -180,6 +180,7 @@ def test_canary_without_traffic_holds_then_rolls_back_after_max_no_data(
     assert [h["weight"] for h in status["history"]] == [10], "no data never advances a step"
     assert status["rollback"]["reason"] == "NoData"
     assert "maxNoData 6s" in status["message"]
+    _watch_weight(shop, lambda w: w == 0, 2)  # the VS write follows the status write
     assert shop.primary_weights() == {"v1": 100, "v2": 0}
     assert "NoData" in [e.reason for e in shop.events()]
 
@@ -212,6 +213,7 @@ def test_prometheus_stopped_mid_step(
             status = shop.wait_for_phase("RolledBack", 30, op)
             assert status["rollback"]["reason"] == "NoData"
             assert "unreachable" in status["message"]
+            _watch_weight(shop, lambda w: w == 0, 2)  # the VS write follows the status write
             assert shop.primary_weights() == {"v1": 100, "v2": 0}
     finally:
         if not devstack.status(stack.state_dir) or not devstack.status(stack.state_dir).get("prometheus"):

@@ -325,3 +325,22 @@ def test_no_data_at_the_start_of_a_step_is_quiet_then_reported_once() -> None:
     r = apply(r, second)
     third = plan.progress(r, check(Verdict.NO_DATA), T0 + 30 * S, quiet_start=quiet)
     assert third.events == ()
+
+
+def test_a_run_of_passes_is_written_every_few_checks_failures_at_once() -> None:
+    r = started()
+    written = []
+    for second in (10, 20, 30 - 0.5):
+        decision = plan.progress(r, check(Verdict.PASS), T0 + second * S)
+        written.append(decision.status != r.status)
+        r = apply(r, decision)
+    assert written == [True, False, False], "the first pass is recorded, routine passes are not"
+    assert plan.check_due(r, T0 + 30 * S)
+    decision = plan.progress(r, check(Verdict.FAIL, 80.0), T0 + 30 * S)
+    assert decision.status != r.status, "a failure is recorded at once"
+    r = started(spec(steps=[{"weight": 10, "hold": "2m"}, {"weight": 100}]))
+    r = apply(r, plan.progress(r, check(Verdict.PASS), T0 + 10 * S))
+    later = plan.progress(r, check(Verdict.PASS), T0 + 40 * S)
+    assert later.status.step_index == 0
+    assert later.status.analysis is not None
+    assert later.status.analysis.checked_at == T0 + 40 * S, f"refreshed after {plan.REFRESH_CHECKS} checks"
