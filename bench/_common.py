@@ -22,6 +22,7 @@ from types import FrameType
 
 import httpx
 
+from coalmine.devstack import processes
 from coalmine.devstack import stack as devstack
 from coalmine.meshsim.client import MeshsimClient
 
@@ -66,13 +67,7 @@ class Processes:
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    processes.terminate(proc, grace=15)
 
 
 @contextmanager

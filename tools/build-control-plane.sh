@@ -22,8 +22,9 @@ log() { printf '[build-control-plane] %s\n' "$*" >&2; }
 
 # has_version BINARY EXPECTED ARGS... : true when BINARY ARGS prints EXPECTED.
 has_version() {
-  local bin=$1 want=$2; shift 2
-  [ -x "$bin" ] && "$bin" "$@" 2>/dev/null | grep -qF -- "$want"
+  local bin=$1 want=$2 out; shift 2
+  # Capture first: with pipefail, `bin | grep -q` fails when grep exits before bin finishes writing.
+  [ -x "$bin" ] && out=$("$bin" "$@" 2>/dev/null) && grep -qF -- "$want" <<<"$out"
 }
 
 # User-provided binaries win: nothing to build for those.

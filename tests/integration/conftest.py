@@ -8,7 +8,6 @@ reports it up, and stops it afterwards. `meshsim_factory` does the same with ext
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 from rollout_support import OperatorProcess
 
+from coalmine.devstack import processes
 from coalmine.devstack import stack as devstack
 from coalmine.meshsim.client import MeshsimClient
 
@@ -59,13 +59,7 @@ class MeshsimHandle:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    processes.terminate(process)
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from coalmine.demo import scenario, timeline
+from coalmine.devstack import processes
 from coalmine.devstack import stack as devstack
 from coalmine.meshsim.client import MeshsimClient
 from coalmine.models import format_duration
@@ -146,13 +147,7 @@ class Child:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        processes.terminate(self.process)
 
     def tail(self, lines: int = 20) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

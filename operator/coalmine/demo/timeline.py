@@ -252,21 +252,13 @@ def plot(scenarios: Sequence[ScenarioTimeline], path: Path, title: str = "coalmi
             )
         ax_w.text(x(s.start), 108, s.label, fontsize=9, color=colour, fontweight="bold", va="bottom")
     limits = scenarios[0]
-    if limits.error_rate_max is not None:
-        ax_e.axhline(limits.error_rate_max, color="tab:red", ls="--", lw=1)
-        ax_e.annotate(
-            f"rollback above {limits.error_rate_max:g} %",
-            (0, limits.error_rate_max),
-            textcoords="offset points",
-            xytext=(2, 3),
-            fontsize=8,
-            color="tab:red",
-        )
-    if limits.latency_max_ms is not None:
-        ax_l.axhline(limits.latency_max_ms, color="tab:red", ls="--", lw=1)
-        ax_l.annotate(
-            f"rollback above {limits.latency_max_ms:g} ms",
-            (0, limits.latency_max_ms),
+    for axis, limit, unit in ((ax_e, limits.error_rate_max, "%"), (ax_l, limits.latency_max_ms, "ms")):
+        if limit is None:
+            continue
+        axis.axhline(limit, color="tab:red", ls="--", lw=1)
+        axis.annotate(
+            f"rollback above {limit:g} {unit}",
+            (0, limit),
             textcoords="offset points",
             xytext=(2, 3),
             fontsize=8,
