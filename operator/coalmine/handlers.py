@@ -3,7 +3,8 @@
 kopf is used for what it is good at (login, watching with reconnects and bookmarks, probes,
 logging). It gets no change-detecting handlers, so it writes no annotations and no finalizers on
 Rollouts: deleting a Rollout never waits for the operator. The rollout logic is in reconcile.py
-and plan.py; the cache of bodies here is only the latest watch event per Rollout, never truth.
+and plan.py. The caches here (the latest watch event per Rollout, and the VirtualServices and
+DestinationRules in adapters/kube.IstioCache) save reads; they are never truth.
 
 With leader election on, every replica watches (the cache stays warm, so a takeover ticks at
 once) but only the Lease holder runs the scheduler; it is cancelled the moment the lease is lost.
