@@ -48,7 +48,6 @@ class Outcome:
     body: dict[str, Any] | None  # the Rollout as written, when the tick wrote its status
     wake_at: datetime | None
     transition: str | None = None  # the event reasons of the tick, for metrics and logs
-    vs_written_at: datetime | None = None
 
 
 def merge_patch(old: Any, new: Any) -> Any:
@@ -163,13 +162,14 @@ async def _commit(
             logger.info("status not written, will re-read: %s", exc)
             return Outcome(body=None, wake_at=ports.clock() + timedelta(milliseconds=200))
     wake_at = decision.wake_at
-    vs_written_at = None
-    if decision.weight is not None and target is not None and vs is not None:
-        moved = await _move_traffic(vs, target, decision.weight, ports, logger)
-        if moved is False:
-            wake_at = ports.clock() + RETRY_TRAFFIC  # the status says where traffic must be: keep trying
-        elif moved is not True:
-            vs_written_at = moved
+    weight = decision.weight
+    if (
+        weight is not None
+        and target is not None
+        and vs is not None
+        and not await _move_traffic(vs, target, weight, ports, logger)
+    ):
+        wake_at = ports.clock() + RETRY_TRAFFIC  # the status says where traffic must be: keep trying
     # Events last: a rollback waits for nothing but the status and VirtualService writes.
     if written is not None:
         for event in decision.events:
@@ -181,15 +181,15 @@ async def _commit(
             except Exception as exc:  # an event is a report; losing one must not undo the transition
                 logger.warning("could not post event %s: %s", event.reason, exc)
     reasons = ",".join(e.reason for e in decision.events) or None
-    return Outcome(body=written, wake_at=wake_at, transition=reasons, vs_written_at=vs_written_at)
+    return Outcome(body=written, wake_at=wake_at, transition=reasons)
 
 
 async def _move_traffic(
     vs: dict[str, Any], target: Target, weight: int, ports: Ports, logger: logging.LoggerAdapter[logging.Logger]
-) -> datetime | bool:
+) -> bool:
     """Put the owned routes at `weight`; on a concurrent edit re-read and try again.
 
-    Returns the time it wrote, True when nothing needed writing, False when it could not write.
+    Returns whether the routes are at `weight` now (written, or already there).
     """
     for _ in range(VS_WRITE_ATTEMPTS):
         try:
@@ -208,7 +208,6 @@ async def _move_traffic(
                 return False
             vs = fresh
             continue
-        written_at = ports.clock()
         logger.info(
             "VirtualService %s/%s: canary %s at %d%% on %s",
             target.namespace,
@@ -217,6 +216,6 @@ async def _move_traffic(
             weight,
             ", ".join(str(r) for r in target.routes),
         )
-        return written_at
+        return True
     logger.warning("VirtualService %s/%s kept changing; will retry", target.namespace, target.virtual_service)
     return False
