@@ -17,6 +17,7 @@ from typing import Any
 from coalmine.models import Analysis, MetricResult, Verdict, format_duration
 from coalmine.validation import TEMPLATE, Side, Target
 
+MIN_SCRAPES = 4  # a window shorter than this many scrape intervals sees too few samples for rate()
 REQUESTS = "requests"
 SUCCESS_RATE = "success-rate"
 LATENCY = "latency"
@@ -80,8 +81,8 @@ class CheckResult:
 
 
 def window(step_elapsed: timedelta, *, interval: timedelta, scrape_interval: timedelta) -> timedelta:
-    """The time the step has run, capped at interval, never shorter than 4 scrape intervals."""
-    floor = 4 * scrape_interval
+    """The time the step has run, capped at interval, never shorter than MIN_SCRAPES scrape intervals."""
+    floor = MIN_SCRAPES * scrape_interval
     # Rounded up to whole scrape intervals (the data's own resolution), so Rollouts checked on the
     # same grid share windows and their queries batch together.
     scrapes = math.ceil(round(step_elapsed / scrape_interval, 6))

@@ -24,9 +24,19 @@ from kubernetes_asyncio import config as k8s_config
 
 from coalmine import metrics, reconcile
 from coalmine.adapters.election import ElectionConfig, LeaseElector
-from coalmine.adapters.kube import GROUP, ISTIO_GROUP, ISTIO_VERSION, PLURAL, VERSION, IstioCache, KubeApi
+from coalmine.adapters.kube import (
+    GROUP,
+    ISTIO_GROUP,
+    ISTIO_VERSION,
+    PLURAL,
+    VERSION,
+    IstioCache,
+    KubeApi,
+    resource_version,
+)
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.scheduler import Scheduler, utcnow
+from coalmine.validation import Claim
 
 log = logging.getLogger("coalmine.operator")
 
@@ -47,17 +57,11 @@ class OperatorConfig:
     election: ElectionConfig | None = None  # None: act at once, alone (local runs, tests)
 
 
-def _rv(body: dict[str, Any]) -> int:
-    try:
-        return int(body["metadata"]["resourceVersion"])
-    except (KeyError, TypeError, ValueError):
-        return 0
-
-
 @dataclass
 class Operator:
     config: OperatorConfig
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    claims: dict[str, dict[str, Claim]] = field(default_factory=dict)  # namespace -> name -> what it claims
     istio: IstioCache = field(default_factory=IstioCache)
     scheduler: Scheduler | None = None
     ports: reconcile.Ports | None = None
@@ -127,20 +131,44 @@ class Operator:
         scheduled tick, which reads this newest body.
         """
         meta = body.get("metadata", {})
-        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        key = f"{namespace}/{name}"
         if event_type == "DELETED":
             self.bodies.pop(key, None)
-            metrics.forget(key)
+            self.claims.get(namespace, {}).pop(name, None)
+            metrics.forget(namespace, name)
             if self.scheduler is not None:
                 self.scheduler.forget(key)
+            self._poke_namespace(namespace)  # a Rollout waiting for this one's route may start
             return
         known = self.bodies.get(key)
-        if known is not None and _rv(known) >= _rv(body):
+        if known is not None and resource_version(known) >= resource_version(body):
             return
         self.bodies[key] = body
+        claim = Claim.from_body(body)
+        if claim is None:
+            self.claims.get(namespace, {}).pop(name, None)
+        else:
+            self.claims.setdefault(namespace, {})[name] = claim
         changed = known is None or known["metadata"].get("generation") != meta.get("generation")
         if changed and self.scheduler is not None:
             self.scheduler.poke(key)
+
+    def observe_istio(self, plural: str, event_type: str | None, obj: dict[str, Any]) -> None:
+        """A VirtualService or DestinationRule changed: the Rollouts that read it look again soon, so a
+        vanished subset or route is acted on (and the status made true) now, not at the next check."""
+        if not self.istio.observe(plural, event_type, obj):
+            return  # an echo of our own write, already in the cache
+        meta = obj.get("metadata", {})
+        only = meta.get("name") if plural == "virtualservices" else None
+        self._poke_namespace(str(meta.get("namespace")), virtual_service=only)
+
+    def _poke_namespace(self, namespace: str, virtual_service: str | None = None) -> None:
+        if self.scheduler is None:
+            return
+        for name, claim in self.claims.get(namespace, {}).items():
+            if virtual_service is None or claim.virtual_service == virtual_service:
+                self.scheduler.poke_soon(f"{namespace}/{name}")
 
     async def tick(self, key: str) -> Any:
         body = self.bodies.get(key)
@@ -148,15 +176,18 @@ class Operator:
             return None
         if self.elector is not None and not self.elector.leading:
             return None  # the Lease lapsed and the scheduler is being cancelled: write nothing
+        namespace = str(body["metadata"].get("namespace"))
+        claims = tuple(self.claims.get(namespace, {}).values())
         with metrics.TICK_SECONDS.time():
             try:
-                outcome = await reconcile.tick(body, self.ports)
+                outcome = await reconcile.tick(body, self.ports, claims)
             except Exception:
                 metrics.RECONCILE_ERRORS.inc()
                 raise
-        if outcome.body is not None and _rv(outcome.body) > _rv(self.bodies.get(key, body)):
+        if outcome.body is not None and resource_version(outcome.body) > resource_version(self.bodies.get(key, body)):
             self.bodies[key] = outcome.body
-        metrics.record(key, self.bodies.get(key, body), outcome.transition)
+        if outcome.status is not None:
+            metrics.record(namespace, str(body["metadata"].get("name")), outcome.status, outcome.events)
         return outcome.wake_at
 
 
@@ -193,13 +224,13 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     async def virtual_service_event(event: kopf.RawEvent, **_: Any) -> None:
         obj = event.get("object")
         if isinstance(obj, dict):
-            operator.istio.observe("virtualservices", event.get("type"), cast(dict[str, Any], obj))
+            operator.observe_istio("virtualservices", event.get("type"), cast(dict[str, Any], obj))
 
     @kopf.on.event(ISTIO_GROUP, ISTIO_VERSION, "destinationrules", registry=registry)
     async def destination_rule_event(event: kopf.RawEvent, **_: Any) -> None:
         obj = event.get("object")
         if isinstance(obj, dict):
-            operator.istio.observe("destinationrules", event.get("type"), cast(dict[str, Any], obj))
+            operator.observe_istio("destinationrules", event.get("type"), cast(dict[str, Any], obj))
 
     @kopf.on.probe(id="rollouts", registry=registry)
     async def rollouts_known(**_: Any) -> int:

@@ -115,6 +115,7 @@ def configure_logging(fmt: str, verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # kopf logs every watch event at DEBUG and each handler run at INFO: keep only what matters.
     logging.getLogger("kopf").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.INFO if verbose else logging.WARNING)  # a line per query
 
 
 def identity() -> str:

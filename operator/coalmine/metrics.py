@@ -8,12 +8,13 @@ Values come from the status the operator wrote, so they say what the status says
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from coalmine.models import Phase
+from coalmine.models import Phase, RolloutStatus, Verdict
+from coalmine.plan import Event, Reason, traffic_stalled
 
 PHASE = Gauge("coalmine_rollout_phase", "1 for the phase each Rollout is in", ["namespace", "name", "phase"])
 WEIGHT = Gauge("coalmine_rollout_canary_weight", "Canary weight the Rollout holds its routes at", ["namespace", "name"])
@@ -43,59 +44,62 @@ TICK_SECONDS = Histogram(
     "coalmine_tick_duration_seconds", "Time per tick", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 )
 
-_VERDICT_VALUE = {"Pass": 1.0, "Fail": 0.0, "NoData": -1.0}
-_last_check: dict[str, str] = {}
+TRAFFIC_STUCK = Gauge(
+    "coalmine_rollout_traffic_stuck",
+    "1 while the operator cannot put a Rollout's routes at the weight its status asks (TrafficNotMoved)",
+    ["namespace", "name"],
+)
+TRAFFIC_NOT_MOVED = Counter(
+    "coalmine_traffic_not_moved_total",
+    "Times a wanted weight could not be written to the routes (each distinct reason counts once)",
+    ["namespace"],
+)
+
+_VERDICT_VALUE = {Verdict.PASS: 1.0, Verdict.FAIL: 0.0, Verdict.NO_DATA: -1.0}
+_last_check: dict[tuple[str, str], datetime] = {}
 
 
-def _time(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def record(key: str, body: dict[str, Any], transition: str | None) -> None:
-    namespace, name = key.split("/", 1)
-    status = body.get("status") or {}
-    phase = status.get("phase")
+def record(namespace: str, name: str, status: RolloutStatus, events: Sequence[Event]) -> None:
+    """Gauges from the status the tick left, counters from the events it posted."""
     for candidate in Phase:
-        PHASE.labels(namespace, name, candidate.value).set(1.0 if candidate.value == phase else 0.0)
-    if status.get("canaryWeight") is not None:
-        WEIGHT.labels(namespace, name).set(status["canaryWeight"])
-    if status.get("stepIndex") is not None:
-        STEP.labels(namespace, name).set(status["stepIndex"] + 1)
-    check = status.get("analysis") or {}
-    if check.get("checkedAt") and _last_check.get(key) != check["checkedAt"]:
-        _last_check[key] = check["checkedAt"]
-        CHECKS.labels(namespace, name, check.get("verdict", "NoData")).inc()
-        for metric in check.get("metrics") or []:
-            if metric.get("value") is not None:
-                CHECK_VALUE.labels(namespace, name, metric["name"]).set(metric["value"])
-            CHECK_PASSING.labels(namespace, name, metric["name"]).set(_VERDICT_VALUE.get(metric.get("verdict"), -1.0))
-    for reason in (transition or "").split(","):
-        if not reason:
-            continue
-        TRANSITIONS.labels(reason).inc()
-        if reason == "RolledBack":
-            ROLLBACKS.labels(namespace, (status.get("rollback") or {}).get("reason", "Unknown")).inc()
-        if reason == "Succeeded":
-            PROMOTIONS.labels(namespace).inc()
-        if reason in ("StepAdvanced", "Succeeded", "RolledBack"):
-            history = status.get("history") or []
-            if len(history) >= 2 and reason == "StepAdvanced":
-                started, ended = _time(history[-2].get("startedAt")), _time(history[-1].get("startedAt"))
-                if started and ended:
-                    STEP_SECONDS.observe((ended - started).total_seconds())
-            started, finished = _time(status.get("startedAt")), _time(status.get("finishedAt"))
-            if reason != "StepAdvanced" and started and finished:
-                ROLLOUT_SECONDS.labels(phase or "").observe((finished - started).total_seconds())
+        PHASE.labels(namespace, name, candidate.value).set(1.0 if candidate is status.phase else 0.0)
+    if status.canary_weight is not None:
+        WEIGHT.labels(namespace, name).set(status.canary_weight)
+    if status.step_index is not None:
+        STEP.labels(namespace, name).set(status.step_index + 1)
+    TRAFFIC_STUCK.labels(namespace, name).set(1.0 if traffic_stalled(status) is not None else 0.0)
+    check = status.analysis
+    if check is not None and _last_check.get((namespace, name)) != check.checked_at:
+        _last_check[namespace, name] = check.checked_at
+        CHECKS.labels(namespace, name, check.verdict.value).inc()
+        for metric in check.metrics:
+            if metric.value is not None:
+                CHECK_VALUE.labels(namespace, name, metric.name).set(metric.value)
+            CHECK_PASSING.labels(namespace, name, metric.name).set(_VERDICT_VALUE[metric.verdict])
+    for event in events:
+        _count(namespace, status, event.reason)
 
 
-def forget(key: str) -> None:
+def _count(namespace: str, status: RolloutStatus, reason: Reason) -> None:
+    TRANSITIONS.labels(reason.value).inc()
+    if reason is Reason.ROLLED_BACK:
+        ROLLBACKS.labels(namespace, status.rollback.reason if status.rollback else "Unknown").inc()
+    elif reason is Reason.SUCCEEDED:
+        PROMOTIONS.labels(namespace).inc()
+    elif reason is Reason.TRAFFIC_NOT_MOVED:
+        TRAFFIC_NOT_MOVED.labels(namespace).inc()
+    if reason is Reason.STEP_ADVANCED and len(status.history) >= 2:
+        STEP_SECONDS.observe((status.history[-1].started_at - status.history[-2].started_at).total_seconds())
+    if reason in (Reason.SUCCEEDED, Reason.ROLLED_BACK) and status.started_at and status.finished_at:
+        phase = status.phase.value if status.phase else ""
+        ROLLOUT_SECONDS.labels(phase).observe((status.finished_at - status.started_at).total_seconds())
+
+
+def forget(namespace: str, name: str) -> None:
     """Drop a deleted Rollout's series."""
-    namespace, name = key.split("/", 1)
-    _last_check.pop(key, None)
+    _last_check.pop((namespace, name), None)
     removals: list[tuple[Gauge, tuple[str, ...]]] = [(PHASE, (namespace, name, p.value)) for p in Phase]
-    removals += [(WEIGHT, (namespace, name)), (STEP, (namespace, name))]
+    removals += [(WEIGHT, (namespace, name)), (STEP, (namespace, name)), (TRAFFIC_STUCK, (namespace, name))]
     for gauge, labels in removals:
         with contextlib.suppress(KeyError):
             gauge.remove(*labels)

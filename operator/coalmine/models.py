@@ -128,6 +128,13 @@ class Analysis(Model):
     metrics: tuple[CustomMetric, ...] = ()
 
 
+class UnexpectedTraffic(enum.StrEnum):
+    """What a start does when the owned routes are not served by the stable alone (nor by the canary alone)."""
+
+    WAIT = "Wait"  # move nothing, say what was found, look again every RECHECK
+    RESET = "Reset"  # start from the first step anyway: the routes get exactly stable and canary
+
+
 class RolloutSpec(Model):
     virtual_service: VirtualServiceRef
     stable: Destination | None = None  # omitted: whatever serves the routes when the generation starts
@@ -135,6 +142,7 @@ class RolloutSpec(Model):
     destination_rule: DestinationRuleRef | None = None
     steps: tuple[Step, ...] = DEFAULT_STEPS
     analysis: Analysis = Analysis()
+    on_unexpected_traffic: UnexpectedTraffic = UnexpectedTraffic.WAIT
 
     def hold(self, index: int) -> timedelta:
         return self.steps[index].hold or self.analysis.interval
@@ -144,14 +152,16 @@ class RolloutSpec(Model):
 
 
 class Phase(enum.StrEnum):
-    PENDING = "Pending"
-    PROGRESSING = "Progressing"
-    SUCCEEDED = "Succeeded"
-    ROLLED_BACK = "RolledBack"
-    INVALID = "Invalid"
+    PENDING = "Pending"  # waiting: for an object to exist, for another Rollout to release the route, for a fix
+    PROGRESSING = "Progressing"  # stepping the canary weight and checking each step
+    ROLLING_BACK = "RollingBack"  # rollback decided and recorded; the canary still has traffic until it moves
+    SUCCEEDED = "Succeeded"  # the canary has all the traffic of the owned routes
+    ROLLED_BACK = "RolledBack"  # the canary has 0 after a failed check, missing data or changed objects
+    INVALID = "Invalid"  # the spec does not fit the cluster; nothing was written
 
 
 TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK})
+STARTED_PHASES = frozenset({Phase.PROGRESSING, Phase.ROLLING_BACK, *TERMINAL_PHASES})
 
 
 class Verdict(enum.StrEnum):
@@ -192,12 +202,13 @@ class AnalysisStatus(Model):
 
 
 class RollbackInfo(Model):
-    reason: str
+    reason: str  # FailureLimit, NoData or ObjectsChanged
     metric: str = ""
     value: FiniteFloat = None
     threshold: str = ""
     query: str = ""
     at: Timestamp
+    message: str = ""  # where and why: "step 2/4 (30%): success-rate 79.8% < 99% ..."
 
 
 class HistoryEntry(Model):
@@ -225,7 +236,9 @@ class RolloutStatus(Model):
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     message: str | None = None
+    traffic_retry_at: Timestamp | None = None  # a refused traffic write is tried again then, not before
     stable: Destination | None = None  # the stable this generation started with
+    canary: Destination | None = None  # the canary canaryWeight is the share of (the last one started)
     history: tuple[HistoryEntry, ...] = ()
     rollback: RollbackInfo | None = None
     analysis: AnalysisStatus | None = None
@@ -236,28 +249,58 @@ class RolloutStatus(Model):
         return cls.model_validate(status or {})
 
 
-class Rollout(Model):
-    """The parts of a Rollout object the operator reads."""
+class Ref(Model):
+    """Who a Rollout is, from its metadata alone: parsing this never fails on a bad spec."""
 
     namespace: str
     name: str
-    generation: int
-    resource_version: str
+    uid: str = ""
+    generation: int = 1
+    resource_version: str = ""
+    created_at: Timestamp | None = None
+
+    @classmethod
+    def from_body(cls, body: Any) -> Ref:
+        meta = body.get("metadata", {})
+        created = meta.get("creationTimestamp")
+        return cls(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta.get("uid", ""),
+            generation=meta.get("generation", 1),
+            resource_version=meta.get("resourceVersion", ""),
+            created_at=datetime.fromisoformat(created.replace("Z", "+00:00")) if isinstance(created, str) else created,
+        )
+
+
+class Rollout(Model):
+    """The parts of a Rollout object the operator reads, parsed once at the edge."""
+
+    ref: Ref
     spec: RolloutSpec
     status: RolloutStatus
 
     @classmethod
     def from_body(cls, body: Any) -> Rollout:
-        meta = body.get("metadata", {})
         return cls(
-            namespace=meta["namespace"],
-            name=meta["name"],
-            generation=meta.get("generation", 1),
-            resource_version=meta.get("resourceVersion", ""),
+            ref=Ref.from_body(body),
             spec=RolloutSpec.model_validate(body.get("spec") or {}),
             status=RolloutStatus.from_body(body.get("status")),
         )
 
     @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def namespace(self) -> str:
+        return self.ref.namespace
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def generation(self) -> int:
+        return self.ref.generation
+
+    @property
+    def started(self) -> bool:
+        """This generation has begun moving traffic (its stable and canary are on record)."""
+        return self.status.observed_generation == self.generation and self.status.phase in STARTED_PHASES

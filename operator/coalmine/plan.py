@@ -1,18 +1,29 @@
-"""The rollout state machine: pure functions of (rollout, observations, now) -> Decision.
+"""The rollout state machine: pure functions of (rollout, resolution, observations, now) -> Decision.
 
-Every transition lives here. The shell (reconcile.py) reads, calls one of these, writes the
-returned status (guarded by resourceVersion) and then moves the VirtualService to the returned
-weight. Writing the status first makes it a write-ahead log: a decided rollback is recorded
-before traffic moves, so an operator killed in between finishes the job on restart.
+Every rule of the machine lives here, behind two entry points the shell (reconcile.py) calls:
+
+    decide(rollout, resolution, check, now, policy)   what to record, and which weight the routes need
+    record_traffic(rollout, wanted, outcome, now)     what the traffic write did, recorded truthfully
+
+The shell reads, calls `decide`, writes the returned status first (guarded by resourceVersion: a
+write-ahead log, so a decided rollback is on record before traffic moves and two operators never
+advance the same step), moves the VirtualService, then calls `record_traffic` and writes what it
+returns. `status.canaryWeight` is only ever set from a VirtualService the operator read or wrote, so
+it is never a weight the routes do not have.
 
 Transitions (one per tick):
 
-    (new generation)  --valid-->            Progressing step 0
-    (new generation)  --object missing-->   Pending       (re-checked; starts when it appears)
-    (new generation)  --spec does not fit-> Invalid       (re-checked; nothing written to the VS)
-    Progressing --check failed failureLimit times in a row--> RolledBack (weight 0)
-    Progressing --no data for maxNoData-->                   RolledBack (weight 0)
-    Progressing --hold elapsed, last check passed-->          next step, or Succeeded after the last
+    (new generation) --routes all on the canary--------> Succeeded at once, nothing moved
+    (new generation) --routes on the stable------------> Progressing step 1
+    (new generation) --routes split at a step's weight-> Progressing at that step, nothing moved
+    (new generation) --any other split------------------> Pending UnexpectedTraffic (or step 1 with Reset)
+    (new generation) --object missing, route claimed---> Pending (re-checked; never writes)
+    (new generation) --spec does not fit---------------> Invalid (re-checked; nothing written)
+    Progressing --check failed failureLimit times in a row--> RollingBack
+    Progressing --no data for maxNoData-------------------> RollingBack
+    Progressing --owned objects changed (subset gone...)--> RollingBack
+    Progressing --hold elapsed at the step's weight, last check passed--> next step, or Succeeded
+    RollingBack --canary at 0 on the routes---------------> RolledBack
     Succeeded / RolledBack: hold the weight until the next generation
 
 No clock, no I/O: `now` comes in as an argument.
@@ -20,12 +31,15 @@ No clock, no I/O: `now` comes in as an argument.
 
 from __future__ import annotations
 
+import enum
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from coalmine.analysis import CheckResult
 from coalmine.models import (
+    TERMINAL_PHASES,
     AnalysisStatus,
     Condition,
     Destination,
@@ -36,42 +50,103 @@ from coalmine.models import (
     Rollout,
     RolloutSpec,
     RolloutStatus,
+    UnexpectedTraffic,
     Verdict,
     format_duration,
     format_time,
 )
-from coalmine.validation import Problem, Target
+from coalmine.validation import Backend, Problem, Resolution, RouteTraffic, Traffic, share_of
 
 RECHECK = timedelta(seconds=10)  # how often Pending and Invalid rollouts look again
 REFRESH_CHECKS = 3  # a run of passing checks is written to status at least every this many checks
+STUCK_RETRY_MIN, STUCK_RETRY_MAX = timedelta(seconds=1), timedelta(seconds=30)
+
+
+class EventType(enum.StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+class Reason(enum.StrEnum):
+    """Event reasons, and the reasons of the conditions that go with them."""
+
+    ROLLOUT_STARTED = "RolloutStarted"
+    STEP_STARTED = "StepStarted"
+    STEP_ADVANCED = "StepAdvanced"
+    ANALYSING = "Analysing"
+    CHECK_FAILED = "CheckFailed"
+    NO_DATA = "NoData"
+    SUCCEEDED = "Succeeded"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    INVALID = "Invalid"
+    WAITING_FOR_OBJECTS = "WaitingForObjects"
+    ROUTE_CLAIMED = "RouteClaimed"
+    UNEXPECTED_TRAFFIC = "UnexpectedTraffic"
+    TRAFFIC_NOT_MOVED = "TrafficNotMoved"
+    TRAFFIC_MOVED = "TrafficMoved"
+
+
+class RollbackReason(enum.StrEnum):
+    FAILURE_LIMIT = "FailureLimit"
+    NO_DATA = "NoData"
+    OBJECTS_CHANGED = "ObjectsChanged"
 
 
 @dataclass(frozen=True)
 class Event:
-    type: str  # Normal | Warning
-    reason: str
+    type: EventType
+    reason: Reason
     message: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Operator settings that shape decisions."""
+
+    quiet_start: timedelta = timedelta(0)  # no NoData warning this early in a step (new series need scrapes)
+    resync: timedelta = timedelta(seconds=60)  # finished rollouts re-assert their weight this often
 
 
 @dataclass(frozen=True)
 class Decision:
     status: RolloutStatus  # the status to hold; the shell writes it when it differs
-    weight: int | None  # canary weight the owned routes must have; None: leave the VS alone
+    weight: int | None = None  # canary weight the owned routes must have; None: leave the VS alone
+    traffic: Traffic | None = None  # where to write it; None with a weight: it cannot be written ...
+    blocked: str = ""  # ... and this says why
     events: tuple[Event, ...] = ()
     wake_at: datetime | None = None  # next tick; None: only when something changes
+
+
+@dataclass(frozen=True)
+class TrafficOutcome:
+    """What the shell found or did on the owned routes after `decide`."""
+
+    at_weight: bool  # the routes have the wanted weight (written now, or already there)
+    observed: int | None  # the recorded canary's share of the routes as last read; None: routes not found
+    error: str = ""  # why the wanted weight is not there
+    attempted: bool = False  # a write was sent and the API server refused it (so the next one backs off)
 
 
 # --- queries about the current status --------------------------------------------------------------
 
 
 def needs_start(rollout: Rollout) -> bool:
-    """A generation the operator has not started yet, or one waiting to become valid."""
+    """A generation the operator has not started yet, or one waiting to start."""
     status = rollout.status
-    return status.observed_generation != rollout.generation or status.phase in (
-        None,
-        Phase.PENDING,
-        Phase.INVALID,
-    )
+    return status.observed_generation != rollout.generation or status.phase in (None, Phase.PENDING, Phase.INVALID)
+
+
+def desired_weight(rollout: Rollout) -> int | None:
+    """The canary weight the recorded status asks of the routes (None before a start)."""
+    status = rollout.status
+    if needs_start(rollout):
+        return None
+    if status.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):
+        return 0
+    if status.phase is Phase.SUCCEEDED:
+        return 100
+    return rollout.spec.steps[status.step_index or 0].weight
 
 
 def _step_label(spec: RolloutSpec, index: int) -> str:
@@ -101,8 +176,14 @@ def next_check_at(rollout: Rollout) -> datetime:
     return _next_check(status.step_started_at, last, rollout.spec.analysis.check_every)
 
 
-def check_due(rollout: Rollout, now: datetime) -> bool:
-    return rollout.status.phase is Phase.PROGRESSING and now >= next_check_at(rollout)
+def wants_check(rollout: Rollout, resolution: Resolution, now: datetime) -> bool:
+    """Whether the shell should ask Prometheus before deciding: a due check of a judgeable canary."""
+    return (
+        not needs_start(rollout)
+        and rollout.status.phase is Phase.PROGRESSING
+        and resolution.target is not None
+        and now >= next_check_at(rollout)
+    )
 
 
 def step_elapsed(rollout: Rollout, now: datetime) -> timedelta:
@@ -136,83 +217,199 @@ def _conditions(
 
 
 def _with_phase(
-    status: RolloutStatus, generation: int, now: datetime, phase: Phase, reason: str, message: str
+    status: RolloutStatus,
+    generation: int,
+    now: datetime,
+    phase: Phase,
+    reason: str,
+    message: str,
+    *,
+    stalled: bool | None = None,
 ) -> RolloutStatus:
-    """Set phase and message, and the kstatus conditions (Ready, Reconciling, Stalled) that go with them."""
+    """Set phase and message, and the kstatus conditions (Ready, Reconciling, Stalled) that go with them.
+
+    `stalled` overrides the phase's default: a Pending rollout that needs a person is Stalled."""
     ready = phase is Phase.SUCCEEDED
-    reconciling = phase in (Phase.PENDING, Phase.PROGRESSING)
-    stalled = phase in (Phase.ROLLED_BACK, Phase.INVALID)
+    if stalled is None:
+        stalled = phase in (Phase.ROLLED_BACK, Phase.INVALID)
+    reconciling = phase in (Phase.PENDING, Phase.PROGRESSING, Phase.ROLLING_BACK) and not stalled
     conditions = _conditions(
         status.conditions,
         generation,
         now,
         [
             ("Ready", ready, reason, message),
-            (
-                "Reconciling",
-                reconciling,
-                reason if reconciling else "Finished",
-                message if reconciling else "",
-            ),
+            ("Reconciling", reconciling, reason if reconciling else "Finished", message if reconciling else ""),
             ("Stalled", stalled, reason if stalled else "NotStalled", message if stalled else ""),
         ],
     )
     return status.model_copy(
-        update={
-            "phase": phase,
-            "message": message,
-            "observed_generation": generation,
-            "conditions": conditions,
-        }
+        update={"phase": phase, "message": message, "observed_generation": generation, "conditions": conditions}
+    )
+
+
+def _stall(status: RolloutStatus, generation: int, now: datetime, message: str) -> RolloutStatus:
+    """Stalled=True (TrafficNotMoved) beside the phase's own Ready and Reconciling."""
+    kept = tuple(c for c in status.conditions if c.type != "Stalled")
+    stalled = _conditions(status.conditions, generation, now, [("Stalled", True, Reason.TRAFFIC_NOT_MOVED, message)])
+    return status.model_copy(update={"message": message, "conditions": kept + stalled})
+
+
+def traffic_stalled(status: RolloutStatus) -> Condition | None:
+    return next(
+        (
+            c
+            for c in status.conditions
+            if c.type == "Stalled" and c.reason == Reason.TRAFFIC_NOT_MOVED and c.status == "True"
+        ),
+        None,
     )
 
 
 # --- transitions -----------------------------------------------------------------------------------
 
 
-def reject(status: RolloutStatus, generation: int, problem: Problem, now: datetime) -> Decision:
-    """Pending (something to wait for) or Invalid (the spec must change): no VS write either way."""
-    phase = Phase.PENDING if problem.waiting else Phase.INVALID
-    reason = "WaitingForObjects" if problem.waiting else "Invalid"
-    message = f"{'waiting: ' if problem.waiting else 'invalid: '}{problem.message}"
-    base = RolloutStatus(conditions=status.conditions) if status.observed_generation != generation else status
-    new = _with_phase(base, generation, now, phase, reason, message)
+def _destination(backend: Backend) -> Destination:
+    return Destination(host=backend.host, subset=backend.subset, port=backend.port)
+
+
+def reject(
+    status: RolloutStatus, generation: int, problem: Problem, now: datetime, *, reason: Reason | None = None
+) -> Decision:
+    """Pending (something to wait for) or Invalid (the spec must change): no VS write either way.
+
+    Pending that needs a person (the route is another Rollout's, the routes carry an unexpected split)
+    is also Stalled. A new generation keeps the traffic record (stable, canary, canaryWeight) of the
+    last one: the routes still have that split, and the status stays true of them."""
+    if reason is None:
+        reason = (
+            Reason.ROUTE_CLAIMED
+            if problem.claimed_by
+            else Reason.WAITING_FOR_OBJECTS
+            if problem.waiting
+            else Reason.INVALID
+        )
+    phase = Phase.INVALID if reason is Reason.INVALID else Phase.PENDING
+    message = ("invalid: " if phase is Phase.INVALID else "waiting: ") + problem.message
+    base = status
+    if status.observed_generation != generation:
+        base = RolloutStatus(
+            conditions=status.conditions, stable=status.stable, canary=status.canary, canary_weight=status.canary_weight
+        )
+    stalled = True if reason in (Reason.ROUTE_CLAIMED, Reason.UNEXPECTED_TRAFFIC) else None
+    new = _with_phase(base, generation, now, phase, reason, message, stalled=stalled)
     events: tuple[Event, ...] = ()
     if new.message != status.message or new.phase != status.phase:
-        events = (Event("Normal" if problem.waiting else "Warning", reason, message),)
-    return Decision(status=new, weight=None, events=events, wake_at=now + RECHECK)
+        kind = EventType.NORMAL if reason is Reason.WAITING_FOR_OBJECTS else EventType.WARNING
+        events = (Event(kind, reason, message),)
+    return Decision(status=new, events=events, wake_at=now + RECHECK)
 
 
-def start(rollout: Rollout, resolution: Target | Problem, now: datetime) -> Decision:
-    """A new generation (or a waiting one looking again): validate, then begin at step 1."""
+def _starting_step(rollout: Rollout, traffic: Traffic, routes: Sequence[RouteTraffic]) -> int | str:
+    """The step a new generation starts at without moving traffic nobody asked to move, or what was
+    found instead (a message). Routes on the stable alone start at step 1; routes the operator itself
+    split in an earlier generation start at step 1 too (the new release replaces that one); routes
+    split between exactly stable and canary at a step's weight resume at that step."""
+    ns = traffic.namespace
+    if all(r.share(traffic.stable, ns) == 100 for r in routes):
+        return 0
+    status = rollout.status
+    if status.canary is not None:
+        own: list[Backend | Destination] = [traffic.stable, traffic.canary]
+        own += [d for d in (status.stable, status.canary) if d is not None]
+        if all(any(s.is_for(d, ns) for d in own) for r in routes for s in r.serving()):
+            return 0
+    canary_shares = {r.share(traffic.canary, ns) for r in routes}
+    split = all(r.share(traffic.stable, ns) + r.share(traffic.canary, ns) == 100 for r in routes)
+    weights = [step.weight for step in rollout.spec.steps]
+    if split and len(canary_shares) == 1 and (share := canary_shares.pop()) in weights:
+        return weights.index(share)
+    found = "; ".join(f"route {r.label}: " + ", ".join(str(s) for s in r.serving()) for r in routes)
+    return (
+        f"the owned routes are not served by the stable {traffic.stable} alone ({found}); nothing moved. "
+        "Put the routes on the stable, or set spec.onUnexpectedTraffic: Reset to start from the first step anyway"
+    )
+
+
+def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
+    """A new generation (or a waiting one looking again): validate, look at the routes, then begin."""
     spec, status, gen = rollout.spec, rollout.status, rollout.generation
-    if isinstance(resolution, Problem):
-        return reject(status, gen, resolution, now)
+    routes, canary = resolution.routes, resolution.canary
+    if not routes or canary is None:
+        assert resolution.problem is not None
+        return reject(status, gen, resolution.problem, now)
+    if all(r.share(canary, rollout.namespace) == 100 for r in routes):
+        return _already_promoted(rollout, resolution, canary, now)
+    if resolution.problem is not None or resolution.traffic is None:
+        assert resolution.problem is not None
+        return reject(status, gen, resolution.problem, now)
+    traffic = resolution.traffic
+    index = _starting_step(rollout, traffic, routes)
+    if isinstance(index, str):
+        if spec.on_unexpected_traffic is UnexpectedTraffic.WAIT:
+            return reject(status, gen, Problem(index, waiting=True), now, reason=Reason.UNEXPECTED_TRAFFIC)
+        index = 0
 
-    weight = spec.steps[0].weight
-    hold = spec.hold(0)
-    message = f"step {_step_label(spec, 0)}: canary at {weight}%, holding {format_duration(hold)}"
-    stable = resolution.stable
+    weight = spec.steps[index].weight
+    observed = share_of(routes, traffic.canary, rollout.namespace)
     new = RolloutStatus(
-        stable=Destination(host=stable.host, subset=stable.subset, port=stable.port),
-        step_index=0,
-        step_label=_step_label(spec, 0),
-        canary_weight=weight,
+        stable=_destination(traffic.stable),
+        canary=_destination(traffic.canary),
+        step_index=index,
+        step_label=_step_label(spec, index),
+        canary_weight=observed,
         step_started_at=now,
         started_at=now,
-        history=(HistoryEntry(step_index=0, weight=weight, started_at=now),),
+        history=(HistoryEntry(step_index=index, weight=weight, started_at=now),),
         conditions=status.conditions,
     )
-    new = _with_phase(new, gen, now, Phase.PROGRESSING, "StepStarted", message)
+    message = _step_message(spec, index)
+    if index:
+        message += f" (the canary already had {weight}% of the routes: resumed at this step, nothing moved)"
+    new = _with_phase(new, gen, now, Phase.PROGRESSING, Reason.STEP_STARTED, message)
     event = Event(
-        "Normal",
-        "RolloutStarted",
-        f"generation {gen}: {resolution.stable.subset} -> {resolution.canary.subset}, "
-        f"steps {', '.join(str(s.weight) for s in spec.steps)}; canary at {weight}%",
+        EventType.NORMAL,
+        Reason.ROLLOUT_STARTED,
+        f"generation {gen}: {traffic.stable.subset} -> {traffic.canary.subset}, "
+        f"steps {', '.join(str(s.weight) for s in spec.steps)}; canary at {weight}%"
+        + (f" (resumed at step {_step_label(spec, index)})" if index else ""),
     )
     return Decision(
-        status=new, weight=weight, events=(event,), wake_at=_next_check(now, None, spec.analysis.check_every)
+        status=new,
+        weight=weight,
+        traffic=traffic,
+        events=(event,),
+        wake_at=_next_check(now, None, spec.analysis.check_every),
     )
+
+
+def _already_promoted(rollout: Rollout, resolution: Resolution, canary: Backend, now: datetime) -> Decision:
+    spec = rollout.spec
+    last = len(spec.steps) - 1
+    names = ", ".join(r.label for r in resolution.routes)
+    message = (
+        f"succeeded: the canary {canary} already had all the traffic of route {names} when generation "
+        f"{rollout.generation} started; nothing moved"
+    )
+    traffic = resolution.traffic
+    new = RolloutStatus(
+        stable=_destination(traffic.stable) if traffic is not None else None,
+        canary=_destination(canary),
+        step_index=last,
+        step_label=_step_label(spec, last),
+        canary_weight=100,
+        step_started_at=now,
+        started_at=now,
+        finished_at=now,
+        history=(HistoryEntry(step_index=last, weight=100, started_at=now),),
+        conditions=rollout.status.conditions,
+    )
+    new = _with_phase(new, rollout.generation, now, Phase.SUCCEEDED, Reason.SUCCEEDED, message)
+    return Decision(status=new, events=(Event(EventType.NORMAL, Reason.SUCCEEDED, message),))
+
+
+def _step_message(spec: RolloutSpec, index: int) -> str:
+    return f"step {_step_label(spec, index)}: canary at {spec.steps[index].weight}%, holding {format_duration(spec.hold(index))}"
 
 
 def _analysis_status(rollout: Rollout, check: CheckResult, now: datetime) -> AnalysisStatus:
@@ -250,20 +447,37 @@ def _summary(check: AnalysisStatus) -> str:
     return ", ".join(parts)
 
 
+def _writable(resolution: Resolution, weight: int) -> tuple[Traffic | None, str]:
+    """Where `weight` can be written, or why it cannot: the routes and the stable must be known, and
+    every side that would get traffic must have its subset (or Istio answers 503 for it)."""
+    traffic = resolution.traffic
+    problem = resolution.problem.message if resolution.problem is not None else ""
+    if traffic is None:
+        return None, problem or "the owned routes cannot be found"
+    receiving = ([("stable", traffic.stable)] if weight < 100 else []) + (
+        [("canary", traffic.canary)] if weight > 0 else []
+    )
+    for role, backend in receiving:
+        if role not in resolution.servable:
+            return None, f"not sending traffic to the {role} {backend}: {problem or 'its subset is not defined'}"
+    return traffic, ""
+
+
 def _rollback(
     rollout: Rollout,
+    resolution: Resolution,
     analysis: AnalysisStatus | None,
     now: datetime,
-    reason: str,
+    reason: RollbackReason,
     culprit: MetricResult | None,
     why: str,
 ) -> Decision:
+    """Record the rollback first (RollingBack); `record_traffic` makes it RolledBack once the canary has 0."""
     spec, status = rollout.spec, rollout.status
     index = status.step_index or 0
-    at = f"step {_step_label(spec, index)} ({status.canary_weight}%)"
-    message = f"rolled back at {at}: {why}"
+    where = f"step {_step_label(spec, index)} ({status.canary_weight}%): {why}"
     if culprit is not None and culprit.query:
-        message += f"; query: {culprit.query}"
+        where += f"; query: {culprit.query}"
     info = RollbackInfo(
         reason=reason,
         metric=culprit.name if culprit else "",
@@ -271,121 +485,182 @@ def _rollback(
         threshold=culprit.threshold if culprit else "",
         query=culprit.query if culprit else "",
         at=now,
+        message=where,
     )
-    new = status.model_copy(update={"canary_weight": 0, "rollback": info, "finished_at": now, "analysis": analysis})
-    new = _with_phase(new, rollout.generation, now, Phase.ROLLED_BACK, "RolledBack", message)
-    return Decision(status=new, weight=0, events=(Event("Warning", "RolledBack", message),), wake_at=None)
+    new = status.model_copy(update={"rollback": info, "analysis": analysis, "traffic_retry_at": None})
+    new = _with_phase(new, rollout.generation, now, Phase.ROLLING_BACK, Reason.ROLLING_BACK, f"rolling back at {where}")
+    traffic, blocked = _writable(resolution, 0)
+    return Decision(status=new, weight=0, traffic=traffic, blocked=blocked)
 
 
-def progress(
-    rollout: Rollout, check: CheckResult | None, now: datetime, *, quiet_start: timedelta = timedelta(0)
-) -> Decision:
-    """One tick of a Progressing rollout, with the result of a check when one was due.
-
-    No data in the first `quiet_start` of a step (new series need a few scrapes before `rate`
-    sees them) holds the step like any no data, but posts no NoData warning.
-    """
+def _record_check(
+    rollout: Rollout, check: CheckResult, now: datetime, quiet_start: timedelta
+) -> tuple[AnalysisStatus, list[Event]]:
+    """The check's numbers, and the CheckFailed / NoData warnings it deserves."""
     spec, status = rollout.spec, rollout.status
-    a = spec.analysis
-    index = status.step_index or 0
-    assert status.step_started_at is not None
-    assert status.canary_weight is not None
+    analysis = _analysis_status(rollout, check, now)
     events: list[Event] = []
-    analysis = status.analysis
-    if check is not None:
-        analysis = _analysis_status(rollout, check, now)
-        if analysis.verdict is Verdict.FAIL:
-            failed = check.failed
-            if analysis.consecutive_failures >= a.failure_limit:
-                culprit = failed[0]
-                why = (
-                    f"{culprit.name} {culprit.reason} in the last {check.window} "
-                    f"({analysis.consecutive_failures} failed checks in a row, failureLimit {a.failure_limit})"
-                )
-                return _rollback(rollout, analysis, now, "FailureLimit", culprit, why)
-            events.append(
-                Event(
-                    "Warning",
-                    "CheckFailed",
-                    "; ".join(f"{m.name} {m.reason}" for m in failed)
-                    + f" ({analysis.consecutive_failures} of failureLimit {a.failure_limit})",
-                )
+    assert status.step_started_at is not None
+    if analysis.verdict is Verdict.FAIL and analysis.consecutive_failures < spec.analysis.failure_limit:
+        events.append(
+            Event(
+                EventType.WARNING,
+                Reason.CHECK_FAILED,
+                "; ".join(f"{m.name} {m.reason}" for m in check.failed)
+                + f" ({analysis.consecutive_failures} of failureLimit {spec.analysis.failure_limit})",
             )
-        elif (
-            analysis.verdict is Verdict.NO_DATA
-            and now - status.step_started_at >= quiet_start
-            and (
-                status.analysis is None
-                or status.analysis.verdict is not Verdict.NO_DATA
-                or _first_event_due(status, quiet_start)
-            )
-        ):
-            events.append(Event("Warning", "NoData", f"holding step {_step_label(spec, index)}: {check.reason}"))
+        )
+    elif (
+        analysis.verdict is Verdict.NO_DATA
+        and now - status.step_started_at >= quiet_start
+        and (
+            status.analysis is None
+            or status.analysis.verdict is not Verdict.NO_DATA
+            or _first_event_due(status, quiet_start)
+        )
+    ):
+        label = _step_label(spec, status.step_index or 0)
+        events.append(Event(EventType.WARNING, Reason.NO_DATA, f"holding step {label}: {check.reason}"))
+    return analysis, events
 
+
+def _rollback_if_due(
+    rollout: Rollout, resolution: Resolution, check: CheckResult | None, analysis: AnalysisStatus | None, now: datetime
+) -> Decision | None:
+    spec, status = rollout.spec, rollout.status
+    limit = spec.analysis.failure_limit
+    if (
+        check is not None
+        and analysis is not None
+        and analysis.verdict is Verdict.FAIL
+        and analysis.consecutive_failures >= limit
+    ):
+        culprit = check.failed[0]
+        why = (
+            f"{culprit.name} {culprit.reason} in the last {check.window} "
+            f"({analysis.consecutive_failures} failed checks in a row, failureLimit {limit})"
+        )
+        return _rollback(rollout, resolution, analysis, now, RollbackReason.FAILURE_LIMIT, culprit, why)
+    assert status.step_started_at is not None
     if analysis is not None and analysis.no_data_since is not None and analysis.checked_at > status.step_started_at:
-        deadline = analysis.no_data_since + a.max_no_data
+        deadline = analysis.no_data_since + spec.analysis.max_no_data
         if now >= deadline:
-            why = f"no data for {format_duration(now - analysis.no_data_since)} (maxNoData {format_duration(a.max_no_data)})"
+            why = (
+                f"no data for {format_duration(now - analysis.no_data_since)} "
+                f"(maxNoData {format_duration(spec.analysis.max_no_data)})"
+            )
             last_reason = next((m.reason for m in analysis.metrics if m.verdict is Verdict.NO_DATA), "")
             if last_reason:
                 why += f": {last_reason}"
-            return _rollback(rollout, analysis, now, "NoData", None, why)
+            return _rollback(rollout, resolution, analysis, now, RollbackReason.NO_DATA, None, why)
+    return None
 
-    hold_end = status.step_started_at + spec.hold(index)
-    passed_in_step = (
-        analysis is not None and analysis.verdict is Verdict.PASS and analysis.checked_at > status.step_started_at
+
+def _advance_if_done(
+    rollout: Rollout, traffic: Traffic, analysis: AnalysisStatus | None, events: list[Event], now: datetime
+) -> Decision | None:
+    """The hold is over at the step's weight and the last check of the step passed: next step or Succeeded."""
+    spec, status = rollout.spec, rollout.status
+    index = status.step_index or 0
+    assert status.step_started_at is not None
+    at_weight = status.canary_weight == spec.steps[index].weight
+    passed = analysis is not None and analysis.verdict is Verdict.PASS and analysis.checked_at > status.step_started_at
+    if not (at_weight and passed and now >= status.step_started_at + spec.hold(index)):
+        return None
+    assert analysis is not None
+    if index + 1 == len(spec.steps):
+        message = f"succeeded: canary at {status.canary_weight}% after {len(spec.steps)} steps; {_summary(analysis)}"
+        new = status.model_copy(update={"analysis": analysis, "finished_at": now})
+        new = _with_phase(new, rollout.generation, now, Phase.SUCCEEDED, Reason.SUCCEEDED, message)
+        done = Event(EventType.NORMAL, Reason.SUCCEEDED, message)
+        return Decision(status=new, weight=100, traffic=traffic, events=(*events, done))
+    nxt = index + 1
+    weight = spec.steps[nxt].weight
+    message = f"{_step_message(spec, nxt)}; step {_step_label(spec, index)} passed: {_summary(analysis)}"
+    new = status.model_copy(
+        update={
+            "step_index": nxt,
+            "step_label": _step_label(spec, nxt),
+            "step_started_at": now,
+            "analysis": analysis,
+            "history": (*status.history, HistoryEntry(step_index=nxt, weight=weight, started_at=now)),
+        }
     )
-    if now >= hold_end and passed_in_step:
-        assert analysis is not None
-        if index + 1 == len(spec.steps):
-            message = (
-                f"succeeded: canary at {status.canary_weight}% after {len(spec.steps)} steps; {_summary(analysis)}"
-            )
-            new = status.model_copy(update={"analysis": analysis, "finished_at": now})
-            new = _with_phase(new, rollout.generation, now, Phase.SUCCEEDED, "Succeeded", message)
-            return Decision(
-                status=new, weight=new.canary_weight, events=(*events, Event("Normal", "Succeeded", message))
-            )
-        nxt = index + 1
-        weight = spec.steps[nxt].weight
-        hold = spec.hold(nxt)
-        message = (
-            f"step {_step_label(spec, nxt)}: canary at {weight}%, holding {format_duration(hold)}; "
-            f"step {_step_label(spec, index)} passed: {_summary(analysis)}"
-        )
-        new = status.model_copy(
-            update={
-                "step_index": nxt,
-                "step_label": _step_label(spec, nxt),
-                "canary_weight": weight,
-                "step_started_at": now,
-                "analysis": analysis,
-                "history": (*status.history, HistoryEntry(step_index=nxt, weight=weight, started_at=now)),
-            }
-        )
-        new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, "StepAdvanced", message)
-        event = Event("Normal", "StepAdvanced", f"canary {status.canary_weight}% -> {weight}%: {_summary(analysis)}")
-        return Decision(
-            status=new, weight=weight, events=(*events, event), wake_at=_next_check(now, None, a.check_every)
-        )
+    new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.STEP_ADVANCED, message)
+    event = Event(
+        EventType.NORMAL, Reason.STEP_ADVANCED, f"canary {status.canary_weight}% -> {weight}%: {_summary(analysis)}"
+    )
+    return Decision(
+        status=new,
+        weight=weight,
+        traffic=traffic,
+        events=(*events, event),
+        wake_at=_next_check(now, None, spec.analysis.check_every),
+    )
 
+
+def _hold(
+    rollout: Rollout,
+    traffic: Traffic,
+    check: CheckResult | None,
+    analysis: AnalysisStatus | None,
+    events: list[Event],
+    now: datetime,
+) -> Decision:
+    spec, status = rollout.spec, rollout.status
+    index = status.step_index or 0
+    assert status.step_started_at is not None
+    every = spec.analysis.check_every
+    hold_end = status.step_started_at + spec.hold(index)
     new = status
-    if check is not None and analysis is not None and not _routine_pass(status, analysis, now, a.check_every):
-        ends = f"hold ends {format_time(hold_end)}" if now < hold_end else "hold done, waiting for a passing check"
+    if check is not None and analysis is not None and not _routine_pass(status, analysis, now, every):
+        if status.canary_weight != spec.steps[index].weight:
+            ends = f"waiting for the routes to reach {spec.steps[index].weight}%"
+        elif now < hold_end:
+            ends = f"hold ends {format_time(hold_end)}"
+        else:
+            ends = "hold done, waiting for a passing check"
         message = (
             f"step {_step_label(spec, index)}: canary at {status.canary_weight}%, {ends}; "
             f"last check {analysis.verdict.value}: {_summary(analysis)}"
         )
         if analysis.verdict is Verdict.NO_DATA:
             message += f" ({check.reason})"
-        new = status.model_copy(update={"analysis": analysis, "message": message})
-        new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, "Analysing", message)
-    wake = [_next_check(status.step_started_at, analysis.checked_at if analysis else None, a.check_every)]
+        new = status.model_copy(update={"analysis": analysis})
+        if traffic_stalled(status) is None:
+            new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.ANALYSING, message)
+    wake = [_next_check(status.step_started_at, analysis.checked_at if analysis else None, every)]
     if now < hold_end:
         wake.append(hold_end)
     if analysis is not None and analysis.no_data_since is not None:
-        wake.append(max(now, analysis.no_data_since + a.max_no_data))
-    return Decision(status=new, weight=status.canary_weight, events=tuple(events), wake_at=min(wake))
+        wake.append(max(now, analysis.no_data_since + spec.analysis.max_no_data))
+    return Decision(
+        status=new, weight=spec.steps[index].weight, traffic=traffic, events=tuple(events), wake_at=min(wake)
+    )
+
+
+def progress(
+    rollout: Rollout,
+    resolution: Resolution,
+    check: CheckResult | None,
+    now: datetime,
+    *,
+    quiet_start: timedelta = timedelta(0),
+) -> Decision:
+    """One tick of a Progressing rollout whose objects resolve, with the result of a check when one was due.
+
+    No data in the first `quiet_start` of a step (new series need a few scrapes before `rate`
+    sees them) holds the step like any no data, but posts no NoData warning.
+    """
+    assert resolution.traffic is not None
+    analysis, events = (
+        _record_check(rollout, check, now, quiet_start) if check is not None else (rollout.status.analysis, [])
+    )
+    return (
+        _rollback_if_due(rollout, resolution, check, analysis, now)
+        or _advance_if_done(rollout, resolution.traffic, analysis, events, now)
+        or _hold(rollout, resolution.traffic, check, analysis, events, now)
+    )
 
 
 def _routine_pass(status: RolloutStatus, analysis: AnalysisStatus, now: datetime, every: timedelta) -> bool:
@@ -413,13 +688,141 @@ def _first_event_due(status: RolloutStatus, quiet_start: timedelta) -> bool:
     return previous is not None and previous.checked_at - status.step_started_at < quiet_start
 
 
-def settle(rollout: Rollout) -> Decision:
-    """Succeeded or RolledBack: keep the owned routes where the rollout left them."""
-    return Decision(status=rollout.status, weight=rollout.status.canary_weight)
+def _settle(rollout: Rollout, resolution: Resolution, wake_at: datetime | None) -> Decision:
+    """RollingBack, Succeeded or RolledBack: keep the owned routes where the rollout left them.
+
+    A rollback that cannot be written says why; a finished rollout whose routes cannot take its weight
+    (a subset removed after promotion, say) is left alone."""
+    status = rollout.status
+    weight = desired_weight(rollout)
+    assert weight is not None
+    traffic, blocked = _writable(resolution, weight)
+    if status.phase is Phase.ROLLING_BACK:
+        return Decision(status=status, weight=weight, traffic=traffic, blocked=blocked)
+    if traffic is None:
+        return Decision(status=status, wake_at=wake_at)
+    return Decision(status=status, weight=weight, traffic=traffic, wake_at=wake_at)
 
 
-def decide_without_check(rollout: Rollout, now: datetime) -> Decision:
-    """The tick for everything but a due check or a start."""
-    if rollout.status.phase is Phase.PROGRESSING:
-        return progress(rollout, None, now)
-    return settle(rollout)
+def decide(
+    rollout: Rollout, resolution: Resolution, check: CheckResult | None, now: datetime, policy: Policy = Policy()
+) -> Decision:
+    """The one decision of a tick."""
+    decision = _decide(rollout, resolution, check, now, policy)
+    retry_at = rollout.status.traffic_retry_at
+    unchanged = decision.weight is not None and decision.weight == desired_weight(rollout)
+    if decision.traffic is not None and retry_at is not None and now < retry_at and unchanged:
+        # The API server refused this very write a moment ago: leave the routes alone until retry_at.
+        wake = min(w for w in (decision.wake_at, retry_at) if w is not None)
+        return replace(decision, weight=None, traffic=None, wake_at=wake)
+    return decision
+
+
+def _decide(
+    rollout: Rollout, resolution: Resolution, check: CheckResult | None, now: datetime, policy: Policy
+) -> Decision:
+    problem = resolution.problem
+    if problem is not None and problem.claimed_by:
+        return reject(rollout.status, rollout.generation, problem, now)  # another Rollout's route: never write
+    if needs_start(rollout):
+        return start(rollout, resolution, now)
+    phase = rollout.status.phase
+    if phase is Phase.PROGRESSING:
+        if problem is not None:
+            why = f"the objects it runs on changed: {problem.message}"
+            return _rollback(
+                rollout, resolution, rollout.status.analysis, now, RollbackReason.OBJECTS_CHANGED, None, why
+            )
+        return progress(rollout, resolution, check, now, quiet_start=policy.quiet_start)
+    return _settle(rollout, resolution, None if phase is Phase.ROLLING_BACK else now + policy.resync)
+
+
+# --- after the traffic write ---------------------------------------------------------------------------
+
+
+def _retry_in(stalled_since: datetime | None, now: datetime) -> timedelta:
+    """A refused write is tried again after as long as it has been stuck (1, 2, 4, 8 ... s), at most
+    STUCK_RETRY_MAX apart: quick for a blip, quiet for a policy that will not change soon."""
+    waited = now - stalled_since if stalled_since is not None else timedelta(0)
+    return min(STUCK_RETRY_MAX, max(STUCK_RETRY_MIN, waited))
+
+
+def record_traffic(
+    rollout: Rollout, wanted: int | None, outcome: TrafficOutcome, now: datetime, policy: Policy = Policy()
+) -> Decision:
+    """The status after the traffic step, true of the routes: the weight they have, RolledBack once the
+    canary is at 0, and Stalled (TrafficNotMoved) with the reason while a wanted weight cannot be put there.
+    A finished rollout looks at its routes again every `policy.resync`."""
+    decision = _record_traffic(rollout, wanted, outcome, now)
+    if decision.wake_at is None and decision.status.phase in TERMINAL_PHASES:
+        return replace(decision, wake_at=now + policy.resync)
+    return decision
+
+
+def _record_traffic(rollout: Rollout, wanted: int | None, outcome: TrafficOutcome, now: datetime) -> Decision:
+    status, gen = rollout.status, rollout.generation
+    stall = traffic_stalled(status)
+    if wanted is not None and outcome.at_weight:
+        update: dict[str, object] = {"canary_weight": wanted, "traffic_retry_at": None}
+        if stall is not None and status.phase is Phase.PROGRESSING:
+            update["step_started_at"] = now  # the step's hold counts from when its traffic arrived
+        new = status.model_copy(update=update)
+        if status.phase is Phase.ROLLING_BACK:
+            assert status.rollback is not None
+            message = f"rolled back at {status.rollback.message}"
+            new = new.model_copy(update={"finished_at": now})
+            new = _with_phase(new, gen, now, Phase.ROLLED_BACK, Reason.ROLLED_BACK, message)
+            return Decision(status=new, events=(Event(EventType.WARNING, Reason.ROLLED_BACK, message),))
+        if stall is not None:
+            phase = status.phase or Phase.PROGRESSING
+            message = _settled_message(rollout)
+            new = _with_phase(new, gen, now, phase, _phase_reason(phase), message)
+            return Decision(status=new, events=(Event(EventType.NORMAL, Reason.TRAFFIC_MOVED, message),))
+        return Decision(status=new)
+    observed = status.canary_weight
+    if status.canary is not None and outcome.observed is not None:
+        observed = outcome.observed
+    new = status.model_copy(update={"canary_weight": observed})
+    if wanted is None or not outcome.error:
+        return Decision(status=new)
+    message = _stuck_message(rollout, wanted, observed, outcome.error)
+    new = _stall(new, gen, now, message)
+    events: tuple[Event, ...] = ()
+    if stall is None or stall.message != message:
+        events = (Event(EventType.WARNING, Reason.TRAFFIC_NOT_MOVED, message),)
+    since = traffic_stalled(new)
+    retry_at = now + _retry_in(since.last_transition_time if since is not None else None, now)
+    # Only a write the API server refused backs off; objects that are missing cost no write, and the
+    # watch brings the Rollout back the moment they change.
+    new = new.model_copy(update={"traffic_retry_at": retry_at if outcome.attempted else None})
+    return Decision(status=new, events=events, wake_at=retry_at)
+
+
+def _stuck_message(rollout: Rollout, wanted: int, observed: int | None, error: str) -> str:
+    status = rollout.status
+    if status.phase is Phase.ROLLING_BACK and status.rollback is not None:
+        head = f"rolling back at {status.rollback.message}"
+    else:
+        head = f"step {_step_label(rollout.spec, status.step_index or 0)}"
+    has = f"{observed}%" if observed is not None else "an unknown share"
+    canary = f" {status.canary.subset}" if status.canary is not None else ""
+    message = f"{head}; traffic not moved: canary{canary} wants {wanted}% and has {has} as last seen"
+    return message if error in head else f"{message}: {error}"
+
+
+def _phase_reason(phase: Phase) -> Reason:
+    return {
+        Phase.PROGRESSING: Reason.STEP_STARTED,
+        Phase.SUCCEEDED: Reason.SUCCEEDED,
+        Phase.ROLLED_BACK: Reason.ROLLED_BACK,
+        Phase.ROLLING_BACK: Reason.ROLLING_BACK,
+    }.get(phase, Reason.STEP_STARTED)
+
+
+def _settled_message(rollout: Rollout) -> str:
+    status = rollout.status
+    if status.phase is Phase.ROLLED_BACK and status.rollback is not None:
+        return f"rolled back at {status.rollback.message}"
+    if status.phase is Phase.SUCCEEDED:
+        return f"succeeded: canary at {status.canary_weight}%"
+    return _step_message(rollout.spec, status.step_index or 0)

@@ -1,15 +1,17 @@
-"""One tick of one Rollout: read, decide (pure), write the status, then move the traffic.
+"""One tick of one Rollout: read, decide (pure), write the status, move the traffic, record what it did.
 
-The order is the point. The decided status is written first, guarded by the resourceVersion
-the decision was made on, so two operators can never both advance a step and a decided rollback
-is on record before traffic moves. The VirtualService follows the recorded weight on every tick,
-so a write lost to a crash, a conflict or a GitOps revert is redone on the next one.
+The order is the point. The decided status is written first, guarded by the resourceVersion the
+decision was made on, so two operators can never both advance a step and a decided rollback is on
+record before traffic moves. The VirtualService follows the recorded decision on every tick, so a
+write lost to a crash, a conflict or a GitOps revert is redone on the next one. Then the status is
+brought in line with the routes as written or read (canaryWeight, RolledBack, TrafficNotMoved): it
+never claims a weight the routes do not have.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,15 +19,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from coalmine import analysis, plan, validation, virtualservice
-from coalmine.adapters.kube import Conflict, KubeApi
+from coalmine.adapters.kube import Conflict, KubeApi, Refused
 from coalmine.adapters.prometheus import PrometheusClient
-from coalmine.models import TERMINAL_PHASES, Phase, Rollout, RolloutStatus, Verdict, format_duration
-from coalmine.validation import Problem, Target
+from coalmine.models import Ref, Rollout, RolloutStatus
+from coalmine.validation import Claim, Cluster, Problem, Resolution, Target, Traffic
 
 log = logging.getLogger("coalmine.reconcile")
 
 VS_WRITE_ATTEMPTS = 5
-RETRY_TRAFFIC = timedelta(seconds=1)
+RETRY_CONFLICT = timedelta(milliseconds=200)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,10 @@ class Settings:
     prometheus_url: str
     scrape_interval: timedelta = timedelta(seconds=15)
     resync: timedelta = timedelta(seconds=60)  # terminal rollouts re-assert their weight this often
+
+    @property
+    def policy(self) -> plan.Policy:
+        return plan.Policy(quiet_start=analysis.MIN_SCRAPES * self.scrape_interval, resync=self.resync)
 
 
 @dataclass(frozen=True)
@@ -45,9 +51,10 @@ class Ports:
 
 @dataclass(frozen=True)
 class Outcome:
-    body: dict[str, Any] | None  # the Rollout as written, when the tick wrote its status
+    body: dict[str, Any] | None  # the Rollout as last written, when the tick wrote its status
     wake_at: datetime | None
-    transition: str | None = None  # the event reasons of the tick, for metrics and logs
+    status: RolloutStatus | None = None  # the status after the tick (None: not decided, someone wrote first)
+    events: tuple[plan.Event, ...] = ()  # what the tick posted, for metrics
 
 
 def merge_patch(old: Any, new: Any) -> Any:
@@ -71,151 +78,195 @@ def _spec_error(exc: ValidationError) -> str:
     return f"{path}: {first['msg']}"
 
 
-def _logger(body: dict[str, Any]) -> logging.LoggerAdapter[logging.Logger]:
-    meta = body.get("metadata", {})
-    return logging.LoggerAdapter(log, {"rollout": f"{meta.get('namespace')}/{meta.get('name')}"})
+def _logger(ref: Ref) -> logging.LoggerAdapter[logging.Logger]:
+    return logging.LoggerAdapter(log, {"rollout": f"{ref.namespace}/{ref.name}"})
 
 
-async def tick(body: dict[str, Any], ports: Ports) -> Outcome:
-    kube, settings = ports.kube, ports.settings
-    logger = _logger(body)
-    meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
+def _status_or_empty(body: dict[str, Any]) -> RolloutStatus:
+    try:
+        return RolloutStatus.from_body(body.get("status"))
+    except ValidationError:
+        return RolloutStatus()
+
+
+async def tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim] = ()) -> Outcome:
+    """Read the Rollout's objects, decide, write status then traffic, and record what the traffic write did.
+
+    `claims` are the other Rollouts of the namespace (from the watch), for route ownership."""
+    ref = Ref.from_body(body)
+    logger = _logger(ref)
     now = ports.clock()
-
     try:
         rollout = Rollout.from_body(body)
     except ValidationError as exc:
-        status = RolloutStatus.model_validate(body.get("status") or {}) if _status_ok(body) else RolloutStatus()
-        problem = Problem(f"Rollout {namespace}/{name}: {_spec_error(exc)}")
-        decision = plan.reject(status, meta.get("generation", 1), problem, now)
-        return await _commit(body, status, decision, None, None, ports, logger)
+        problem = Problem(f"Rollout {ref.namespace}/{ref.name}: {_spec_error(exc)}")
+        status = _status_or_empty(body)
+        decision = plan.reject(status, ref.generation, problem, now)
+        written = await _write_status(ref, status, decision.status, ports, logger)
+        if written is None:
+            return Outcome(body=None, wake_at=ports.clock() + RETRY_CONFLICT)
+        await _post_events(written or body, decision.events, ports, logger)
+        return Outcome(body=written or None, wake_at=decision.wake_at, status=decision.status, events=decision.events)
 
-    vs = await kube.get_virtual_service(namespace, rollout.spec.virtual_service.name)
-    rules = await kube.list_destination_rules(namespace)
-    started = rollout.status.observed_generation == rollout.generation and rollout.status.phase in (
-        Phase.PROGRESSING,
-        *TERMINAL_PHASES,
-    )
-    recorded = rollout.status.stable if started else None
-    resolution = validation.resolve(rollout.spec, namespace, vs, rules, recorded_stable=recorded)
-    target = resolution if isinstance(resolution, Target) else None
-
-    if plan.needs_start(rollout):
-        decision = plan.start(rollout, resolution, now)
-    elif plan.check_due(rollout, now):
-        check = await _check(rollout, resolution, now, ports)
-        decision = plan.progress(rollout, check, ports.clock(), quiet_start=4 * settings.scrape_interval)
-    else:
-        decision = plan.decide_without_check(rollout, now)
-        if decision.wake_at is None and rollout.status.phase in TERMINAL_PHASES:
-            decision = plan.Decision(decision.status, decision.weight, decision.events, now + settings.resync)
-    return await _commit(body, rollout.status, decision, vs, target, ports, logger)
+    vs = await ports.kube.get_virtual_service(ref.namespace, rollout.spec.virtual_service.name)
+    rules = await ports.kube.list_destination_rules(ref.namespace)
+    resolution = validation.resolve(rollout, Cluster(vs, rules, claims))
+    check = None
+    if plan.wants_check(rollout, resolution, now):
+        assert resolution.target is not None
+        check = await _check(rollout, resolution.target, now, ports)
+        now = ports.clock()
+    decision = plan.decide(rollout, resolution, check, now, ports.settings.policy)
+    return await _commit(rollout, body, decision, vs, resolution, ports, logger)
 
 
-def _status_ok(body: dict[str, Any]) -> bool:
-    try:
-        RolloutStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        return False
-    return True
-
-
-async def _check(rollout: Rollout, resolution: Target | Problem, now: datetime, ports: Ports) -> analysis.CheckResult:
+async def _check(rollout: Rollout, target: Target, now: datetime, ports: Ports) -> analysis.CheckResult:
     spec = rollout.spec.analysis
     length = analysis.window(
         plan.step_elapsed(rollout, now), interval=spec.interval, scrape_interval=ports.settings.scrape_interval
     )
-    if isinstance(resolution, Problem):
-        # The objects changed under a running rollout: no judgement possible, hold (maxNoData applies).
-        return analysis.CheckResult(
-            verdict=Verdict.NO_DATA,
-            window=format_duration(length),
-            requests=None,
-            metrics=(),
-            reason=resolution.message,
-        )
-    asked = analysis.queries(spec, resolution, length)
+    asked = analysis.queries(spec, target, length)
     address = spec.prometheus.address or ports.settings.prometheus_url
     answers = await ports.prometheus.ask(address, asked)
     return analysis.evaluate(spec, asked, answers, length)
 
 
+async def _write_status(
+    ref: Ref,
+    old: RolloutStatus,
+    new: RolloutStatus,
+    ports: Ports,
+    logger: logging.LoggerAdapter[logging.Logger],
+) -> dict[str, Any] | None:
+    """Merge-patch the status from `old` to `new`, guarded by `ref`'s resourceVersion. Returns the object
+    as written ({} when nothing changed), None when someone else wrote first."""
+    if new == old:
+        return {}
+    patch = merge_patch(old.to_wire(), new.to_wire())
+    try:
+        return await ports.kube.patch_rollout_status(ref.namespace, ref.name, ref.resource_version, patch)
+    except Conflict as exc:
+        # Another writer (or our own previous tick) got there first: decide again on fresh data.
+        logger.info("status not written, will re-read: %s", exc)
+        return None
+
+
 async def _commit(
+    rollout: Rollout,
     body: dict[str, Any],
-    old_status: RolloutStatus,
     decision: plan.Decision,
     vs: dict[str, Any] | None,
-    target: Target | None,
+    resolution: Resolution,
     ports: Ports,
     logger: logging.LoggerAdapter[logging.Logger],
 ) -> Outcome:
-    meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    written: dict[str, Any] | None = None
-    if decision.status != old_status:
-        patch = merge_patch(old_status.to_wire(), decision.status.to_wire())
-        try:
-            written = await ports.kube.patch_rollout_status(namespace, name, meta["resourceVersion"], patch)
-        except Conflict as exc:
-            # Another writer (or our own previous tick) got there first: decide again on fresh data.
-            logger.info("status not written, will re-read: %s", exc)
-            return Outcome(body=None, wake_at=ports.clock() + timedelta(milliseconds=200))
-    wake_at = decision.wake_at
-    weight = decision.weight
-    if (
-        weight is not None
-        and target is not None
-        and vs is not None
-        and not await _move_traffic(vs, target, weight, ports, logger)
-    ):
-        wake_at = ports.clock() + RETRY_TRAFFIC  # the status says where traffic must be: keep trying
+    written = await _write_status(rollout.ref, rollout.status, decision.status, ports, logger)
+    if written is None:
+        return Outcome(body=None, wake_at=ports.clock() + RETRY_CONFLICT)
+    latest = written or body
+    current = rollout.model_copy(update={"status": decision.status, "ref": Ref.from_body(latest)})
+
+    outcome = await _traffic(current, decision, vs, resolution, ports, logger)
+    follow = plan.record_traffic(current, decision.weight, outcome, ports.clock(), ports.settings.policy)
+    again = await _write_status(current.ref, current.status, follow.status, ports, logger)
+    if again is None:
+        return Outcome(body=written or None, wake_at=ports.clock() + RETRY_CONFLICT)
+    latest = again or latest
     # Events last: a rollback waits for nothing but the status and VirtualService writes.
-    if written is not None:
-        for event in decision.events:
-            logger.log(
-                logging.WARNING if event.type == "Warning" else logging.INFO, "%s: %s", event.reason, event.message
+    events = (*decision.events, *follow.events)
+    await _post_events(latest, events, ports, logger)
+    wakes = [w for w in (decision.wake_at, follow.wake_at) if w is not None]
+    return Outcome(
+        body=(again or written) or None, wake_at=min(wakes) if wakes else None, status=follow.status, events=events
+    )
+
+
+async def _post_events(
+    body: dict[str, Any], events: Sequence[plan.Event], ports: Ports, logger: logging.LoggerAdapter[logging.Logger]
+) -> None:
+    for event in events:
+        level = logging.WARNING if event.type is plan.EventType.WARNING else logging.INFO
+        logger.log(level, "%s: %s", event.reason.value, event.message)
+        try:
+            await ports.kube.post_event(
+                body, type_=event.type.value, reason=event.reason.value, message=event.message, now=ports.clock()
             )
-            try:
-                await ports.kube.post_event(written, type_=event.type, reason=event.reason, message=event.message)
-            except Exception as exc:  # an event is a report; losing one must not undo the transition
-                logger.warning("could not post event %s: %s", event.reason, exc)
-    reasons = ",".join(e.reason for e in decision.events) or None
-    return Outcome(body=written, wake_at=wake_at, transition=reasons)
+        except Exception as exc:  # an event is a report; losing one must not undo the transition
+            logger.warning("could not post event %s: %s", event.reason.value, exc)
+
+
+async def _traffic(
+    rollout: Rollout,
+    decision: plan.Decision,
+    vs: dict[str, Any] | None,
+    resolution: Resolution,
+    ports: Ports,
+    logger: logging.LoggerAdapter[logging.Logger],
+) -> plan.TrafficOutcome:
+    """Put the owned routes at the decided weight when there is one, and say what they have now."""
+    canary = rollout.status.canary
+    observed = validation.share_of(resolution.routes, canary, rollout.namespace) if canary is not None else None
+    if decision.weight is None:
+        return plan.TrafficOutcome(at_weight=False, observed=observed)
+    if decision.traffic is None:
+        return plan.TrafficOutcome(at_weight=False, observed=observed, error=decision.blocked)
+    if vs is None:
+        return plan.TrafficOutcome(at_weight=False, observed=observed, error="the VirtualService is gone")
+    return await _move_traffic(rollout, vs, decision.traffic, decision.weight, ports, logger)
 
 
 async def _move_traffic(
-    vs: dict[str, Any], target: Target, weight: int, ports: Ports, logger: logging.LoggerAdapter[logging.Logger]
-) -> bool:
-    """Put the owned routes at `weight`; on a concurrent edit re-read and try again.
+    rollout: Rollout,
+    vs: dict[str, Any],
+    traffic: Traffic,
+    weight: int,
+    ports: Ports,
+    logger: logging.LoggerAdapter[logging.Logger],
+) -> plan.TrafficOutcome:
+    """Put the owned routes at `weight`; on a concurrent edit re-read and try again."""
+    where = f"VirtualService {traffic.namespace}/{traffic.virtual_service}"
 
-    Returns whether the routes are at `weight` now (written, or already there).
-    """
+    def seen(current: dict[str, Any] | None) -> int | None:
+        canary = rollout.status.canary
+        if canary is None:
+            return None
+        return validation.share_of(validation.observe_routes(current, traffic.routes), canary, traffic.namespace)
+
     for _ in range(VS_WRITE_ATTEMPTS):
         try:
-            ops = virtualservice.weight_patch(vs, target, weight)
+            ops = virtualservice.weight_patch(vs, traffic, weight)
         except virtualservice.RouteGone as exc:
-            logger.warning("%s", exc)
-            return False
+            return plan.TrafficOutcome(at_weight=False, observed=seen(vs), error=str(exc))
         if not ops:
-            return True
+            return plan.TrafficOutcome(at_weight=True, observed=weight)
         try:
-            await ports.kube.patch_virtual_service(target.namespace, target.virtual_service, ops)
+            await ports.kube.patch_virtual_service(traffic.namespace, traffic.virtual_service, ops)
         except Conflict as exc:
             logger.info("%s; re-reading", exc)
-            fresh = await ports.kube.read_virtual_service(target.namespace, target.virtual_service)
+            fresh = await ports.kube.read_virtual_service(traffic.namespace, traffic.virtual_service)
             if fresh is None:
-                return False
+                return plan.TrafficOutcome(at_weight=False, observed=None, error=f"{where} not found")
             vs = fresh
             continue
+        except Refused as exc:
+            logger.warning("%s: the API server refused the write: %s", where, exc)
+            return plan.TrafficOutcome(
+                at_weight=False,
+                observed=seen(vs),
+                error=f"the API server refused the write to {where}: {exc}",
+                attempted=True,
+            )
         logger.info(
-            "VirtualService %s/%s: canary %s at %d%% on %s",
-            target.namespace,
-            target.virtual_service,
-            target.canary.subset,
+            "%s: canary %s at %d%% on %s",
+            where,
+            traffic.canary.subset,
             weight,
-            ", ".join(str(r) for r in target.routes),
+            ", ".join(str(r) for r in traffic.routes),
         )
-        return True
-    logger.warning("VirtualService %s/%s kept changing; will retry", target.namespace, target.virtual_service)
-    return False
+        return plan.TrafficOutcome(at_weight=True, observed=weight)
+    return plan.TrafficOutcome(
+        at_weight=False,
+        observed=seen(vs),
+        error=f"{where} kept changing: {VS_WRITE_ATTEMPTS} writes in a row were refused as concurrent edits",
+        attempted=True,
+    )

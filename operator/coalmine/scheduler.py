@@ -33,13 +33,16 @@ class Scheduler:
         concurrency: int = 64,
         granularity: timedelta = timedelta(milliseconds=100),
         error_backoff: timedelta = timedelta(seconds=5),
+        min_gap: timedelta = timedelta(seconds=1),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._tick = tick
         self._limit = asyncio.Semaphore(concurrency)
         self._granularity = granularity
         self._error_backoff = error_backoff
+        self._min_gap = min_gap
         self._clock = clock
+        self._started: dict[str, datetime] = {}  # when each key's last tick started, for poke_soon
         self._heap: list[tuple[datetime, int, str]] = []
         self._due: dict[str, datetime] = {}
         self._running: set[str] = set()
@@ -61,13 +64,17 @@ class Scheduler:
         heapq.heappush(self._heap, (when, next(self._seq), key))
         self._changed.set()
 
+    def poke_soon(self, key: str) -> None:
+        """Tick `key` now, but no sooner than `min_gap` after its last tick began: a burst of changes to
+        objects a Rollout reads (or another controller fighting over them) costs at most one tick a gap."""
+        last = self._started.get(key)
+        now = self._clock()
+        self.poke(key, max(now, last + self._min_gap) if last is not None else now)
+
     def forget(self, key: str) -> None:
         self._due.pop(key, None)
         self._again.discard(key)
-
-    @property
-    def size(self) -> int:
-        return len(self._due) + len(self._running)
+        self._started.pop(key, None)
 
     async def run(self) -> None:
         try:
@@ -100,6 +107,7 @@ class Scheduler:
 
     def _start(self, key: str) -> None:
         self._running.add(key)
+        self._started[key] = self._clock()
         task = asyncio.create_task(self._run_one(key), name=f"tick {key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

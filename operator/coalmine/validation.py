@@ -1,21 +1,28 @@
-"""Check a Rollout against the VirtualService and DestinationRule it names, before any write.
+"""Resolve a Rollout against the VirtualService, DestinationRules and other Rollouts around it, before any write.
 
-`resolve` is pure: it takes the objects as dicts (or None when they do not exist) and returns
-either a `Target` (everything the operator needs to write weights and query metrics) or a
-`Problem` naming the object and the field. A Problem is `waiting` when it can resolve itself
-without a spec change (the VirtualService or DestinationRule does not exist yet, as happens
-when Git applies the Rollout first).
+`resolve` is pure. It takes the objects as dicts (None when they do not exist) and returns a
+`Resolution`: as much as could be resolved, in three stages, and the first `Problem` found.
+
+1. routes:  the spec is valid, the VirtualService and the owned routes exist, no older Rollout owns
+            them, and the canary's host is known. Gives the owned routes as they are now.
+2. traffic: the stable is known (spec, status or inferred). Gives where weights are written.
+3. target:  the DestinationRule defines both subsets with labels to select metrics by. Gives the queries.
+
+A rollout whose canary subset vanished mid-step thus still knows its routes and its stable and can be
+rolled back. Each guard raises `_Unresolved(problem)`; `resolve` turns it into the Resolution at its
+edge. A Problem is `waiting` when it can resolve itself without a spec change (an object that does
+not exist yet, a route another Rollout holds), `claimed` when another Rollout owns the route.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from coalmine.models import Destination, RolloutSpec
+from coalmine.models import Destination, Rollout, RolloutSpec
 
 JsonDict = Mapping[str, Any]
 TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z_.]+)\s*\}\}")
@@ -26,28 +33,174 @@ TEMPLATE_VARIABLES = ("namespace", "window", "canary.host", "canary.version", "s
 class Problem:
     message: str
     waiting: bool = False
+    claimed_by: str | None = None  # another Rollout owns the route: never write, wait for it to go
+
+
+class _Unresolved(Exception):
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def _fail(message: str, *, waiting: bool = False) -> _Unresolved:
+    return _Unresolved(Problem(message, waiting=waiting))
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A destination with its host resolved (as the routes write it)."""
+
+    host: str
+    subset: str
+    port: int | None = None
+
+    def matches(self, destination: JsonDict, namespace: str) -> bool:
+        return destination.get("subset") == self.subset and same_host(destination.get("host", ""), self.host, namespace)
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.subset}"
+
+    @staticmethod
+    def of(destination: Destination, host: str) -> Backend:
+        return Backend(host=host, subset=destination.subset, port=destination.port)
+
+
+@dataclass(frozen=True)
+class Share:
+    host: str
+    subset: str
+    percent: int
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.subset} {self.percent}%"
+
+    def is_for(self, destination: Backend | Destination, namespace: str) -> bool:
+        """A destination without host (spec.canary with the VirtualService's only host) matches any host."""
+        host = destination.host or ""
+        return self.subset == destination.subset and (not host or same_host(self.host, host, namespace))
+
+
+@dataclass(frozen=True)
+class RouteTraffic:
+    """One owned route as found: where it is, and each destination's share of its traffic (Istio's
+    relative weights as percent; a lone destination gets everything)."""
+
+    name: str | None
+    index: int
+    shares: tuple[Share, ...]
+
+    @property
+    def label(self) -> str:
+        return self.name or "<unnamed>"
+
+    def share(self, destination: Backend | Destination, namespace: str) -> int:
+        return sum(s.percent for s in self.shares if s.is_for(destination, namespace))
+
+    def serving(self) -> tuple[Share, ...]:
+        return tuple(s for s in self.shares if s.percent > 0)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Where the operator writes weights: the owned routes, the stable and the canary."""
+
+    namespace: str
+    virtual_service: str
+    routes: tuple[str | None, ...]  # route names; None = the VS's only (unnamed) route
+    stable: Backend
+    canary: Backend
 
 
 @dataclass(frozen=True)
 class Side:
-    """A destination resolved against the VirtualService and DestinationRule."""
+    """A destination resolved against the DestinationRule: how to select its metrics."""
 
-    host: str  # as the routes write it
-    subset: str
-    port: int | None
+    backend: Backend
     service_name: str  # short name, as Istio's destination_service_name label has it
     matchers: tuple[tuple[str, str], ...]  # metric label matchers beyond the defaults
     version: str | None  # the subset's `version` label, when it has one
 
+    @property
+    def host(self) -> str:
+        return self.backend.host
+
+    @property
+    def subset(self) -> str:
+        return self.backend.subset
+
 
 @dataclass(frozen=True)
 class Target:
-    namespace: str
-    virtual_service: str
-    routes: tuple[str | None, ...]  # route names; None = the VS's only (unnamed) route
+    traffic: Traffic
     destination_rule: str
     stable: Side
     canary: Side
+
+    @property
+    def namespace(self) -> str:
+        return self.traffic.namespace
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Another Rollout of the namespace, as far as route ownership goes."""
+
+    name: str
+    virtual_service: str
+    routes: tuple[str, ...]  # () = the VirtualService's only route
+    created_at: datetime | None
+    started: bool  # it has moved traffic on its routes (a canary is on record in its status)
+
+    def rank(self) -> tuple[int, datetime, str]:
+        """The owner of a route is the claimant with the smallest rank: one that has moved traffic,
+        then the oldest, then the first by name. Every replica computes the same from the same objects."""
+        return (0 if self.started else 1, self.created_at or datetime.max.replace(tzinfo=None), self.name)
+
+    @staticmethod
+    def from_body(body: JsonDict) -> Claim | None:
+        """From a watched Rollout object; None when it names no VirtualService (its spec is broken)."""
+        meta = body.get("metadata") or {}
+        vs = (body.get("spec") or {}).get("virtualService") or {}
+        if not isinstance(vs, Mapping) or not isinstance(vs.get("name"), str):
+            return None
+        routes = vs.get("routes") or ()
+        created = meta.get("creationTimestamp")
+        return Claim(
+            name=str(meta.get("name", "")),
+            virtual_service=vs["name"],
+            routes=tuple(str(r) for r in routes) if isinstance(routes, list) else (),
+            created_at=datetime.fromisoformat(created.replace("Z", "")) if isinstance(created, str) else None,
+            started=bool((body.get("status") or {}).get("canary")),
+        )
+
+    @staticmethod
+    def of(rollout: Rollout) -> Claim:
+        return Claim(
+            name=rollout.name,
+            virtual_service=rollout.spec.virtual_service.name,
+            routes=rollout.spec.virtual_service.routes,
+            created_at=rollout.ref.created_at.replace(tzinfo=None) if rollout.ref.created_at else None,
+            started=rollout.status.canary is not None,
+        )
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the Rollout's namespace holds: its VirtualService, DestinationRules and the other Rollouts."""
+
+    virtual_service: JsonDict | None
+    destination_rules: Sequence[JsonDict] = ()
+    claims: Sequence[Claim] = ()
+
+
+@dataclass(frozen=True)
+class Resolution:
+    problem: Problem | None = None
+    routes: tuple[RouteTraffic, ...] = ()  # stage 1: the owned routes as they are now
+    canary: Backend | None = None  # stage 1
+    traffic: Traffic | None = None  # stage 2
+    servable: frozenset[str] = field(default_factory=frozenset)  # "stable"/"canary" with a subset in the DR
+    target: Target | None = None  # stage 3
 
 
 def short_host(host: str) -> str:
@@ -66,18 +219,36 @@ def same_host(a: str, b: str, namespace: str) -> bool:
     return norm(a) == norm(b)
 
 
+# --- stage 0: the spec alone ----------------------------------------------------------------------
+
+
 def check_spec(spec: RolloutSpec) -> Problem | None:
     """What the CRD's schema and CEL rules also reject; repeated here for clusters with an older CRD."""
+    try:
+        _check_steps(spec)
+        _check_analysis(spec)
+    except _Unresolved as exc:
+        return exc.problem
+    return None
+
+
+def _check_steps(spec: RolloutSpec) -> None:
     weights = [step.weight for step in spec.steps]
     if not weights:
-        return Problem("spec.steps: at least one step is needed")
+        raise _fail("spec.steps: at least one step is needed")
     for index, weight in enumerate(weights):
         if not 1 <= weight <= 100:
-            return Problem(f"spec.steps[{index}].weight: {weight} is not between 1 and 100")
+            raise _fail(f"spec.steps[{index}].weight: {weight} is not between 1 and 100")
         if index and weight <= weights[index - 1]:
-            return Problem(f"spec.steps[{index}].weight: {weight} does not increase on {weights[index - 1]}")
+            raise _fail(f"spec.steps[{index}].weight: {weight} does not increase on {weights[index - 1]}")
     if weights[-1] != 100:
-        return Problem(f"spec.steps[{len(weights) - 1}].weight: the last step must be 100, not {weights[-1]}")
+        raise _fail(f"spec.steps[{len(weights) - 1}].weight: the last step must be 100, not {weights[-1]}")
+    for index, step in enumerate(spec.steps):
+        if step.hold is not None and step.hold <= timedelta(0):
+            raise _fail(f"spec.steps[{index}].hold: must be longer than 0")
+
+
+def _check_analysis(spec: RolloutSpec) -> None:
     a = spec.analysis
     checks: list[tuple[bool, str]] = [
         (a.check_every > timedelta(0), "spec.analysis.checkEvery: must be longer than 0"),
@@ -90,15 +261,9 @@ def check_spec(spec: RolloutSpec) -> Problem | None:
         (0 < a.latency.quantile < 1, "spec.analysis.latency.quantile: must be between 0 and 1"),
         (a.latency.max_ms > 0, "spec.analysis.latency.maxMs: must be above 0"),
     ]
-    for index, step in enumerate(spec.steps):
-        if step.hold is not None:
-            checks.append((step.hold > timedelta(0), f"spec.steps[{index}].hold: must be longer than 0"))
     for index, metric in enumerate(a.metrics):
         checks.append(
-            (
-                metric.min is not None or metric.max is not None,
-                f"spec.analysis.metrics[{index}]: needs min or max",
-            )
+            (metric.min is not None or metric.max is not None, f"spec.analysis.metrics[{index}]: needs min or max")
         )
         unknown = [m.group(1) for m in TEMPLATE.finditer(metric.query) if m.group(1) not in TEMPLATE_VARIABLES]
         checks.append(
@@ -110,8 +275,10 @@ def check_spec(spec: RolloutSpec) -> Problem | None:
         )
     for ok, message in checks:
         if not ok:
-            return Problem(message)
-    return None
+            raise _fail(message)
+
+
+# --- stage 1: the owned routes ----------------------------------------------------------------------
 
 
 def _route_index(http: Sequence[JsonDict], name: str | None) -> int | None:
@@ -124,41 +291,191 @@ def route_index(vs: JsonDict, name: str | None) -> int | None:
     return _route_index(vs.get("spec", {}).get("http") or [], name)
 
 
-def _find_dr(
-    spec: RolloutSpec, namespace: str, host: str, rules: Sequence[JsonDict]
-) -> tuple[JsonDict | None, Problem | None]:
+def _listed(http: Sequence[JsonDict]) -> str:
+    return ", ".join(str(r.get("name") or "<unnamed>") for r in http)
+
+
+def _vs_name(namespace: str, spec: RolloutSpec) -> str:
+    return f"VirtualService {namespace}/{spec.virtual_service.name}"
+
+
+def _http_routes(spec: RolloutSpec, namespace: str, vs: JsonDict | None) -> list[JsonDict]:
+    if vs is None:
+        raise _fail(f"{_vs_name(namespace, spec)} (spec.virtualService.name) not found", waiting=True)
+    http: list[JsonDict] = list((vs.get("spec") or {}).get("http") or [])
+    if not http:
+        raise _fail(f"{_vs_name(namespace, spec)} has no http routes (spec.http is empty)")
+    return http
+
+
+def _owned_names(spec: RolloutSpec, namespace: str, http: Sequence[JsonDict]) -> tuple[str | None, ...]:
+    if spec.virtual_service.routes:
+        return tuple(spec.virtual_service.routes)
+    if len(http) == 1:
+        return (http[0].get("name"),)
+    raise _fail(
+        f"spec.virtualService.routes: {_vs_name(namespace, spec)} has {len(http)} http routes ({_listed(http)}); "
+        "name the ones this Rollout owns"
+    )
+
+
+def _owned_indices(
+    spec: RolloutSpec, namespace: str, http: Sequence[JsonDict], names: Sequence[str | None]
+) -> list[int]:
+    indices = []
+    for position, name in enumerate(names):
+        field_name = f"spec.virtualService.routes[{position}]" if spec.virtual_service.routes else "spec.virtualService"
+        index = _route_index(http, name)
+        if index is None:
+            raise _fail(
+                f"{field_name}: {_vs_name(namespace, spec)} has no http route named {name!r} (routes: {_listed(http)})"
+            )
+        route = http[index]
+        if "route" not in route:
+            kind = next((k for k in ("delegate", "redirect", "directResponse") if k in route), "no route")
+            raise _fail(
+                f"{field_name}: http route {name!r} of {_vs_name(namespace, spec)} has {kind}, not destinations to weigh"
+            )
+        indices.append(index)
+    return indices
+
+
+def _unclaimed(rollout: Rollout, http: Sequence[JsonDict], owned: Sequence[int], claims: Sequence[Claim]) -> None:
+    """Another Rollout naming one of the owned routes, and ranking first, owns it."""
+    me = Claim.of(rollout)
+    for other in sorted(claims, key=Claim.rank):
+        if other.name == rollout.name or other.virtual_service != rollout.spec.virtual_service.name:
+            continue
+        theirs = {_route_index(http, name) for name in (other.routes or (None,))}
+        shared = sorted(i for i in owned if i in theirs)
+        if shared and other.rank() < me.rank():
+            names = ", ".join(str(http[i].get("name") or "<unnamed>") for i in shared)
+            why = "it has moved traffic on it" if other.started else "it is older"
+            raise _Unresolved(
+                Problem(
+                    f"spec.virtualService: http route {names} of {_vs_name(rollout.namespace, rollout.spec)} "
+                    f"is owned by Rollout {rollout.namespace}/{other.name} ({why}); this Rollout writes nothing "
+                    "until that one is deleted or names other routes",
+                    waiting=True,
+                    claimed_by=other.name,
+                )
+            )
+
+
+def _host_for(spec: RolloutSpec, namespace: str, field_name: str, dest: Destination, hosts: Sequence[str]) -> str:
+    if dest.host:
+        return dest.host
+    if len(hosts) == 1:
+        return hosts[0]
+    raise _fail(f"spec.{field_name}.host: {_vs_name(namespace, spec)} has {len(hosts)} hosts; say which one")
+
+
+def _shares(route: JsonDict) -> tuple[Share, ...]:
+    entries = [e for e in route.get("route") or [] if isinstance(e.get("destination"), dict)]
+    weights = [int(e.get("weight") or 0) if len(entries) > 1 else 100 for e in entries]
+    total = sum(weights)
+    return tuple(
+        Share(
+            host=str(e["destination"].get("host", "")),
+            subset=str(e["destination"].get("subset", "")),
+            percent=round(100 * w / total) if total else 0,
+        )
+        for e, w in zip(entries, weights, strict=True)
+    )
+
+
+# --- stage 2: the stable ------------------------------------------------------------------------------
+
+
+def _infer_stable(routes: Sequence[RouteTraffic], canary: Backend, namespace: str) -> Destination:
+    """With spec.stable omitted: the destination serving the owned routes now, besides the canary.
+
+    Called once per generation (plan.start records the answer in status.stable), so a release in
+    Git can change the canary subset alone and the last promoted version becomes the stable.
+    """
+    chosen: dict[str, tuple[str, str]] = {}
+    for route in routes:
+        others = [s for s in route.shares if not s.is_for(canary, namespace)]
+        if not others:
+            raise _fail(
+                f"spec.stable: omitted, and http route {route.label!r} sends traffic only to the canary; name the stable"
+            )
+        best = max(others, key=lambda s: s.percent)
+        chosen[route.label] = (best.host, best.subset)
+    if len(set(chosen.values())) > 1:
+        listed = ", ".join(f"{name}: {host}/{subset}" for name, (host, subset) in chosen.items())
+        raise _fail(f"spec.stable: omitted, and the routes are served by different destinations ({listed})")
+    host, subset = next(iter(chosen.values()))
+    if not subset:
+        raise _fail("spec.stable: omitted, and the serving destination has no subset; name the stable")
+    return Destination(host=host, subset=subset)
+
+
+def _routes_reach(
+    spec: RolloutSpec, namespace: str, routes: Sequence[RouteTraffic], stable: Backend, canary: Backend
+) -> None:
+    for route in routes:
+        hosts = [s.host for s in route.shares]
+        if not any(same_host(h, stable.host, namespace) or same_host(h, canary.host, namespace) for h in hosts):
+            raise _fail(
+                f"spec.virtualService: http route {route.label!r} of {_vs_name(namespace, spec)} routes to "
+                f"{', '.join(hosts) or 'nothing'}, not to {stable.host}"
+            )
+
+
+# --- stage 3: the DestinationRule and metric selection -------------------------------------------------
+
+
+def _find_dr(spec: RolloutSpec, namespace: str, host: str, rules: Sequence[JsonDict]) -> JsonDict:
     if spec.destination_rule is not None:
         name = spec.destination_rule.name
         found = next((r for r in rules if r["metadata"]["name"] == name), None)
         if found is None:
-            return None, Problem(f"DestinationRule {namespace}/{name} (spec.destinationRule.name) not found", True)
-        return found, None
+            raise _fail(f"DestinationRule {namespace}/{name} (spec.destinationRule.name) not found", waiting=True)
+        return found
     matching = [r for r in rules if same_host(r.get("spec", {}).get("host", ""), host, namespace)]
     if not matching:
-        return None, Problem(f"no DestinationRule in namespace {namespace} has host {host}", True)
+        raise _fail(f"no DestinationRule in namespace {namespace} has host {host}", waiting=True)
     if len(matching) > 1:
         names = ", ".join(sorted(r["metadata"]["name"] for r in matching))
-        return None, Problem(
+        raise _fail(
             f"DestinationRules {names} in {namespace} all have host {host}; name one in spec.destinationRule.name"
         )
-    return matching[0], None
+    return matching[0]
+
+
+def _subset(dr: JsonDict, name: str) -> JsonDict | None:
+    return next((s for s in (dr.get("spec", {}).get("subsets") or []) if s.get("name") == name), None)
+
+
+def _servable(
+    spec: RolloutSpec, namespace: str, rules: Sequence[JsonDict], backends: Mapping[str, Backend]
+) -> frozenset[str]:
+    """Which of stable and canary have their subset defined (Istio answers 503 for an undefined one)."""
+    result = set()
+    for role, backend in backends.items():
+        try:
+            dr = _find_dr(spec, namespace, backend.host, rules)
+        except _Unresolved:
+            continue
+        if _subset(dr, backend.subset) is not None:
+            result.add(role)
+    return frozenset(result)
 
 
 def _side(
-    field: str,
-    dest: Destination,
-    host: str,
+    field_name: str,
+    backend: Backend,
     dr: JsonDict,
     namespace: str,
     selector: Mapping[str, str] | None,
-) -> Side | Problem:
+) -> Side:
     dr_name = f"DestinationRule {namespace}/{dr['metadata']['name']}"
-    subsets = {s.get("name"): s for s in dr.get("spec", {}).get("subsets") or []}
-    subset = subsets.get(dest.subset)
+    subset = _subset(dr, backend.subset)
     if subset is None:
-        known = ", ".join(sorted(str(name) for name in subsets)) or "none"
-        return Problem(
-            f"spec.{field}.subset: {dr_name} defines no subset {dest.subset!r} (subsets: {known}); "
+        known = ", ".join(sorted(str(s.get("name")) for s in dr.get("spec", {}).get("subsets") or [])) or "none"
+        raise _fail(
+            f"spec.{field_name}.subset: {dr_name} defines no subset {backend.subset!r} (subsets: {known}); "
             "Istio would answer 503 for it"
         )
     version = (subset.get("labels") or {}).get("version")
@@ -167,162 +484,80 @@ def _side(
     elif version:
         matchers = (("destination_version", version),)
     else:
-        return Problem(
-            f"spec.{field}.subset: subset {dest.subset!r} of {dr_name} has no 'version' label to select its "
-            f"metrics by; set spec.analysis.selector.{field}"
+        raise _fail(
+            f"spec.{field_name}.subset: subset {backend.subset!r} of {dr_name} has no 'version' label to select its "
+            f"metrics by; set spec.analysis.selector.{field_name}"
         )
-    return Side(
-        host=host,
-        subset=dest.subset,
-        port=dest.port,
-        service_name=short_host(host),
-        matchers=matchers,
-        version=version,
-    )
+    return Side(backend=backend, service_name=short_host(backend.host), matchers=matchers, version=version)
 
 
-def _infer_stable(
-    routes: Sequence[tuple[str, JsonDict]], canary: Destination, canary_host: str, namespace: str
-) -> Destination | Problem:
-    """With spec.stable omitted: the destination serving the owned routes now, besides the canary.
-
-    Called once per generation (plan.start records the answer in status.stable), so a release in
-    Git can change the canary subset alone and the last promoted version becomes the stable.
-    """
-    chosen: dict[str, tuple[str, str]] = {}
-    for name, route in routes:
-        entries = [e for e in route.get("route") or [] if isinstance(e.get("destination"), dict)]
-        others = [
-            e
-            for e in entries
-            if not (
-                e["destination"].get("subset") == canary.subset
-                and same_host(e["destination"].get("host", ""), canary_host, namespace)
-            )
-        ]
-        if not others:
-            return Problem(
-                f"spec.stable: omitted, and http route {name!r} sends traffic only to the canary; name the stable"
-            )
-        best = max(others, key=lambda e: int(e.get("weight") if e.get("weight") is not None else 100))
-        chosen[name] = (best["destination"].get("host", ""), str(best["destination"].get("subset", "")))
-    if len(set(chosen.values())) > 1:
-        listed = ", ".join(f"{name}: {host}/{subset}" for name, (host, subset) in chosen.items())
-        return Problem(f"spec.stable: omitted, and the routes are served by different destinations ({listed})")
-    host, subset = next(iter(chosen.values()))
-    if not subset:
-        return Problem("spec.stable: omitted, and the serving destination has no subset; name the stable")
-    return Destination(host=host, subset=subset)
-
-
-def resolve(
-    spec: RolloutSpec,
-    namespace: str,
-    vs: JsonDict | None,
-    rules: Sequence[JsonDict],
-    *,
-    recorded_stable: Destination | None = None,
-) -> Target | Problem:
-    """Resolve the Rollout's references, or say exactly what is wrong with them.
-
-    `rules` are the DestinationRules in the Rollout's namespace. `recorded_stable` is the stable
-    this generation started with (status.stable), used when spec.stable is omitted.
-    """
-    problem = check_spec(spec)
-    if problem:
-        return problem
-    vs_name = f"VirtualService {namespace}/{spec.virtual_service.name}"
-    if vs is None:
-        return Problem(f"{vs_name} (spec.virtualService.name) not found", waiting=True)
-    vs_spec = vs.get("spec") or {}
-    http: list[JsonDict] = list(vs_spec.get("http") or [])
-    if not http:
-        return Problem(f"{vs_name} has no http routes (spec.http is empty)")
-
-    names: tuple[str | None, ...]
-    if spec.virtual_service.routes:
-        names = tuple(spec.virtual_service.routes)
-    elif len(http) == 1:
-        names = (http[0].get("name"),)
+def _target(spec: RolloutSpec, namespace: str, rules: Sequence[JsonDict], traffic: Traffic) -> Target:
+    selector = spec.analysis.selector
+    dr = _find_dr(spec, namespace, traffic.stable.host, rules)
+    stable = _side("stable", traffic.stable, dr, namespace, selector.stable)
+    if not same_host(traffic.canary.host, traffic.stable.host, namespace):
+        dr_canary = _find_dr(spec, namespace, traffic.canary.host, rules)  # a second service has its own
     else:
-        listed = ", ".join(str(r.get("name") or "<unnamed>") for r in http)
-        return Problem(
-            f"spec.virtualService.routes: {vs_name} has {len(http)} http routes ({listed}); "
-            "name the ones this Rollout owns"
-        )
-    hosts: list[str] = list(vs_spec.get("hosts") or [])
+        dr_canary = dr
+    canary = _side("canary", traffic.canary, dr_canary, namespace, selector.canary)
+    return Target(traffic=traffic, destination_rule=dr["metadata"]["name"], stable=stable, canary=canary)
 
-    def host_for(field: str, dest: Destination) -> str | Problem:
-        if dest.host:
-            return dest.host
-        if len(hosts) == 1:
-            return hosts[0]
-        return Problem(f"spec.{field}.host: {vs_name} has {len(hosts)} hosts; say which one")
 
-    canary_host = host_for("canary", spec.canary)
-    if isinstance(canary_host, Problem):
-        return canary_host
+# --- the edge ---------------------------------------------------------------------------------------------
 
-    owned: list[tuple[str, JsonDict]] = []
-    for position, name in enumerate(names):
-        field = f"spec.virtualService.routes[{position}]" if spec.virtual_service.routes else "spec.virtualService"
+
+def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
+    """Resolve the Rollout's references as far as they go, and say exactly what stops them."""
+    spec, namespace = rollout.spec, rollout.namespace
+    try:
+        _check_steps(spec)
+        _check_analysis(spec)
+        http = _http_routes(spec, namespace, cluster.virtual_service)
+        names = _owned_names(spec, namespace, http)
+        owned = _owned_indices(spec, namespace, http, names)
+        _unclaimed(rollout, http, owned, cluster.claims)
+        hosts: list[str] = list((cluster.virtual_service or {}).get("spec", {}).get("hosts") or [])
+        canary = Backend.of(spec.canary, _host_for(spec, namespace, "canary", spec.canary, hosts))
+    except _Unresolved as exc:
+        return Resolution(problem=exc.problem)
+    routes = tuple(RouteTraffic(name, i, _shares(http[i])) for name, i in zip(names, owned, strict=True))
+
+    try:
+        recorded = rollout.status.stable if rollout.started else None
+        stable_dest = spec.stable or recorded or _infer_stable(routes, canary, namespace)
+        stable = Backend.of(stable_dest, _host_for(spec, namespace, "stable", stable_dest, hosts))
+        if same_host(stable.host, canary.host, namespace) and stable.subset == canary.subset:
+            raise _fail(f"spec.canary: the canary is the stable destination ({canary.host}, {canary.subset})")
+        _routes_reach(spec, namespace, routes, stable, canary)
+    except _Unresolved as exc:
+        return Resolution(problem=exc.problem, routes=routes, canary=canary)
+    traffic = Traffic(namespace, spec.virtual_service.name, names, stable, canary)
+    servable = _servable(spec, namespace, cluster.destination_rules, {"stable": stable, "canary": canary})
+
+    try:
+        target = _target(spec, namespace, cluster.destination_rules, traffic)
+    except _Unresolved as exc:
+        return Resolution(problem=exc.problem, routes=routes, canary=canary, traffic=traffic, servable=servable)
+    return Resolution(routes=routes, canary=canary, traffic=traffic, servable=servable, target=target)
+
+
+def observe_routes(vs: JsonDict | None, names: Sequence[str | None]) -> tuple[RouteTraffic, ...]:
+    """The named routes as they are in `vs` now; () when the VirtualService or any of them is gone."""
+    if vs is None:
+        return ()
+    http: list[JsonDict] = list((vs.get("spec") or {}).get("http") or [])
+    found = []
+    for name in names:
         index = _route_index(http, name)
         if index is None:
-            listed = ", ".join(str(r.get("name") or "<unnamed>") for r in http)
-            return Problem(f"{field}: {vs_name} has no http route named {name!r} (routes: {listed})")
-        route = http[index]
-        if "route" not in route:
-            kind = next((k for k in ("delegate", "redirect", "directResponse") if k in route), "no route")
-            return Problem(f"{field}: http route {name!r} of {vs_name} has {kind}, not destinations to weigh")
-        owned.append((field, route))
+            return ()
+        found.append(RouteTraffic(name, index, _shares(http[index])))
+    return tuple(found)
 
-    stable_dest = spec.stable or recorded_stable
-    if stable_dest is None:
-        inferred = _infer_stable(
-            [(str(r.get("name") or "<unnamed>"), r) for _, r in owned], spec.canary, canary_host, namespace
-        )
-        if isinstance(inferred, Problem):
-            return inferred
-        stable_dest = inferred
-    stable_host = host_for("stable", stable_dest)
-    if isinstance(stable_host, Problem):
-        return stable_host
-    if same_host(stable_host, canary_host, namespace) and stable_dest.subset == spec.canary.subset:
-        return Problem(f"spec.canary: the canary is the stable destination ({canary_host}, {spec.canary.subset})")
 
-    for field, route in owned:
-        route_hosts = [d.get("destination", {}).get("host", "") for d in route.get("route") or []]
-        if not any(same_host(h, stable_host, namespace) or same_host(h, canary_host, namespace) for h in route_hosts):
-            return Problem(
-                f"{field}: http route {route.get('name')!r} of {vs_name} routes to {', '.join(route_hosts) or 'nothing'}, "
-                f"not to {stable_host}"
-            )
-
-    dr, dr_problem = _find_dr(spec, namespace, stable_host, rules)
-    if dr is None:
-        assert dr_problem is not None
-        return dr_problem
-    selector = spec.analysis.selector
-    stable = _side("stable", stable_dest, stable_host, dr, namespace, selector.stable)
-    if isinstance(stable, Problem):
-        return stable
-    canary = _side("canary", spec.canary, canary_host, dr, namespace, selector.canary)
-    if isinstance(canary, Problem):
-        return canary
-    if not same_host(canary_host, stable_host, namespace):
-        # A second service needs its own DestinationRule; the canary's subsets must be there.
-        canary_dr, canary_problem = _find_dr(spec, namespace, canary_host, rules)
-        if canary_dr is None:
-            assert canary_problem is not None
-            return canary_problem
-        canary = _side("canary", spec.canary, canary_host, canary_dr, namespace, selector.canary)
-        if isinstance(canary, Problem):
-            return canary
-    return Target(
-        namespace=namespace,
-        virtual_service=spec.virtual_service.name,
-        routes=names,
-        destination_rule=dr["metadata"]["name"],
-        stable=stable,
-        canary=canary,
-    )
+def share_of(routes: Sequence[RouteTraffic], destination: Backend | Destination, namespace: str) -> int | None:
+    """The destination's share of the routes' traffic, in percent: the most any owned route gives it
+    (they agree unless someone edited one). None when the routes are unknown."""
+    if not routes:
+        return None
+    return max(route.share(destination, namespace) for route in routes)

@@ -14,7 +14,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from coalmine.validation import Side, Target, route_index, same_host
+from coalmine.validation import Backend, Traffic, route_index
 
 JsonDict = Mapping[str, Any]
 Op = dict[str, Any]
@@ -24,17 +24,12 @@ class RouteGone(Exception):
     """An owned route is no longer in the VirtualService (someone renamed or removed it)."""
 
 
-def _matches(entry: JsonDict, side: Side, namespace: str) -> bool:
-    dest = entry.get("destination") or {}
-    return dest.get("subset") == side.subset and same_host(dest.get("host", ""), side.host, namespace)
-
-
-def desired_destinations(current: list[dict[str, Any]], target: Target, canary_weight: int) -> list[dict[str, Any]]:
+def desired_destinations(current: list[dict[str, Any]], traffic: Traffic, canary_weight: int) -> list[dict[str, Any]]:
     """Exactly [stable (100 - w), canary (w)], keeping what each existing entry carries besides its weight."""
-    ns = target.namespace
+    ns = traffic.namespace
 
-    def entry(side: Side, weight: int, template: dict[str, Any] | None) -> dict[str, Any]:
-        found = next((e for e in current if _matches(e, side, ns)), None)
+    def entry(side: Backend, weight: int, template: dict[str, Any] | None) -> dict[str, Any]:
+        found = next((e for e in current if side.matches(e.get("destination") or {}, ns)), None)
         if found is not None:
             result = copy.deepcopy(found)
         else:
@@ -48,23 +43,23 @@ def desired_destinations(current: list[dict[str, Any]], target: Target, canary_w
         result["weight"] = weight
         return result
 
-    stable = entry(target.stable, 100 - canary_weight, None)
-    canary = entry(target.canary, canary_weight, stable)
+    stable = entry(traffic.stable, 100 - canary_weight, None)
+    canary = entry(traffic.canary, canary_weight, stable)
     return [stable, canary]
 
 
-def weight_patch(vs: JsonDict, target: Target, canary_weight: int) -> list[Op]:
+def weight_patch(vs: JsonDict, traffic: Traffic, canary_weight: int) -> list[Op]:
     """JSON patch (RFC 6902) moving every owned route to `canary_weight`; [] when already there."""
     http = vs.get("spec", {}).get("http") or []
     ops: list[Op] = []
-    for name in target.routes:
+    for name in traffic.routes:
         index = route_index(vs, name)
         if index is None:
             raise RouteGone(
-                f"VirtualService {target.namespace}/{target.virtual_service} has no http route {name!r} any more"
+                f"VirtualService {traffic.namespace}/{traffic.virtual_service} has no http route {name!r} any more"
             )
         current = list(http[index].get("route") or [])
-        desired = desired_destinations(current, target, canary_weight)
+        desired = desired_destinations(current, traffic, canary_weight)
         if desired == current:
             continue
         path = f"/spec/http/{index}"
@@ -73,19 +68,3 @@ def weight_patch(vs: JsonDict, target: Target, canary_weight: int) -> list[Op]:
         ops.append({"op": "test", "path": f"{path}/route", "value": current})
         ops.append({"op": "replace", "path": f"{path}/route", "value": desired})
     return ops
-
-
-def canary_weights(vs: JsonDict, target: Target) -> dict[str, int | None]:
-    """The canary weight each owned route has now (None: the canary is not on that route)."""
-    http = vs.get("spec", {}).get("http") or []
-    result: dict[str, int | None] = {}
-    for name in target.routes:
-        index = route_index(vs, name)
-        entries = http[index].get("route") or [] if index is not None else []
-        found = next((e for e in entries if _matches(e, target.canary, target.namespace)), None)
-        total = sum(int(e.get("weight") or 0) for e in entries)
-        weight: int | None = None
-        if found is not None:
-            weight = 100 if len(entries) == 1 else round(100 * int(found.get("weight") or 0) / (total or 1))
-        result[name or ""] = weight
-    return result

@@ -6,7 +6,9 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from coalmine.models import Rollout, RolloutSpec
+from coalmine import validation
+from coalmine.models import Destination, Ref, Rollout, RolloutSpec, RolloutStatus
+from coalmine.validation import Claim, Cluster, Problem, Target
 
 T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 
@@ -78,7 +80,13 @@ def rollout(
 ) -> Rollout:
     return Rollout.from_body(
         {
-            "metadata": {"name": "order", "namespace": "shop", "generation": generation, "resourceVersion": "1"},
+            "metadata": {
+                "name": "order",
+                "namespace": "shop",
+                "generation": generation,
+                "resourceVersion": "1",
+                "creationTimestamp": "2026-11-30T12:00:00Z",
+            },
             "spec": copy.deepcopy(spec_body if spec_body is not None else spec()),
             "status": status or {},
         }
@@ -87,3 +95,28 @@ def rollout(
 
 def parsed_spec(**overrides: Any) -> RolloutSpec:
     return RolloutSpec.model_validate(spec(**overrides))
+
+
+def resolve(
+    spec_body: RolloutSpec,
+    namespace: str,
+    vs: dict[str, Any] | None,
+    rules: list[dict[str, Any]],
+    *,
+    recorded_stable: Destination | None = None,
+    claims: tuple[Claim, ...] = (),
+) -> Target | Problem:
+    """validation.resolve for a Rollout with this spec: the whole Target, or the first Problem."""
+    status: dict[str, Any] = {}
+    if recorded_stable is not None:  # a started generation: the stable it started with is on record
+        status = {"phase": "Progressing", "observedGeneration": 1, "stable": recorded_stable.to_wire()}
+    rollout = Rollout(
+        ref=Ref(namespace=namespace, name="order", created_at=T0),
+        spec=spec_body,
+        status=RolloutStatus.from_body(status),
+    )
+    resolution = validation.resolve(rollout, Cluster(vs, rules, claims))
+    if resolution.target is not None:
+        return resolution.target
+    assert resolution.problem is not None
+    return resolution.problem

@@ -6,12 +6,12 @@ import math
 from datetime import timedelta
 
 import pytest
-from builders import destination_rule, parsed_spec, virtual_service
+from builders import destination_rule, parsed_spec, resolve, virtual_service
 
 from coalmine import analysis
 from coalmine.analysis import Sample
 from coalmine.models import Analysis, Verdict
-from coalmine.validation import Target, resolve
+from coalmine.validation import Target
 
 W = timedelta(seconds=30)
 

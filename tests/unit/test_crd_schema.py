@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from coalmine.models import Analysis, Latency, RolloutSpec, RolloutStatus, SuccessRate, format_duration
+from coalmine.models import Analysis, Latency, Phase, RolloutSpec, RolloutStatus, SuccessRate, format_duration
 
 CRD = yaml.safe_load((Path(__file__).parents[2] / "crds" / "rollout.yaml").read_text())
 SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -75,4 +75,4 @@ def test_status_subresource_and_printer_columns() -> None:
         "Age": ".metadata.creationTimestamp",
         "Message": ".status.message",
     }
-    assert STATUS["properties"]["phase"]["enum"] == ["Pending", "Progressing", "Succeeded", "RolledBack", "Invalid"]
+    assert STATUS["properties"]["phase"]["enum"] == [p.value for p in Phase]

@@ -15,7 +15,7 @@ import pytest
 from builders import T0, destination_rule, spec, virtual_service
 
 from coalmine import reconcile
-from coalmine.adapters.kube import Conflict
+from coalmine.adapters.kube import Conflict, Refused
 from coalmine.analysis import Query, Sample
 
 
@@ -23,7 +23,10 @@ class FakeKube:
     def __init__(self, vs: dict[str, Any]) -> None:
         self.vs = vs
         self.calls: list[str] = []
+        self.statuses: list[dict[str, Any]] = []
         self.conflict_status = False
+        self.refuse = ""
+        self.conflicts = 0
 
     async def get_virtual_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.vs)
@@ -35,11 +38,17 @@ class FakeKube:
 
     async def patch_virtual_service(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         self.calls.append("vs")
+        if self.refuse:
+            raise Refused(self.refuse)
+        if self.conflicts:
+            self.conflicts -= 1
+            raise Conflict("changed concurrently")
         self.vs = jsonpatch.apply_patch(self.vs, ops)
         return self.vs
 
     async def patch_rollout_status(self, namespace: str, name: str, rv: str, status: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(f"status@{rv}")
+        self.statuses.append(status)
         if self.conflict_status:
             raise Conflict("stale")
         return {
@@ -47,7 +56,9 @@ class FakeKube:
             "status": status,
         }
 
-    async def post_event(self, rollout: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
+    async def post_event(
+        self, rollout: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime | None = None
+    ) -> None:
         self.calls.append(f"event:{reason}")
 
 
@@ -84,6 +95,8 @@ def _progressing(failures: int) -> dict[str, Any]:
         "stepIndex": 1,
         "stepLabel": "2/4",
         "canaryWeight": 30,
+        "stable": {"host": "order", "subset": "v1"},
+        "canary": {"host": "order", "subset": "v2"},
         "stepStartedAt": "2026-11-30T12:00:00.000Z",
         "startedAt": "2026-11-30T11:59:00.000Z",
         "analysis": {
@@ -100,9 +113,11 @@ async def test_rollback_writes_status_then_traffic_then_events() -> None:
     outcome = await reconcile.tick(
         _body(_progressing(1)), _ports(kube, FakePrometheus(50.0), T0 + timedelta(seconds=20))
     )
-    assert kube.calls == ["status@41", "vs", "event:RolledBack"]
+    assert kube.calls == ["status@41", "vs", "status@42", "event:RolledBack"]
+    assert kube.statuses[0]["phase"] == "RollingBack", "the decision is on record before traffic moves"
     assert outcome.body is not None
     assert outcome.body["status"]["phase"] == "RolledBack"
+    assert outcome.body["status"]["canaryWeight"] == 0, "recorded once the routes have it"
     assert [d["weight"] for d in kube.vs["spec"]["http"][1]["route"]] == [100, 0]
 
 
@@ -126,7 +141,28 @@ async def test_a_tick_with_nothing_to_do_writes_nothing() -> None:
 async def test_traffic_reverted_by_someone_else_is_put_back() -> None:
     kube = FakeKube(virtual_service(stable_weight=100))
     await reconcile.tick(_body(_progressing(0)), _ports(kube, FakePrometheus(99.9), T0 + timedelta(seconds=12)))
-    assert kube.calls == ["vs"]
+    assert kube.calls == ["vs"], "the status already says 30, which the routes have again"
+    assert [d["weight"] for d in kube.vs["spec"]["http"][1]["route"]] == [70, 30]
+
+
+async def test_a_refused_write_is_reported_not_retried_as_a_conflict() -> None:
+    kube = FakeKube(virtual_service(stable_weight=100))
+    kube.refuse = 'admission webhook "validation.istio.io" denied the request: weight 30 < 0'
+    outcome = await reconcile.tick(
+        _body(_progressing(0)), _ports(kube, FakePrometheus(99.9), T0 + timedelta(seconds=12))
+    )
+    assert kube.calls == ["vs", "status@41", "event:TrafficNotMoved"], "one attempt, no re-read loop"
+    assert outcome.status is not None
+    assert outcome.status.canary_weight == 0, "the routes still give the canary 0, and the status says so"
+    assert "denied the request: weight 30 < 0" in (outcome.status.message or "")
+    assert outcome.wake_at is not None
+
+
+async def test_a_concurrent_edit_is_re_read_and_the_write_retried() -> None:
+    kube = FakeKube(virtual_service(stable_weight=100))
+    kube.conflicts = 2
+    await reconcile.tick(_body(_progressing(0)), _ports(kube, FakePrometheus(99.9), T0 + timedelta(seconds=12)))
+    assert kube.calls == ["vs", "vs", "vs"]
     assert [d["weight"] for d in kube.vs["spec"]["http"][1]["route"]] == [70, 30]
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from builders import destination_rule, parsed_spec, virtual_service
+from builders import destination_rule, parsed_spec, resolve, virtual_service
 
 from coalmine.models import Destination, RolloutSpec
-from coalmine.validation import Problem, Target, resolve, same_host
+from coalmine.validation import Problem, Target, same_host
 
 
 def test_resolves_the_seed_scenario() -> None:
     target = resolve(parsed_spec(), "shop", virtual_service(), [destination_rule()])
     assert isinstance(target, Target)
-    assert target.routes == ("primary",)
+    assert target.traffic.routes == ("primary",)
     assert target.destination_rule == "order"
     assert target.canary.matchers == (("destination_version", "v2"),)
     assert target.stable.service_name == "order"
@@ -24,7 +24,7 @@ def test_host_defaults_to_the_vs_only_host_and_routes_to_the_only_route() -> Non
     body = parsed_spec(virtualService={"name": "order"}, stable={"subset": "v1"}, canary={"subset": "v2"})
     target = resolve(body, "shop", virtual_service(extra=False), [destination_rule()])
     assert isinstance(target, Target)
-    assert target.routes == ("primary",)
+    assert target.traffic.routes == ("primary",)
     assert target.stable.host == "order"
 
 

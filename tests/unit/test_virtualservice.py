@@ -7,16 +7,16 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from builders import destination_rule, parsed_spec, virtual_service
+from builders import destination_rule, parsed_spec, resolve, virtual_service
 
-from coalmine.validation import Target, resolve
-from coalmine.virtualservice import RouteGone, canary_weights, weight_patch
+from coalmine.validation import Target, Traffic, observe_routes, share_of
+from coalmine.virtualservice import RouteGone, weight_patch
 
 
-def _target(**overrides: Any) -> Target:
+def _target(**overrides: Any) -> Traffic:
     target = resolve(parsed_spec(**overrides), "shop", virtual_service(), [destination_rule()])
     assert isinstance(target, Target)
-    return target
+    return target.traffic
 
 
 def test_first_step_adds_the_canary_after_stable_keeping_port_and_the_rest() -> None:
@@ -66,7 +66,9 @@ def test_rollback_keeps_both_destinations_with_canary_zero() -> None:
     vs = virtual_service(stable_weight=70, canary_weight=30)
     after = jsonpatch.apply_patch(vs, weight_patch(vs, _target(), 0))
     assert [d["weight"] for d in after["spec"]["http"][1]["route"]] == [100, 0]
-    assert canary_weights(after, _target()) == {"primary": 0}
+    routes = observe_routes(after, ("primary",))
+    assert share_of(routes, _target().canary, "shop") == 0
+    assert share_of(routes, _target().stable, "shop") == 100
 
 
 def test_success_keeps_stable_at_weight_zero() -> None:

@@ -7,6 +7,7 @@ surface as `Conflict`, after which the caller re-reads and decides again.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,25 +33,27 @@ class IstioCache:
         self.rules: dict[str, dict[str, dict[str, Any]]] = {}
         self.listed: set[str] = set()  # namespaces whose DestinationRules were listed once
 
-    def observe(self, plural: str, event_type: str | None, obj: dict[str, Any]) -> None:
+    def observe(self, plural: str, event_type: str | None, obj: dict[str, Any]) -> bool:
+        """Keep the newest copy; True when this is news (not an echo of a write the cache already has)."""
         meta = obj.get("metadata", {})
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
         if plural == "virtualservices":
-            self._store(self.virtual_services, (namespace, name), event_type, obj)
-        else:
-            self._store(self.rules.setdefault(namespace, {}), name, event_type, obj)
+            return self._store(self.virtual_services, (namespace, name), event_type, obj)
+        return self._store(self.rules.setdefault(namespace, {}), name, event_type, obj)
 
     @staticmethod
-    def _store(table: dict[Any, dict[str, Any]], key: Any, event_type: str | None, obj: dict[str, Any]) -> None:
+    def _store(table: dict[Any, dict[str, Any]], key: Any, event_type: str | None, obj: dict[str, Any]) -> bool:
         if event_type == "DELETED":
-            table.pop(key, None)
-            return
+            return table.pop(key, None) is not None
         known = table.get(key)
-        if known is None or _rv(known) <= _rv(obj):
+        if known is None or resource_version(known) < resource_version(obj):
             table[key] = obj
+            return True
+        return False
 
 
-def _rv(obj: dict[str, Any]) -> int:
+def resource_version(obj: dict[str, Any]) -> int:
+    """The object's resourceVersion as a number, to tell newer copies from older (0 when absent)."""
     try:
         return int(obj["metadata"]["resourceVersion"])
     except (KeyError, TypeError, ValueError):
@@ -59,6 +62,31 @@ def _rv(obj: dict[str, Any]) -> int:
 
 class Conflict(Exception):
     """Someone else changed the object since it was read; re-read and decide again."""
+
+
+class Refused(Exception):
+    """The API server (schema, admission, RBAC) refused the write for what it is, not for a concurrent
+    edit; the message is the server's own. Retrying the same write will not help."""
+
+
+def _status_body(exc: ApiException) -> dict[str, Any]:
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _server_message(exc: ApiException) -> str:
+    return str(_status_body(exc).get("message") or f"{exc.status} {exc.reason}")
+
+
+def _is_failed_test(exc: ApiException) -> bool:
+    """A JSON patch that no longer applies (a `test` op fails, a path is gone): the object changed since
+    it was read. kube-apiserver answers it with a bare 422 Status; a 422 from schema validation or an
+    admission webhook names the object (details.kind/name) and usually the fields (details.causes)."""
+    details = _status_body(exc).get("details") or {}
+    return exc.status == 422 and not details.get("kind") and not details.get("causes")
 
 
 class KubeApi:
@@ -114,8 +142,12 @@ class KubeApi:
                 _content_type=JSON_PATCH,  # type: ignore[call-arg]  # kwarg the stubs miss
             )
         except ApiException as exc:
-            if exc.status in (409, 422):
-                raise Conflict(f"VirtualService {namespace}/{name} changed concurrently: {exc.reason}") from exc
+            if exc.status == 409 or _is_failed_test(exc):
+                raise Conflict(
+                    f"VirtualService {namespace}/{name} changed concurrently: {_server_message(exc)}"
+                ) from exc
+            if exc.status in (400, 403, 404, 422):
+                raise Refused(_server_message(exc)) from exc
             raise
         if self._cache is not None:
             self._cache.observe("virtualservices", "MODIFIED", result)

@@ -32,6 +32,7 @@ PHASE_STYLE = {
     "Pending": "dim",
     "Progressing": "bold yellow",
     "Succeeded": "bold green",
+    "RollingBack": "bold red",
     "RolledBack": "bold red",
     "Invalid": "bold magenta",
 }
@@ -201,8 +202,8 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
         phase=phase,
         stale=observed is not None and generation is not None and observed != generation,
         routes=tuple(str(r) for r in (spec.get("virtualService") or {}).get("routes") or ()),
-        stable=_destination(spec.get("stable") or status.get("stable")),
-        canary=_destination(spec.get("canary")),
+        stable=_destination(status.get("stable") or spec.get("stable")),  # the routes' truth first
+        canary=_destination(status.get("canary") or spec.get("canary")),
         canary_weight=_int(status.get("canaryWeight"), 0),
         step=step,
         step_weights=tuple(_int(s.get("weight"), 0) for s in steps),
