@@ -9,7 +9,8 @@ the canary's destination starts answering 50 % errors, and the VS is polled ever
 canary weight changes. Reported per run, from the moment meshsim was told to fail the canary:
   decided - the Rollout's status.rollback.at (the tick that decided, before it moved traffic)
   VS 0    - the VS seen with canary weight 0 (the figure the issue asks for)
-and min/median/max, next to the bound failureLimit x checkEvery + 2 scrape intervals + 1 s.
+and min/median/max, next to the bound README.md states (rollout_support.rollback_bound:
+2 scrape intervals + failureLimit x checkEvery + 2 s for the deciding tick), the one the integration test checks.
 
   .venv/bin/python bench/rollback_latency.py [--runs 5] [--rps 150] [--state-dir DIR]
 """
@@ -29,7 +30,7 @@ from kubernetes import client, config
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
 from _common import Processes, bench_stack, kube_env, operator_argv, start_meshsim, wait_scraped
-from rollout_support import Shop
+from rollout_support import Shop, rollback_bound
 
 from coalmine.devstack import stack as devstack
 from coalmine.meshsim.client import MeshsimClient
@@ -115,7 +116,7 @@ def main() -> None:
         finally:
             devstack.remove_scrape_target(info.state_dir, mesh.job)
             mesh.client.close()
-    bound = FAILURE_LIMIT * CHECK_EVERY + 2 * scrape + 1.0
+    bound = rollback_bound(failure_limit=FAILURE_LIMIT, check_every=CHECK_EVERY, scrape_interval=scrape)
     seen = [r[0] for r in results]
     decisions = [r[1] for r in results]
     print(
@@ -124,7 +125,7 @@ def main() -> None:
         f"  VS canary 0 seen: min {min(seen):.2f} s, median {statistics.median(seen):.2f} s, max {max(seen):.2f} s\n"
         f"  rollback decided: min {min(decisions):.2f} s, median {statistics.median(decisions):.2f} s, "
         f"max {max(decisions):.2f} s\n"
-        f"  bound failureLimit x checkEvery + 2 scrapes + 1 s = {bound:.1f} s"
+        f"  bound 2 scrapes + failureLimit x checkEvery + 2 s = {bound:.1f} s"
     )
 
 

@@ -33,11 +33,12 @@ class OperatorProcess:
     argv: list[str]
     log: Path
     env: dict[str, str] = field(default_factory=dict)  # on top of os.environ (e.g. another KUBECONFIG)
+    inherit_env: bool = True  # False: exactly `env`, nothing of this process's environment
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> OperatorProcess:
         out = self.log.open("ab")
-        env = {**os.environ, **self.env}
+        env = {**os.environ, **self.env} if self.inherit_env else dict(self.env)
         self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         out.close()
         return self
@@ -57,6 +58,14 @@ class OperatorProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def rollback_bound(*, failure_limit: int, check_every: float, scrape_interval: float, tick: float = 2.0) -> float:
+    """The detection-to-rollback bound README.md and bench/README.md state, in seconds: failing requests are
+    visible to `rate` within 2 scrape intervals, the next check on the checkEvery grid sees them, failureLimit
+    checks fail in a row, and the tick that decides writes the status and the VirtualService (`tick`: its
+    Prometheus query and two API writes, generous for a loaded 2-core machine)."""
+    return 2 * scrape_interval + failure_limit * check_every + tick
 
 
 def destination_rule(namespace: str) -> dict[str, Any]:
@@ -195,6 +204,17 @@ class Shop:
 
     def wait_for_phase(self, phase: str, timeout: float, operator: OperatorProcess | None = None) -> dict[str, Any]:
         return self.wait_for(lambda s: s.get("phase") == phase, timeout, f"phase {phase}", operator)
+
+    def wait_for_event(self, reason: str, timeout: float = 10.0) -> client.CoreV1Event:
+        """Events are posted right after the writes they report: wait for one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events() if e.reason == reason]
+            if found:
+                return found[-1]
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {reason} Event after {timeout:.0f} s; events: {[e.reason for e in self.events()]}")
+            time.sleep(0.1)
 
     def events(self) -> list[client.CoreV1Event]:
         items: list[client.CoreV1Event] = self.core.list_namespaced_event(self.ns).items

@@ -9,12 +9,15 @@ the README's Install section applies (the Deployment itself does not run here: t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client, config
@@ -217,45 +220,115 @@ def _json_lines(log: Path) -> list[dict[str, Any]]:
     return parsed
 
 
-def test_rollout_and_rollback_with_the_service_account(
+def deployed_operator(
+    sa_kubeconfig: Path, stack: devstack.StackInfo, log: Path
+) -> tuple[OperatorProcess, dict[str, str]]:
+    """The operator exactly as deploy/deployment.yaml runs it (its args and every env var: all namespaces,
+    leader election, JSON logs, /healthz and /metrics on), on the ServiceAccount's token. Overridden, and
+    only these: where Prometheus is and how often it scrapes (facts of this stack), the two ports (free
+    ones, loopback only, since the pod's 8080/9090 may be taken here) and the downward-API pod name."""
+    deployment = yaml.safe_load((REPO / "deploy" / "deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+        else:
+            field = item["valueFrom"]["fieldRef"]["fieldPath"]
+            env[item["name"]] = {"metadata.name": "coalmine-test-0", "metadata.namespace": SA_NAMESPACE}[field]
+    health, metrics = devstack.free_ports(2)
+    env |= {
+        "COALMINE_PROMETHEUS_URL": stack.prometheus_url,
+        "COALMINE_SCRAPE_INTERVAL": stack.scrape_interval,
+        "COALMINE_HEALTH_PORT": str(health),
+        "COALMINE_METRICS_PORT": str(metrics),
+        "COALMINE_LISTEN_ADDRESS": "127.0.0.1",
+        "KUBECONFIG": str(sa_kubeconfig),
+    }
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COALMINE_")}
+    argv = [sys.executable, "-m", "coalmine", *container["args"]]
+    process = OperatorProcess(argv, log, env={**clean, **env}, inherit_env=False)
+    return process.start(), {
+        "health": f"http://127.0.0.1:{health}/healthz",
+        "metrics": f"http://127.0.0.1:{metrics}/metrics",
+    }
+
+
+def _wait_http(url: str, timeout: float = 30.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer 200 within {timeout:.0f} s"
+        time.sleep(0.2)
+
+
+def test_the_operator_as_deployed_does_a_rollout_and_a_rollback(
     sa_kubeconfig: Path,
+    stack: devstack.StackInfo,
     api_client: client.ApiClient,
     namespace: str,
     meshsim: Any,
-    operator_factory: Callable[..., OperatorProcess],
+    tmp_path: Path,
     argocd_health: Callable[[dict[str, Any]], dict[str, str]],
 ) -> None:
     shop = Shop(api_client, namespace)
     shop.apply_istio()
     meshsim.client.set_service(namespace, "order", rps=150.0)
-    op = operator_factory(namespace, args=[*ELECTION, "--log-format", "json"], env={"KUBECONFIG": str(sa_kubeconfig)})
-    shop.create_rollout(steps=STEPS)
-    shop.wait_for(lambda s: s.get("phase") == "Progressing", 30, "Progressing", op)
-    assert argocd_health(shop.get_rollout())["status"] == "Progressing"  # Argo CD's view of the live object
-    status = shop.wait_for_phase("Succeeded", 90, op)
-    assert argocd_health(shop.get_rollout())["status"] == "Healthy"
-    assert [h["weight"] for h in status["history"]] == [10, 30, 50, 100]
-    wait_for_weights(shop, {"v1": 0, "v2": 100})
+    op, urls = deployed_operator(sa_kubeconfig, stack, tmp_path / "operator.log")
+    try:
+        assert _wait_http(urls["health"]).status_code == 200, "the liveness and readiness probes' endpoint"
+        shop.create_rollout(steps=STEPS)
+        shop.wait_for(lambda s: s.get("phase") == "Progressing", 30, "Progressing", op)
+        assert argocd_health(shop.get_rollout())["status"] == "Progressing"  # Argo CD's view of the live object
+        status = shop.wait_for_phase("Succeeded", 90, op)
+        assert argocd_health(shop.get_rollout())["status"] == "Healthy"
+        assert [h["weight"] for h in status["history"]] == [10, 30, 50, 100]
+        wait_for_weights(shop, {"v1": 0, "v2": 100})
 
-    # A new release whose canary fails: rolled back to 0 with the same rights.
-    meshsim.client.set_destination(namespace, "order", "v2", error_ratio=0.5)
-    shop.patch_rollout_spec({"steps": [{"weight": 20, "hold": "30s"}, {"weight": 100}]})
-    status = shop.wait_for_phase("RolledBack", 60, op)
-    assert status["observedGeneration"] == 2
-    assert argocd_health(shop.get_rollout())["status"] == "Degraded"
-    wait_for_weights(shop, {"v1": 100, "v2": 0})
-    reasons = [e.reason for e in shop.events()]
-    assert "Succeeded" in reasons
-    assert "RolledBack" in reasons
+        # The next release (v2 -> v3) whose canary fails: rolled back to 0 with the same rights.
+        dr = shop.get_dr()
+        dr["spec"]["subsets"].append({"name": "v3", "labels": {"app": "order", "version": "v3"}})
+        shop.custom.replace_namespaced_custom_object(*ISTIO, namespace, "destinationrules", "order", dr)
+        meshsim.client.set_destination(namespace, "order", "v3", error_ratio=0.5)
+        shop.patch_rollout_spec(
+            {
+                "stable": {"host": "order", "subset": "v2"},
+                "canary": {"host": "order", "subset": "v3"},
+                "steps": [{"weight": 20, "hold": "30s"}, {"weight": 100}],
+            }
+        )
+        status = shop.wait_for_phase("RolledBack", 60, op)
+        assert status["observedGeneration"] == 2
+        assert argocd_health(shop.get_rollout())["status"] == "Degraded"
+        wait_for_weights(shop, {"v2": 100, "v3": 0})  # the release replaced v1 with v3 on the route
+        shop.wait_for_event("RolledBack")
+        assert "Succeeded" in [e.reason for e in shop.events()]
+
+        # A Prometheus scrape of /metrics: what the status says, and this replica leads.
+        text = _wait_http(urls["metrics"]).text
+        assert "coalmine_leader 1.0" in text
+        assert f'coalmine_rollout_phase{{name="order",namespace="{namespace}",phase="RolledBack"}} 1.0' in text
+        assert f'coalmine_rollout_canary_weight{{name="order",namespace="{namespace}"}} 0.0' in text
+        assert 'coalmine_rollbacks_total{namespace="' + namespace + '",reason="FailureLimit"} 1.0' in text
+    finally:
+        op.stop()
 
     text = op.log.read_text()
-    assert "forbidden" not in text.lower(), op.log_tail()
-    # JSON logs: every line parses, and every line about the Rollout names it.
+    denied = 'User "system:serviceaccount:coalmine-system:coalmine" cannot'
+    assert denied not in text, op.log_tail()
+    # JSON logs: every line parses, and every line about a Rollout names it.
     lines = _json_lines(op.log)
     about = [line for line in lines if line["logger"].startswith("coalmine.reconcile")]
     assert about, "the operator logged nothing about the rollout"
-    assert {line.get("rollout") for line in about} == {f"{namespace}/order"}
+    assert all(line.get("rollout") for line in about)
+    assert f"{namespace}/order" in {line["rollout"] for line in about}
     assert any("now leads" in line["message"] for line in lines)
+    assert any("namespaces=*" in line["message"] for line in lines), "it watched every namespace"
 
 
 def test_a_rollout_cannot_change_a_virtual_service_in_another_namespace(

@@ -45,7 +45,12 @@ class Watcher:
             weight = self.shop.canary_weight()
             if not self.weights or self.weights[-1] != weight:
                 self.weights.append(weight)
-            rv = self.shop.get_rollout()["metadata"]["resourceVersion"]
+            try:
+                rv = self.shop.get_rollout()["metadata"]["resourceVersion"]
+            except ApiException as exc:  # started before the Rollout exists
+                if exc.status != 404:
+                    raise
+                rv = ""
             self.samples.append((time.monotonic(), rv, self.holder()))
             time.sleep(0.05)
 
@@ -66,11 +71,15 @@ class Watcher:
 def watcher_factory() -> Iterator[Callable[..., Watcher]]:
     threads: list[tuple[Watcher, threading.Thread]] = []
 
-    def start(shop: Shop, leases: client.CoordinationV1Api | None = None, initial: int = 0) -> Watcher:
-        """Start sampling; `initial` is the canary weight before the Rollout was created."""
-        watcher = Watcher(shop, leases, weights=[initial])
+    def start(shop: Shop, leases: client.CoordinationV1Api | None = None) -> Watcher:
+        """Start sampling; start it before the Rollout exists, so its first weight is the VS as the user left it."""
+        watcher = Watcher(shop, leases)
         thread = threading.Thread(target=watcher.run, daemon=True)
         thread.start()
+        deadline = time.monotonic() + 10
+        while not watcher.samples:
+            assert thread.is_alive() and time.monotonic() < deadline, "the watcher thread died"
+            time.sleep(0.01)
         threads.append((watcher, thread))
         return watcher
 
@@ -105,10 +114,14 @@ def test_failover_after_sigkill_mid_rollout(
     shop.apply_istio()
     meshsim.client.set_service(namespace, "order", rps=150.0)
     ops = [operator_factory(namespace, args=election(namespace)) for _ in range(2)]
-    shop.create_rollout(steps=STEPS)
     watcher = watcher_factory(shop, client.CoordinationV1Api(api_client))
-    # Mid-rollout: the 30 % step has started and has seconds left to hold.
-    shop.wait_for(lambda s: s.get("stepIndex") == 1 and s.get("phase") == "Progressing", 60, "at 30 %", ops[0])
+    shop.create_rollout(steps=STEPS)
+    # Mid-rollout: the 30 % step has started (its traffic moved and its Event posted) and has seconds left.
+    shop.wait_for(lambda s: s.get("canaryWeight") == 30 and s.get("phase") == "Progressing", 60, "at 30 %", ops[0])
+    deadline = time.monotonic() + 10
+    while [e.reason for e in shop.events()].count("StepAdvanced") < 1:
+        assert time.monotonic() < deadline, "the 10 -> 30 step posted no Event"
+        time.sleep(0.05)
     holder = watcher.holder()
     assert holder is not None
     by_pid = {op.process.pid: op for op in ops if op.process is not None}
@@ -131,8 +144,13 @@ def test_failover_after_sigkill_mid_rollout(
     record_property("kill_to_first_write_seconds", round(first_write, 2))
     print(f"\nfailover: Lease taken {lease_taken:.2f} s after SIGKILL, first status write {first_write:.2f} s")
     bound = LEASE_DURATION + 2 * RETRY_PERIOD
-    assert lease_taken <= bound + 1.0, f"takeover {lease_taken:.2f} s > bound {bound} s"
-    assert first_write <= bound + 2.0
+    # Not before the dead leader's last renewal expired (no two leaders), and within the bound plus
+    # slack for a loaded 2-core machine (the watcher polls the API server every 50 ms).
+    assert lease_taken >= LEASE_DURATION - RETRY_PERIOD, (
+        f"takeover after {lease_taken:.2f} s: the Lease was still valid"
+    )
+    assert lease_taken <= bound + 3.0, f"takeover {lease_taken:.2f} s > bound {bound} s"
+    assert first_write <= bound + 4.0
     assert_each_step_once(shop, status, watcher.weights)
     stamps = [h["startedAt"] for h in status["history"]]
     assert stamps == sorted(stamps)
@@ -152,8 +170,8 @@ def test_two_operators_without_election_advance_each_step_once(
     shop.apply_istio()
     meshsim.client.set_service(namespace, "order", rps=150.0)
     ops = [operator_factory(namespace) for _ in range(2)]
-    shop.create_rollout(steps=[{"weight": 10, "hold": "3s"}, {"weight": 30}, {"weight": 50}, {"weight": 100}])
     watcher = watcher_factory(shop)
+    shop.create_rollout(steps=[{"weight": 10, "hold": "3s"}, {"weight": 30}, {"weight": 50}, {"weight": 100}])
     status = shop.wait_for_phase("Succeeded", 90, ops[0])
     time.sleep(0.3)
     watcher.stop()
