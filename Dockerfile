@@ -19,7 +19,6 @@ COPY --from=build /opt/coalmine /opt/coalmine
 ENV PATH=/opt/coalmine/bin:$PATH \
     HOME=/tmp \
     TMPDIR=/tmp \
-    MPLCONFIGDIR=/tmp/matplotlib \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER 10001:10001

@@ -18,10 +18,11 @@ setup: python binaries prometheus
 
 python: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The product (with its `status` extra), the dev harness (tools/devkit) and the test and lint groups.
+$(STAMP): pyproject.toml tools/devkit/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[status]' -e tools/devkit --group test --group lint
 	touch $@
 
 # kube-apiserver, etcd and kubectl built from Go modules (cached; a no-op when built).

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,9 +21,10 @@ from types import FrameType
 
 import httpx
 
-from coalmine.devstack import processes
-from coalmine.devstack import stack as devstack
-from coalmine.meshsim.client import MeshsimClient
+from coalmine_dev import processes
+from coalmine_dev.devstack import stack as devstack
+from coalmine_dev.meshsim.client import MeshsimClient
+from coalmine_dev.processes import Child
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -37,37 +37,21 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 class Processes:
     """Child processes a benchmark started, stopped in reverse order by `stop_all`."""
 
-    started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    started: list[Child] = field(default_factory=list)
 
-    def start(self, name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> int:
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                list(argv),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
-                start_new_session=True,  # Ctrl-C reaches the benchmark only; it stops us in order
-            )
-        self.started.append((name, proc))
-        return proc.pid
+    def start(self, name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Child:
+        # Their own session: Ctrl-C reaches the benchmark only, and it stops them in order.
+        child = Child(name, argv, log, env=env, own_session=True).start()
+        self.started.append(child)
+        return child
 
-    def stop(self, pid: int) -> None:
-        for name, proc in list(self.started):
-            if proc.pid == pid:
-                _terminate(proc)
-                self.started.remove((name, proc))
+    def stop(self, child: Child) -> None:
+        child.stop()
+        self.started.remove(child)
 
     def stop_all(self) -> None:
         while self.started:
-            _, proc = self.started.pop()
-            _terminate(proc)
-
-    def alive(self, pid: int) -> bool:
-        return any(p.pid == pid and p.poll() is None for _, p in self.started)
-
-
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    processes.terminate(proc, grace=15)
+            self.started.pop().stop()
 
 
 @contextmanager
@@ -127,19 +111,16 @@ def start_meshsim(
     argv += ["--listen", "127.0.0.1:0", "--address-file", str(address_file), "--seed", str(seed)]
     for ns in namespaces:
         argv += ["--namespace", ns]
-    pid = procs.start(name, [*argv, *args], workdir / f"{name}.log")
+    child = procs.start(name, [*argv, *args], workdir / f"{name}.log")
+    processes.wait_until(f"meshsim {name}'s address", address_file.exists, timeout, child)
     deadline = time.monotonic() + timeout
-    while not address_file.exists():
-        assert procs.alive(pid), f"meshsim {name} exited; see {workdir / f'{name}.log'}"
-        assert time.monotonic() < deadline, f"meshsim {name} did not start within {timeout} s"
-        time.sleep(0.05)
     address = address_file.read_text().strip()
     client = MeshsimClient(f"http://{address}", timeout=30.0)
     while not client.healthz()["synced"]:
         assert time.monotonic() < deadline, f"meshsim {name} never listed the Istio objects"
         time.sleep(0.1)
     devstack.add_scrape_target(info.state_dir, name, address)
-    return Meshsim(pid, address, client, name)
+    return Meshsim(child.pid, address, client, name)
 
 
 def wait_scraped(info: devstack.StackInfo, jobs: Sequence[str], timeout: float = 60.0) -> None:

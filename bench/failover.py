@@ -13,21 +13,19 @@ then starts a fresh second operator. Usage:
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from _common import kube_env, operator_argv
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from coalmine.devstack import stack as devstack
+from coalmine_dev.devstack import stack as devstack
+from coalmine_dev.processes import Child
 
 ISTIO = ("networking.istio.io", "v1", "")
 
@@ -70,14 +68,11 @@ def objects(ns: str) -> list[tuple[tuple[str, str], str, dict[str, Any]]]:
     ]
 
 
-def start_operator(ns: str, info: devstack.StackInfo, args: argparse.Namespace, log: Path) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "coalmine", "run", "--namespace", ns, "--prometheus-url", info.prometheus_url]
-    argv += ["--scrape-interval", info.scrape_interval, "--health-port", "0", "--metrics-port", "0"]
-    argv += ["--leader-election", "--lease-namespace", ns, "--lease-duration", args.lease_duration]
-    argv += ["--renew-deadline", args.renew_deadline, "--retry-period", args.retry_period]
-    env = {**os.environ, "KUBECONFIG": str(info.kubeconfig)}
-    with log.open("ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+def start_operator(ns: str, info: devstack.StackInfo, args: argparse.Namespace, log: Path) -> Child:
+    argv = operator_argv(info, [ns], "--leader-election", "--lease-namespace", ns)
+    argv += ["--lease-duration", args.lease_duration, "--renew-deadline", args.renew_deadline]
+    argv += ["--retry-period", args.retry_period]
+    return Child(f"operator-{log.stem}", argv, log, env=kube_env(info)).start()
 
 
 def holder(leases: client.CoordinationV1Api, ns: str) -> str | None:
@@ -109,8 +104,7 @@ def measure(info: devstack.StackInfo, args: argparse.Namespace, workdir: Path) -
                 "resourceVersion"
             ]
             killed = time.monotonic()
-            leader.send_signal(signal.SIGKILL)
-            leader.wait()
+            leader.kill()
             lease_at = write_at = None
             while lease_at is None or write_at is None:
                 now = time.monotonic()
@@ -130,9 +124,7 @@ def measure(info: devstack.StackInfo, args: argparse.Namespace, workdir: Path) -
             procs = [p for p in procs if p is not leader] + [start_operator(ns, info, args, workdir / f"op-r{run}.log")]
     finally:
         for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout=15)
+            p.stop()
         core.delete_namespace(ns)
     return results
 

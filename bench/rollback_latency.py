@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from _common import Processes, bench_stack, kube_env, operator_argv, start_meshsim, wait_scraped
 from rollout_support import Shop, rollback_bound
 
-from coalmine.devstack import stack as devstack
-from coalmine.meshsim.client import MeshsimClient
+from coalmine_dev.devstack import stack as devstack
+from coalmine_dev.meshsim.client import MeshsimClient
 
 CHECK_EVERY = 1.0
 FAILURE_LIMIT = 2
@@ -66,7 +66,9 @@ def one_run(
     try:
         shop.apply_istio()
         mesh.set_service(ns, "order", rps=rps, headers=[(0.9, {}), (0.1, {"user-group": "beta"})])
-        pid = procs.start(f"operator-{ns}", operator_argv(info, [ns]), workdir / f"operator-{ns}.log", kube_env(info))
+        operator = procs.start(
+            f"operator-{ns}", operator_argv(info, [ns]), workdir / f"operator-{ns}.log", kube_env(info)
+        )
         try:
             shop.create_rollout(
                 steps=[{"weight": 10}, {"weight": 30, "hold": "60s"}, {"weight": 50}, {"weight": 100}],
@@ -84,7 +86,7 @@ def one_run(
             decided = (ts(rollback["at"]) - broken_wall).total_seconds() if rollback.get("at") else float("nan")
             return seen - broken, decided, rollback
         finally:
-            procs.stop(pid)
+            procs.stop(operator)
     finally:
         mesh.delete_service(ns, "order")
         core.delete_namespace(ns)

@@ -59,7 +59,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-from coalmine.devstack import stack as devstack
+from coalmine_dev.devstack import stack as devstack
+from coalmine_dev.processes import Child
 
 ISTIO = ("networking.istio.io", "v1")
 COALMINE = ("coalmine.dev", "v1alpha1")
@@ -267,10 +268,10 @@ def start_meshsims(
     return meshsims
 
 
-def wait_healthy(url: str, pid: int, procs: Processes, timeout: float = 60.0) -> None:
+def wait_healthy(url: str, operator: Child, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        assert procs.alive(pid), "the operator exited"
+        assert operator.alive(), f"the operator exited:\n{operator.tail()}"
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -300,8 +301,9 @@ def run(args: argparse.Namespace) -> None:
         op_argv = operator_argv(
             info, fleet.namespaces, "--metrics-port", str(metrics_port), "--health-port", str(health_port)
         )
-        op = procs.start("operator", op_argv, workdir / "operator.log", kube_env(info))
-        wait_healthy(f"http://127.0.0.1:{health_port}/healthz", op, procs)
+        operator = procs.start("operator", op_argv, workdir / "operator.log", kube_env(info))
+        wait_healthy(f"http://127.0.0.1:{health_port}/healthz", operator)
+        op = operator.pid
         endpoints = Endpoints(info, f"http://127.0.0.1:{metrics_port}/metrics")
         idle = proc_status(op)
         print(f"operator {op} up: RSS {idle.get('VmRSS', 0) / 1024:.0f} MiB, {idle.get('Threads')} threads", flush=True)

@@ -21,7 +21,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_api_client import PrometheusConnect
 
-from coalmine.devstack import stack as devstack
+from coalmine_dev.devstack import stack as devstack
 
 
 class Prom:

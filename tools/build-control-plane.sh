@@ -8,7 +8,7 @@
 # Binaries a user already has are accepted instead of building:
 #   KUBEBUILDER_ASSETS=<dir with kube-apiserver, etcd, kubectl>   (as envtest uses)
 #   TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD, TEST_ASSET_KUBECTL (one binary each)
-# `coalmine devstack` looks them up the same way (see operator/coalmine/devstack/binaries.py).
+# `coalmine devstack` looks them up the same way (see operator/coalmine_dev/devstack/binaries.py).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)

@@ -1,7 +1,10 @@
-"""The `coalmine` command line: one entry point for the operator and its tools.
+"""The `coalmine` command line: run the operator, show Rollouts, and what installed plugins add.
 
-Each subcommand lives in its own module and is imported only when chosen, so
-`coalmine status` does not pay for kopf and `coalmine run` does not pay for matplotlib.
+`run` is the operator and `status` the cluster admin's view; other distributions plug subcommands in
+through the entry point group `coalmine.commands` (the dev kit adds `devstack`, `meshsim` and `demo`).
+
+Each subcommand lives in its own module and is imported only when chosen, so `coalmine status` does
+not pay for kopf, and `coalmine run` does not pay for rich.
 """
 
 from __future__ import annotations
@@ -10,40 +13,49 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 # subcommand -> module that provides `add_arguments(parser)` and `run(args) -> int`
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("coalmine.main", "run the operator"),
-    "devstack": (
-        "coalmine.devstack.cli",
-        "start/stop the embedded local stack (apiserver, etcd, Prometheus)",
-    ),
-    "meshsim": ("coalmine.meshsim.cli", "simulate Istio mesh traffic and telemetry for tests and the demo"),
-    "status": ("coalmine.view.cli", "show Rollouts as a cluster admin sees them"),
-    "demo": ("coalmine.demo.cli", "run the end-to-end demo on the local stack"),
+    "run": ("coalmine.run", "run the operator"),
+    "status": ("coalmine.status.cli", "show Rollouts as a cluster admin sees them (needs coalmine[status])"),
 }
+PLUGIN_GROUP = "coalmine.commands"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coalmine", description=__doc__.splitlines()[0])
+def subcommands() -> dict[str, tuple[str, str]]:
+    """The built-in subcommands and the plugged-in ones (module path; first line of its docstring)."""
+    found = dict(SUBCOMMANDS)
+    for point in entry_points(group=PLUGIN_GROUP):
+        found.setdefault(point.name, (point.value, f"{point.name} (from {point.dist.name if point.dist else '?'})"))
+    return found
+
+
+def build_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coalmine", description=(__doc__ or "").splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    for name, (module_name, help_text) in commands.items():
         subparser = sub.add_parser(name, help=help_text, description=help_text)
         subparser.set_defaults(_module=module_name)
-        # Only the chosen subcommand's module is imported (see `main`); the others get a
-        # lazily-filled parser so `coalmine --help` stays fast.
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    commands = subcommands()
+    parser = build_parser(commands)
     argv = list(sys.argv[1:] if argv is None else argv)
     # Find the subcommand first (there are no top-level options), let its module declare its
     # arguments, then parse once; this way `coalmine SUBCOMMAND --help` lists them too.
-    command = next((a for a in argv if a in SUBCOMMANDS), None)
+    command = next((a for a in argv if a in commands), None)
     if command is not None:
         subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        importlib.import_module(SUBCOMMANDS[command][0]).add_arguments(subparsers.choices[command])
+        try:
+            module = importlib.import_module(commands[command][0])
+        except ModuleNotFoundError as exc:
+            extra = " (pip install 'coalmine[status]')" if command == "status" else ""
+            print(f"coalmine {command}: {exc.name} is not installed{extra}", file=sys.stderr)
+            return 2
+        module.add_arguments(subparsers.choices[command])
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
     result: int = module.run(args)

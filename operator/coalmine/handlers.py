@@ -1,203 +1,30 @@
-"""kopf wiring and composition root: watch Rollouts, hand them to the scheduler, tick them.
+"""The kopf wiring, the only module that knows kopf: login, watches, probes, and the operator's run loop.
 
 kopf is used for what it is good at (login, watching with reconnects and bookmarks, probes,
 logging). It gets no change-detecting handlers, so it writes no annotations and no finalizers on
-Rollouts: deleting a Rollout never waits for the operator. The rollout logic is in reconcile.py
-and plan.py. The caches here (the latest watch event per Rollout, and the VirtualServices and
-DestinationRules in adapters/kube.IstioCache) save reads; they are never truth.
-
-With leader election on, every replica watches (the cache stays warm, so a takeover ticks at
-once) but only the Lease holder runs the scheduler; it is cancelled the moment the lease is lost.
+Rollouts: deleting a Rollout never waits for the operator. Every watch event goes to the
+`runtime.Operator`; the rollout logic is in reconcile.py and core/.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, cast
 
 import kopf
-from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
+from prometheus_client import start_http_server
 
-from coalmine import metrics, reconcile
-from coalmine.adapters.election import ElectionConfig, LeaseElector
-from coalmine.adapters.kube import (
-    GROUP,
-    ISTIO_GROUP,
-    ISTIO_VERSION,
-    PLURAL,
-    VERSION,
-    IstioCache,
-    KubeApi,
-    resource_version,
-)
-from coalmine.adapters.prometheus import PrometheusClient
-from coalmine.scheduler import Scheduler, utcnow
-from coalmine.validation import Claim
+from coalmine.adapters.kube import GROUP, ISTIO_GROUP, ISTIO_VERSION, PLURAL, VERSION
+from coalmine.runtime import Operator, OperatorConfig
 
 log = logging.getLogger("coalmine.operator")
-
-
-@dataclass(frozen=True)
-class OperatorConfig:
-    prometheus_url: str = "http://prometheus.istio-system:9090"
-    namespaces: tuple[str, ...] = ()  # empty: all namespaces
-    scrape_interval: timedelta = timedelta(seconds=15)
-    resync: timedelta = timedelta(seconds=60)
-    granularity: timedelta = timedelta(milliseconds=100)
-    tick_concurrency: int = 128
-    prometheus_concurrency: int = 16
-    prometheus_timeout: float = 5.0
-    health_port: int = 8080
-    metrics_port: int = 9090
-    identity: str = "coalmine"
-    election: ElectionConfig | None = None  # None: act at once, alone (local runs, tests)
-
-
-@dataclass
-class Operator:
-    config: OperatorConfig
-    bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
-    claims: dict[str, dict[str, Claim]] = field(default_factory=dict)  # namespace -> name -> what it claims
-    istio: IstioCache = field(default_factory=IstioCache)
-    scheduler: Scheduler | None = None
-    ports: reconcile.Ports | None = None
-    _api: k8s_client.ApiClient | None = None
-    _task: asyncio.Task[None] | None = None
-    elector: LeaseElector | None = None
-    _election_task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        try:
-            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except k8s_config.ConfigException:
-            await k8s_config.load_kube_config()
-        self._api = k8s_client.ApiClient()
-        self.ports = reconcile.Ports(
-            kube=KubeApi(self._api, component=self.config.identity, cache=self.istio),
-            prometheus=PrometheusClient(
-                concurrency=self.config.prometheus_concurrency, timeout=self.config.prometheus_timeout
-            ),
-            settings=reconcile.Settings(
-                prometheus_url=self.config.prometheus_url,
-                scrape_interval=self.config.scrape_interval,
-                resync=self.config.resync,
-            ),
-            clock=utcnow,
-        )
-        if self.config.election is None:
-            self._lead()
-            return
-        metrics.LEADER.set(0)
-        self.elector = LeaseElector(self._api, self.config.election, on_started=self._lead, on_stopped=self._follow)
-        self._election_task = asyncio.create_task(self.elector.run(), name="coalmine leader election")
-
-    def _lead(self) -> None:
-        """Start ticking every known Rollout (their deadlines come from their status)."""
-        self.scheduler = Scheduler(
-            self.tick, concurrency=self.config.tick_concurrency, granularity=self.config.granularity
-        )
-        for key in self.bodies:
-            self.scheduler.poke(key)
-        self._task = asyncio.create_task(self.scheduler.run(), name="coalmine scheduler")
-        metrics.LEADER.set(1)
-
-    def _follow(self) -> None:
-        """Stop ticking at once: cancel the scheduler and the ticks in flight; keep watching."""
-        metrics.LEADER.set(0)
-        self.scheduler = None
-        if self._task is not None:
-            self._task.cancel()  # stop() still awaits it
-
-    async def stop(self) -> None:
-        if self._election_task is not None:  # releases the Lease, so a peer takes over at once
-            self._election_task.cancel()
-            await asyncio.gather(self._election_task, return_exceptions=True)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self.ports is not None:
-            await self.ports.prometheus.close()
-        if self._api is not None:
-            await self._api.close()
-
-    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
-        """A watch event: remember the newest body; tick it when it is new or its spec changed.
-
-        Status-only changes (above all our own writes echoing back) wait for the Rollout's next
-        scheduled tick, which reads this newest body.
-        """
-        meta = body.get("metadata", {})
-        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-        key = f"{namespace}/{name}"
-        if event_type == "DELETED":
-            self.bodies.pop(key, None)
-            self.claims.get(namespace, {}).pop(name, None)
-            metrics.forget(namespace, name)
-            if self.scheduler is not None:
-                self.scheduler.forget(key)
-            self._poke_namespace(namespace)  # a Rollout waiting for this one's route may start
-            return
-        known = self.bodies.get(key)
-        if known is not None and resource_version(known) >= resource_version(body):
-            return
-        self.bodies[key] = body
-        claim = Claim.from_body(body)
-        if claim is None:
-            self.claims.get(namespace, {}).pop(name, None)
-        else:
-            self.claims.setdefault(namespace, {})[name] = claim
-        changed = known is None or known["metadata"].get("generation") != meta.get("generation")
-        if changed and self.scheduler is not None:
-            self.scheduler.poke(key)
-
-    def observe_istio(self, plural: str, event_type: str | None, obj: dict[str, Any]) -> None:
-        """A VirtualService or DestinationRule changed: the Rollouts that read it look again soon, so a
-        vanished subset or route is acted on (and the status made true) now, not at the next check."""
-        if not self.istio.observe(plural, event_type, obj):
-            return  # an echo of our own write, already in the cache
-        meta = obj.get("metadata", {})
-        only = meta.get("name") if plural == "virtualservices" else None
-        self._poke_namespace(str(meta.get("namespace")), virtual_service=only)
-
-    def _poke_namespace(self, namespace: str, virtual_service: str | None = None) -> None:
-        if self.scheduler is None:
-            return
-        for name, claim in self.claims.get(namespace, {}).items():
-            if virtual_service is None or claim.virtual_service == virtual_service:
-                self.scheduler.poke_soon(f"{namespace}/{name}")
-
-    async def tick(self, key: str) -> Any:
-        body = self.bodies.get(key)
-        if body is None or self.ports is None:
-            return None
-        if self.elector is not None and not self.elector.leading:
-            return None  # the Lease lapsed and the scheduler is being cancelled: write nothing
-        namespace = str(body["metadata"].get("namespace"))
-        claims = tuple(self.claims.get(namespace, {}).values())
-        with metrics.TICK_SECONDS.time():
-            try:
-                outcome = await reconcile.tick(body, self.ports, claims)
-            except Exception:
-                metrics.RECONCILE_ERRORS.inc()
-                raise
-        if outcome.body is not None and resource_version(outcome.body) > resource_version(self.bodies.get(key, body)):
-            self.bodies[key] = outcome.body
-        if outcome.status is not None:
-            metrics.record(namespace, str(body["metadata"].get("name")), outcome.status, outcome.events)
-        return outcome.wake_at
 
 
 def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False  # our own Events carry the rollout's story
-        settings.persistence.finalizer = f"{GROUP}/finalizer"
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
         settings.scanning.disabled = True
         await operator.start()
 
@@ -235,3 +62,28 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     @kopf.on.probe(id="rollouts", registry=registry)
     async def rollouts_known(**_: Any) -> int:
         return len(operator.bodies)
+
+
+def run(config: OperatorConfig) -> None:
+    """Serve /metrics, then run kopf with the operator's handlers until it is stopped."""
+    if config.metrics_port:
+        start_http_server(config.metrics_port, addr=config.listen_address)
+    registry = kopf.OperatorRegistry()
+    register(registry, Operator(config))
+    liveness = f"http://{config.listen_address}:{config.health_port}/healthz" if config.health_port else None
+    election = config.election
+    log.info(
+        "coalmine starting: namespaces=%s prometheus=%s leader election=%s",
+        ",".join(config.namespaces) or "*",
+        config.prometheus_url,
+        f"Lease {election.namespace}/{election.name} as {election.identity}" if election else "off",
+    )
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            standalone=True,
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
+            liveness_endpoint=liveness,
+        )
+    )

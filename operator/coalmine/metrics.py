@@ -13,8 +13,8 @@ from datetime import datetime
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from coalmine.models import Phase, RolloutStatus, Verdict
-from coalmine.plan import Event, Reason, traffic_stalled
+from coalmine.core.models import Phase, RolloutStatus, Verdict
+from coalmine.core.plan import Event, Reason, traffic_stalled
 
 PHASE = Gauge("coalmine_rollout_phase", "1 for the phase each Rollout is in", ["namespace", "name", "phase"])
 WEIGHT = Gauge("coalmine_rollout_canary_weight", "Canary weight the Rollout holds its routes at", ["namespace", "name"])

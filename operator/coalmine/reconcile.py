@@ -18,11 +18,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from coalmine import analysis, plan, validation, virtualservice
 from coalmine.adapters.kube import Conflict, KubeApi, Refused
 from coalmine.adapters.prometheus import PrometheusClient
-from coalmine.models import Ref, Rollout, RolloutStatus
-from coalmine.validation import Claim, Cluster, Problem, Resolution, Target, Traffic
+from coalmine.core import analysis, plan, validation, virtualservice
+from coalmine.core.models import Ref, Rollout, RolloutStatus
+from coalmine.core.validation import Claim, Cluster, Problem, Resolution, Target, Traffic
 
 log = logging.getLogger("coalmine.reconcile")
 
@@ -32,9 +32,11 @@ RETRY_CONFLICT = timedelta(milliseconds=200)
 
 @dataclass(frozen=True)
 class Settings:
+    """The operator settings a tick needs (runtime.OperatorConfig holds their defaults)."""
+
     prometheus_url: str
-    scrape_interval: timedelta = timedelta(seconds=15)
-    resync: timedelta = timedelta(seconds=60)  # terminal rollouts re-assert their weight this often
+    scrape_interval: timedelta
+    resync: timedelta  # terminal rollouts re-assert their weight this often
 
     @property
     def policy(self) -> plan.Policy:
@@ -105,7 +107,7 @@ async def tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim] = ())
         written = await _write_status(ref, status, decision.status, ports, logger)
         if written is None:
             return Outcome(body=None, wake_at=ports.clock() + RETRY_CONFLICT)
-        await _post_events(written or body, decision.events, ports, logger)
+        await _post_events(Ref.from_body(written or body), decision.events, ports, logger)
         return Outcome(body=written or None, wake_at=decision.wake_at, status=decision.status, events=decision.events)
 
     vs = await ports.kube.get_virtual_service(ref.namespace, rollout.spec.virtual_service.name)
@@ -174,7 +176,7 @@ async def _commit(
     latest = again or latest
     # Events last: a rollback waits for nothing but the status and VirtualService writes.
     events = (*decision.events, *follow.events)
-    await _post_events(latest, events, ports, logger)
+    await _post_events(Ref.from_body(latest), events, ports, logger)
     wakes = [w for w in (decision.wake_at, follow.wake_at) if w is not None]
     return Outcome(
         body=(again or written) or None, wake_at=min(wakes) if wakes else None, status=follow.status, events=events
@@ -182,14 +184,14 @@ async def _commit(
 
 
 async def _post_events(
-    body: dict[str, Any], events: Sequence[plan.Event], ports: Ports, logger: logging.LoggerAdapter[logging.Logger]
+    ref: Ref, events: Sequence[plan.Event], ports: Ports, logger: logging.LoggerAdapter[logging.Logger]
 ) -> None:
     for event in events:
         level = logging.WARNING if event.type is plan.EventType.WARNING else logging.INFO
         logger.log(level, "%s: %s", event.reason.value, event.message)
         try:
             await ports.kube.post_event(
-                body, type_=event.type.value, reason=event.reason.value, message=event.message, now=ports.clock()
+                ref, type_=event.type.value, reason=event.reason.value, message=event.message, now=ports.clock()
             )
         except Exception as exc:  # an event is a report; losing one must not undo the transition
             logger.warning("could not post event %s: %s", event.reason.value, exc)

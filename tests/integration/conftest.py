@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 import pytest
 from rollout_support import OperatorProcess
 
-from coalmine.devstack import processes
-from coalmine.devstack import stack as devstack
-from coalmine.meshsim.client import MeshsimClient
+from coalmine_dev import processes
+from coalmine_dev.devstack import stack as devstack
+from coalmine_dev.meshsim.client import MeshsimClient
 
 if TYPE_CHECKING:
     from tests.conftest import Prom
@@ -133,7 +133,7 @@ def operator_factory(
         argv += ["--prometheus-url", stack.prometheus_url, "--scrape-interval", stack.scrape_interval]
         argv += ["--health-port", "0", "--metrics-port", "0", *args]
         log = tmp_path / f"operator-{len(started)}.log"
-        proc = OperatorProcess(argv, log, env=dict(env or {})).start()
+        proc = OperatorProcess(f"operator-{len(started)}", argv, log, env=dict(env or {})).start()
         started.append(proc)
         return proc
 

@@ -9,55 +9,23 @@ reads back what the operator did.
 from __future__ import annotations
 
 import copy
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from coalmine.devstack import processes
+from coalmine_dev.processes import Child
 
 ISTIO = ("networking.istio.io", "v1")
 COALMINE = ("coalmine.dev", "v1alpha1")
 
 
-@dataclass
-class OperatorProcess:
-    argv: list[str]
-    log: Path
-    env: dict[str, str] = field(default_factory=dict)  # on top of os.environ (e.g. another KUBECONFIG)
-    inherit_env: bool = True  # False: exactly `env`, nothing of this process's environment
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def start(self) -> OperatorProcess:
-        out = self.log.open("ab")
-        env = {**os.environ, **self.env} if self.inherit_env else dict(self.env)
-        self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        out.close()
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no goodbye, as a crashed or evicted pod."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            processes.terminate(self.process, grace=15)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+# The operator as a real process: started by `operator_factory` (conftest.py), it can be SIGKILLed
+# (`kill`) as a crashed pod, stopped politely (`stop`), and read (`log`, `tail`).
+OperatorProcess = Child
 
 
 def rollback_bound(*, failure_limit: int, check_every: float, scrape_interval: float, tick: float = 2.0) -> float:
@@ -173,6 +141,17 @@ class Shop:
         result: dict[str, Any] = self.custom.get_namespaced_custom_object(*ISTIO, self.ns, "virtualservices", "order")
         return result
 
+    def patch_vs(self, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        """A JSON patch of the VirtualService, as a person or another controller would write it."""
+        result: dict[str, Any] = self.custom.patch_namespaced_custom_object(
+            *ISTIO, self.ns, "virtualservices", "order", ops, _content_type="application/json-patch+json"
+        )
+        return result
+
+    def route_index(self, name: str, vs: dict[str, Any] | None = None) -> int:
+        vs = vs or self.get_vs()
+        return next(i for i, r in enumerate(vs["spec"]["http"]) if r.get("name") == name)
+
     def get_dr(self) -> dict[str, Any]:
         result: dict[str, Any] = self.custom.get_namespaced_custom_object(*ISTIO, self.ns, "destinationrules", "order")
         return result
@@ -198,7 +177,7 @@ class Shop:
             if predicate(status):
                 return status
             if time.monotonic() > deadline:
-                logs = f"\noperator log:\n{operator.log_tail()}" if operator else ""
+                logs = f"\noperator log:\n{operator.tail()}" if operator else ""
                 pytest.fail(f"after {timeout:.0f} s, still not {what}; status: {status}{logs}")
             time.sleep(0.1)
 

@@ -18,8 +18,8 @@ import pytest
 from kubernetes import client
 from rollout_support import COALMINE, ISTIO
 
-from coalmine.demo import scenario
-from coalmine.devstack import stack as devstack
+from coalmine_dev.demo import scenario
+from coalmine_dev.devstack import stack as devstack
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from rollout_support import ISTIO, OperatorProcess, Shop
 
-from coalmine.devstack import binaries
-from coalmine.devstack import stack as devstack
+from coalmine_dev.devstack import binaries
+from coalmine_dev.devstack import stack as devstack
 
 pytestmark = pytest.mark.integration
 
@@ -247,7 +247,7 @@ def deployed_operator(
     }
     clean = {k: v for k, v in os.environ.items() if not k.startswith("COALMINE_")}
     argv = [sys.executable, "-m", "coalmine", *container["args"]]
-    process = OperatorProcess(argv, log, env={**clean, **env}, inherit_env=False)
+    process = OperatorProcess("operator", argv, log, env={**clean, **env}, inherit_env=False)
     return process.start(), {
         "health": f"http://127.0.0.1:{health}/healthz",
         "metrics": f"http://127.0.0.1:{metrics}/metrics",
@@ -320,7 +320,7 @@ def test_the_operator_as_deployed_does_a_rollout_and_a_rollback(
 
     text = op.log.read_text()
     denied = 'User "system:serviceaccount:coalmine-system:coalmine" cannot'
-    assert denied not in text, op.log_tail()
+    assert denied not in text, op.tail()
     # JSON logs: every line parses, and every line about a Rollout names it.
     lines = _json_lines(op.log)
     about = [line for line in lines if line["logger"].startswith("coalmine.reconcile")]

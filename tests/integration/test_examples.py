@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from coalmine.devstack import binaries
+from coalmine_dev.devstack import binaries
 
 pytestmark = pytest.mark.integration
 

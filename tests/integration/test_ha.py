@@ -78,7 +78,8 @@ def watcher_factory() -> Iterator[Callable[..., Watcher]]:
         thread.start()
         deadline = time.monotonic() + 10
         while not watcher.samples:
-            assert thread.is_alive() and time.monotonic() < deadline, "the watcher thread died"
+            assert thread.is_alive(), "the watcher thread died"
+            assert time.monotonic() < deadline, "the watcher took no sample in 10 s"
             time.sleep(0.01)
         threads.append((watcher, thread))
         return watcher

@@ -13,8 +13,8 @@ import pytest
 from kubernetes import client
 from rollout_support import OperatorProcess, Shop, destination_rule, rollback_bound, rollout, without_owned_route
 
-from coalmine.devstack import binaries
-from coalmine.devstack import stack as devstack
+from coalmine_dev.devstack import binaries
+from coalmine_dev.devstack import stack as devstack
 
 pytestmark = pytest.mark.integration
 
@@ -331,26 +331,13 @@ def test_concurrent_edits_of_the_vs_survive_and_reverted_weights_are_restored(
     shop.create_rollout(steps=[{"weight": 10, "hold": "6s"}, {"weight": 30}, {"weight": 50}, {"weight": 100}])
     _watch_weight(shop, lambda w: w == 10, 30)
     vs = shop.get_vs()
-    index = next(i for i, r in enumerate(vs["spec"]["http"]) if r["name"] == "primary")
+    index = shop.route_index("primary", vs)
     # Git reverts the weights to what it holds...
-    shop.custom.patch_namespaced_custom_object(
-        "networking.istio.io",
-        "v1",
-        namespace,
-        "virtualservices",
-        "order",
-        [{"op": "replace", "path": f"/spec/http/{index}/route", "value": virtual_service_route()}],
-        _content_type="application/json-patch+json",
-    )
+    shop.patch_vs([{"op": "replace", "path": f"/spec/http/{index}/route", "value": virtual_service_route()}])
     # ...and the operator puts its weight back at once (the VirtualService's watch event), not at the next step.
     _watch_weight(shop, lambda w: w == 10, 4)
     # Then a user edits the owned route's other fields and the stable destination's headers mid-rollout.
-    shop.custom.patch_namespaced_custom_object(
-        "networking.istio.io",
-        "v1",
-        namespace,
-        "virtualservices",
-        "order",
+    shop.patch_vs(
         [
             {"op": "replace", "path": f"/spec/http/{index}/timeout", "value": "7s"},
             {
@@ -359,8 +346,7 @@ def test_concurrent_edits_of_the_vs_survive_and_reverted_weights_are_restored(
                 "value": {"request": {"set": {"x-team": "shop"}}},
             },
             {"op": "add", "path": "/spec/http/0/timeout", "value": "1s"},
-        ],
-        _content_type="application/json-patch+json",
+        ]
     )
     status = shop.wait_for_phase("Succeeded", 90, op)
     vs = shop.get_vs()

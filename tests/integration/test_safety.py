@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 from rollout_support import COALMINE, ISTIO, OperatorProcess, Shop, ignore_not_found
 
-from coalmine.devstack import stack as devstack
+from coalmine_dev.devstack import stack as devstack
 
 pytestmark = pytest.mark.integration
 
@@ -90,15 +90,8 @@ def test_a_rollback_that_cannot_move_traffic_says_where_traffic_is_and_keeps_try
     _at_30(shop, meshsim, op)
     vs = shop.get_vs()
     if change == "route-renamed":
-        index = next(i for i, r in enumerate(vs["spec"]["http"]) if r["name"] == "primary")
-        shop.custom.patch_namespaced_custom_object(
-            *ISTIO,
-            shop.ns,
-            "virtualservices",
-            "order",
-            [{"op": "replace", "path": f"/spec/http/{index}/name", "value": "main"}],
-            _content_type="application/json-patch+json",
-        )
+        index = shop.route_index("primary", vs)
+        shop.patch_vs([{"op": "replace", "path": f"/spec/http/{index}/name", "value": "main"}])
     else:
         shop.custom.delete_namespaced_custom_object(*ISTIO, shop.ns, "virtualservices", "order")
 
@@ -121,15 +114,8 @@ def test_a_rollback_that_cannot_move_traffic_says_where_traffic_is_and_keeps_try
     # The route comes back (renamed back, or Git re-creates the VS): the rollback completes on its own.
     if change == "route-renamed":
         vs = shop.get_vs()
-        index = next(i for i, r in enumerate(vs["spec"]["http"]) if r["name"] == "main")
-        shop.custom.patch_namespaced_custom_object(
-            *ISTIO,
-            shop.ns,
-            "virtualservices",
-            "order",
-            [{"op": "replace", "path": f"/spec/http/{index}/name", "value": "primary"}],
-            _content_type="application/json-patch+json",
-        )
+        index = shop.route_index("main", vs)
+        shop.patch_vs([{"op": "replace", "path": f"/spec/http/{index}/name", "value": "primary"}])
     else:
         vs["metadata"] = {"name": "order", "namespace": shop.ns}
         shop.custom.create_namespaced_custom_object(*ISTIO, shop.ns, "virtualservices", vs)
@@ -215,17 +201,10 @@ def test_a_rollout_created_over_a_split_resumes_or_waits_and_moves_nothing(
 ) -> None:
     meshsim.client.set_service(shop.ns, "order", rps=RPS)
     vs = shop.get_vs()
-    index = next(i for i, r in enumerate(vs["spec"]["http"]) if r["name"] == "primary")
+    index = shop.route_index("primary", vs)
 
     def put(route: list[dict[str, Any]]) -> str:
-        result = shop.custom.patch_namespaced_custom_object(
-            *ISTIO,
-            shop.ns,
-            "virtualservices",
-            "order",
-            [{"op": "replace", "path": f"/spec/http/{index}/route", "value": route}],
-            _content_type="application/json-patch+json",
-        )
+        result = shop.patch_vs([{"op": "replace", "path": f"/spec/http/{index}/route", "value": route}])
         return str(result["metadata"]["resourceVersion"])
 
     # A split someone left between two steps: wait, say what was found, move nothing.
@@ -278,7 +257,7 @@ def test_a_tight_loop_of_concurrent_edits_is_refused_re_read_and_kept(
             custom = client.CustomObjectsApi(api)
             while not stop.is_set():
                 vs = custom.get_namespaced_custom_object(*ISTIO, shop.ns, "virtualservices", "order")
-                index = next(i for i, r in enumerate(vs["spec"]["http"]) if r["name"] == "primary")
+                index = shop.route_index("primary", vs)
                 ops = [
                     {
                         "op": "add",

@@ -17,8 +17,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from coalmine.devstack import binaries
-from coalmine.devstack import stack as devstack
+from coalmine_dev.devstack import binaries
+from coalmine_dev.devstack import stack as devstack
 
 if TYPE_CHECKING:
     from tests.conftest import Prom

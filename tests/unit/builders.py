@@ -6,9 +6,9 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from coalmine import validation
-from coalmine.models import Destination, Ref, Rollout, RolloutSpec, RolloutStatus
-from coalmine.validation import Claim, Cluster, Problem, Target
+from coalmine.core import validation
+from coalmine.core.models import Destination, Ref, Rollout, RolloutSpec, RolloutStatus
+from coalmine.core.validation import Claim, Cluster, Problem, Target
 
 T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from builders import destination_rule, parsed_spec, resolve, virtual_service
 
-from coalmine import analysis
-from coalmine.analysis import Sample
-from coalmine.models import Analysis, Verdict
-from coalmine.validation import Target
+from coalmine.core import analysis
+from coalmine.core.analysis import Sample
+from coalmine.core.models import Analysis, Verdict
+from coalmine.core.validation import Target
 
 W = timedelta(seconds=30)
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from coalmine.models import Analysis, Latency, Phase, RolloutSpec, RolloutStatus, SuccessRate, format_duration
+from coalmine.core.models import Analysis, Latency, Phase, RolloutSpec, RolloutStatus, SuccessRate, format_duration
 
 CRD = yaml.safe_load((Path(__file__).parents[2] / "crds" / "rollout.yaml").read_text())
 SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from test_view import LATENCY_QUERY, SEL, SUCCESS_QUERY, T0, iso, progressing, rolled_back, rollout
 
-from coalmine.demo import scenario, timeline
+from coalmine_dev.demo import scenario, timeline
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from coalmine import main as coalmine_main
-from coalmine.devstack import binaries
+from coalmine import run as coalmine_run
+from coalmine_dev.devstack import binaries
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,7 +93,7 @@ def test_deployment_is_hardened_and_elects_a_leader(rendered: dict[tuple[str, st
             with pytest.MonkeyPatch.context() as patch:
                 patch.setenv(name, value)
                 parser = argparse.ArgumentParser()
-                coalmine_main.add_arguments(parser)
+                coalmine_run.add_arguments(parser)
                 parsed = vars(parser.parse_args([]))
             expected: object = value
             if name == "COALMINE_LEADER_ELECTION":

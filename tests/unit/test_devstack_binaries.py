@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coalmine.devstack import binaries
+from coalmine_dev.devstack import binaries
 
 ENV_VARS = ("COALMINE_CACHE", "KUBEBUILDER_ASSETS", "TEST_ASSET_KUBE_APISERVER", "TEST_ASSET_ETCD")
 ENV_VARS += ("TEST_ASSET_KUBECTL", "PROMETHEUS_BIN", "XDG_CACHE_HOME")

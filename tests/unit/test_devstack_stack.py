@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kubernetes import config
 
-from coalmine.devstack import stack
+from coalmine_dev.devstack import stack
 
 
 def test_prometheus_config_scrapes_itself_and_file_targets(tmp_path: Path) -> None:

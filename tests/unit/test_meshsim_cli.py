@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from coalmine import cli as coalmine_cli
-from coalmine.meshsim import cli
-from coalmine.meshsim.config import ConfigError
+from coalmine_dev.meshsim import cli
+from coalmine_dev.meshsim.config import ConfigError
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from coalmine.meshsim import routing
-from coalmine.meshsim.routing import Request, route_request
+from coalmine_dev.meshsim import routing
+from coalmine_dev.meshsim.routing import Request, route_request
 
 NS = "shop"
 

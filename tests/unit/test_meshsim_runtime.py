@@ -15,9 +15,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from coalmine.meshsim import runtime
-from coalmine.meshsim.client import MeshsimClient
-from coalmine.meshsim.config import parse_config
+from coalmine_dev.meshsim import runtime
+from coalmine_dev.meshsim.client import MeshsimClient
+from coalmine_dev.meshsim.config import parse_config
 
 NS = "shop"
 VS = {

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from coalmine.meshsim import routing, traffic
-from coalmine.meshsim.config import (
+from coalmine_dev.meshsim import routing, traffic
+from coalmine_dev.meshsim.config import (
     ConfigError,
     DestinationBehaviour,
     HeaderMix,

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from builders import T0, destination_rule, rollout, spec, virtual_service
 
-from coalmine import plan, validation
-from coalmine.analysis import CheckResult
-from coalmine.models import MetricResult, Phase, Rollout, Verdict
-from coalmine.validation import Claim, Cluster, Problem, Resolution
+from coalmine.core import plan, validation
+from coalmine.core.analysis import CheckResult
+from coalmine.core.models import MetricResult, Phase, Rollout, Verdict
+from coalmine.core.validation import Claim, Cluster, Problem, Resolution
 
 S = timedelta(seconds=1)
 
@@ -51,7 +51,7 @@ class Mesh:
         return validation.resolve(r, Cluster(self.vs, self.rules, self.claims))
 
     def write(self, traffic: validation.Traffic, weight: int) -> plan.TrafficOutcome:
-        from coalmine.virtualservice import RouteGone, weight_patch
+        from coalmine.core.virtualservice import RouteGone, weight_patch
 
         assert self.vs is not None
         try:
@@ -593,7 +593,8 @@ def test_the_tick_that_finishes_a_rollout_schedules_its_resync(ending: str) -> N
         assert r.status.step_index == 1
         now = T0 + 30 * S
     decision = plan.decide(r, mesh.resolve(r), result, now)
-    assert decision.traffic is not None and decision.weight is not None
+    assert decision.traffic is not None
+    assert decision.weight is not None
     r = r.model_copy(update={"status": decision.status})
     follow = plan.record_traffic(r, decision.weight, mesh.write(decision.traffic, decision.weight), now)
     assert follow.status.phase is (Phase.ROLLED_BACK if ending == "rolled-back" else Phase.SUCCEEDED)

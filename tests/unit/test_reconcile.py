@@ -16,7 +16,8 @@ from builders import T0, destination_rule, spec, virtual_service
 
 from coalmine import reconcile
 from coalmine.adapters.kube import Conflict, Refused
-from coalmine.analysis import Query, Sample
+from coalmine.core.analysis import Query, Sample
+from coalmine.core.models import Ref
 
 
 class FakeKube:
@@ -56,9 +57,7 @@ class FakeKube:
             "status": status,
         }
 
-    async def post_event(
-        self, rollout: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime | None = None
-    ) -> None:
+    async def post_event(self, ref: Ref, *, type_: str, reason: str, message: str, now: datetime) -> None:
         self.calls.append(f"event:{reason}")
 
 
@@ -83,7 +82,9 @@ def _ports(kube: FakeKube, prometheus: FakePrometheus, now: datetime) -> reconci
     return reconcile.Ports(
         kube=kube,  # type: ignore[arg-type]
         prometheus=prometheus,  # type: ignore[arg-type]
-        settings=reconcile.Settings(prometheus_url="http://prometheus:9090", scrape_interval=timedelta(seconds=1)),
+        settings=reconcile.Settings(
+            prometheus_url="http://prometheus:9090", scrape_interval=timedelta(seconds=1), resync=timedelta(seconds=60)
+        ),
         clock=lambda: now,
     )
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from builders import destination_rule, parsed_spec, resolve, virtual_service
 
-from coalmine.models import Destination, RolloutSpec
-from coalmine.validation import Problem, Target, same_host
+from coalmine.core.models import Destination, RolloutSpec
+from coalmine.core.validation import Problem, Target, same_host
 
 
 def test_resolves_the_seed_scenario() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from coalmine.view import render
+from coalmine.status import render
 
 T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 SEL = (

@@ -9,8 +9,8 @@ import jsonpatch
 import pytest
 from builders import destination_rule, parsed_spec, resolve, virtual_service
 
-from coalmine.validation import Target, Traffic, observe_routes, share_of
-from coalmine.virtualservice import RouteGone, weight_patch
+from coalmine.core.validation import Target, Traffic, observe_routes, share_of
+from coalmine.core.virtualservice import RouteGone, weight_patch
 
 
 def _target(**overrides: Any) -> Traffic:

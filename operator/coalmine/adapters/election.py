@@ -80,7 +80,6 @@ class LeaseElector:
         self._renewed_at: float | None = None  # set while leading: start of the last successful renew
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
-        self.transitions = 0  # times this elector started leading
 
     @property
     def leading(self) -> bool:
@@ -113,7 +112,6 @@ class LeaseElector:
             held = None  # a leader keeps leading until its renew deadline passes
         if held is True:
             if self._renewed_at is None:
-                self.transitions += 1
                 log.info("%s now leads (Lease %s)", self.config.identity, self._lease_ref)
                 self._renewed_at = started
                 self._on_started()

@@ -8,11 +8,13 @@ surface as `Conflict`, after which the caller re-reads and decides again.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from coalmine.core.models import Ref
 
 GROUP, VERSION, PLURAL = "coalmine.dev", "v1alpha1", "rollouts"
 ISTIO_GROUP, ISTIO_VERSION = "networking.istio.io", "v1"
@@ -173,29 +175,25 @@ class KubeApi:
             raise
         return result
 
-    async def post_event(
-        self, rollout: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime | None = None
-    ) -> None:
-        meta = rollout["metadata"]
-        when = now or datetime.now(UTC)
+    async def post_event(self, ref: Ref, *, type_: str, reason: str, message: str, now: datetime) -> None:
         event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+            metadata=client.V1ObjectMeta(generate_name=f"{ref.name}.", namespace=ref.namespace),
             involved_object=client.V1ObjectReference(
                 api_version=f"{GROUP}/{VERSION}",
                 kind="Rollout",
-                name=meta["name"],
-                namespace=meta["namespace"],
-                uid=meta.get("uid"),
-                resource_version=meta.get("resourceVersion"),
+                name=ref.name,
+                namespace=ref.namespace,
+                uid=ref.uid or None,
+                resource_version=ref.resource_version or None,
             ),
             type=type_,
             reason=reason,
             message=message[:1024],
-            first_timestamp=when,
-            last_timestamp=when,
+            first_timestamp=now,
+            last_timestamp=now,
             count=1,
             source=client.V1EventSource(component=self._component),
             reporting_component=self._component,
             reporting_instance=self._component,
         )
-        await self._core.create_namespaced_event(meta["namespace"], event)
+        await self._core.create_namespaced_event(ref.namespace, event)

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from coalmine.analysis import Batch, Query, Sample, batched_promql, pick
+from coalmine.core.analysis import Batch, Query, Sample, batched_promql, pick
 
 BatchKey = tuple[str, tuple[str, str, float | None, tuple[str, ...]]]
 
@@ -32,8 +32,6 @@ class PrometheusClient:
         self._pending: dict[BatchKey, list[tuple[Batch, asyncio.Future[Sample]]]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.queries_sent = 0  # HTTP queries made, for the scale benchmark and /metrics
-        self.answers_given = 0  # Samples handed to checks
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -41,7 +39,6 @@ class PrometheusClient:
     async def _data(self, address: str, promql: str) -> dict[str, Any] | str:
         """The `data` of an instant query, or why there is none. POST: batched queries can be long."""
         url = address.rstrip("/") + "/api/v1/query"
-        self.queries_sent += 1
         try:
             async with self._limit:
                 response = await self._http.post(url, data={"query": promql})
@@ -64,7 +61,6 @@ class PrometheusClient:
         answers = await asyncio.gather(
             *(self._batched(address, q.batch) if q.batch else self.query(address, q.promql) for q in queries)
         )
-        self.answers_given += len(answers)
         return {q.name: a for q, a in zip(queries, answers, strict=True)}
 
     def _batched(self, address: str, batch: Batch) -> asyncio.Future[Sample]:

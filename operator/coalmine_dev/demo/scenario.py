@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from coalmine.models import format_duration
+from coalmine.core.models import format_duration
 
 KINDS = ("Namespace", "DestinationRule", "VirtualService", "Rollout")
 

@@ -40,17 +40,17 @@ from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from coalmine.meshsim import routing
-from coalmine.meshsim.config import (
+from coalmine_dev.meshsim import routing
+from coalmine_dev.meshsim.config import (
     ConfigError,
     MeshsimConfig,
     parse_destination,
     parse_destination_key,
     parse_service,
 )
-from coalmine.meshsim.traffic import RequestRecord, generate_slice
+from coalmine_dev.meshsim.traffic import RequestRecord, generate_slice
 
-log = logging.getLogger("coalmine.meshsim")
+log = logging.getLogger("coalmine_dev.meshsim")
 
 ISTIO_GROUP = "networking.istio.io"
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")

@@ -14,7 +14,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from coalmine.validation import Backend, Traffic, route_index
+from coalmine.core.validation import Backend, Traffic, route_index
 
 JsonDict = Mapping[str, Any]
 Op = dict[str, Any]

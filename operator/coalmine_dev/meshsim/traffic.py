@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coalmine.meshsim import routing
-from coalmine.meshsim.config import DestinationBehaviour, HeaderMix, Latency, MeshsimConfig, ServiceConfig
+from coalmine_dev.meshsim import routing
+from coalmine_dev.meshsim.config import DestinationBehaviour, HeaderMix, Latency, MeshsimConfig, ServiceConfig
 
 # z such that P(Z <= z) = 0.99 for a standard normal Z.
 Z99 = 2.3263478740408408

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from coalmine.meshsim.config import ConfigError, MeshsimConfig, parse_config, parse_service
+from coalmine_dev.meshsim.config import ConfigError, MeshsimConfig, parse_config, parse_service
 
 DESCRIPTION = """\
 Simulate Istio's request telemetry for tests and the demo. meshsim is NOT a proxy: it sends no
@@ -32,7 +32,7 @@ Destinations' error ratio and latency can be changed while it runs through its H
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--config", type=Path, help="YAML or JSON config file (see coalmine.meshsim.config)")
+    parser.add_argument("--config", type=Path, help="YAML or JSON config file (see coalmine_dev.meshsim.config)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--listen",
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
     import prometheus_client
 
-    from coalmine.meshsim.runtime import Meshsim
+    from coalmine_dev.meshsim.runtime import Meshsim
 
     # Istio's exposition has no *_created series; don't add them.
     disable_created: Any = prometheus_client.disable_created_metrics  # untyped

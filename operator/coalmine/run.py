@@ -1,45 +1,71 @@
-"""`coalmine run`: read settings from flags and environment variables, then run the operator.
+"""`coalmine run`: settings from flags and environment variables into an OperatorConfig, then run it.
 
-Every flag has an environment variable (COALMINE_<FLAG>), so the Deployment can set either.
+Every flag has an environment variable (COALMINE_<FLAG>), so the Deployment can set either. No kopf
+here: handlers.run owns the kopf loop.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from coalmine.models import parse_duration
+from coalmine.adapters.election import ElectionConfig
+from coalmine.core.models import format_duration, parse_duration
+from coalmine.runtime import OperatorConfig
+
+DEFAULTS = OperatorConfig()
+ELECTION_DEFAULTS = ElectionConfig(namespace="", name="coalmine", identity="")
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"COALMINE_{name}", default)
 
 
+def _seconds(value: float) -> str:
+    return format_duration(timedelta(seconds=value))
+
+
 # flag, default, help; each is also read from COALMINE_<FLAG> (e.g. COALMINE_PROMETHEUS_URL).
+# The defaults are OperatorConfig's and ElectionConfig's, written once there.
 _OPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("--prometheus-url", "http://prometheus.istio-system:9090", "Prometheus for Rollouts that name none"),
-    ("--scrape-interval", "15s", "Prometheus scrape interval; analysis windows are never shorter than 4 of them"),
-    ("--resync", "60s", "how often finished Rollouts re-assert their routes' weights"),
-    ("--check-granularity", "100ms", "ticks due within this much of each other run together"),
-    ("--prometheus-concurrency", "16", "most Prometheus queries in flight at once"),
-    ("--health-port", "8080", "port of /healthz, 0 to disable"),
-    ("--metrics-port", "9090", "port of /metrics, 0 to disable"),
-    ("--listen-address", "0.0.0.0", "address the health and metrics endpoints bind"),
+    ("--prometheus-url", DEFAULTS.prometheus_url, "Prometheus for Rollouts that name none"),
+    (
+        "--scrape-interval",
+        format_duration(DEFAULTS.scrape_interval),
+        "Prometheus scrape interval; analysis windows are never shorter than 4 of them",
+    ),
+    ("--resync", format_duration(DEFAULTS.resync), "how often finished Rollouts re-assert their routes' weights"),
+    (
+        "--check-granularity",
+        format_duration(DEFAULTS.granularity),
+        "ticks due within this much of each other run together",
+    ),
+    ("--prometheus-concurrency", str(DEFAULTS.prometheus_concurrency), "most Prometheus queries in flight at once"),
+    ("--health-port", str(DEFAULTS.health_port), "port of /healthz, 0 to disable"),
+    ("--metrics-port", str(DEFAULTS.metrics_port), "port of /metrics, 0 to disable"),
+    ("--listen-address", DEFAULTS.listen_address, "address the health and metrics endpoints bind"),
     (
         "--lease-namespace",
         os.environ.get("POD_NAMESPACE") or "coalmine-system",
         "namespace of the Lease; default $POD_NAMESPACE, else coalmine-system",
     ),
-    ("--lease-name", "coalmine", "name of the Lease"),
-    ("--lease-duration", "15s", "a leader silent this long is replaced"),
-    ("--renew-deadline", "10s", "a leader that cannot renew for this long stops acting; < lease duration"),
-    ("--retry-period", "2s", "how often the leader renews and followers look at the Lease"),
+    ("--lease-name", ELECTION_DEFAULTS.name, "name of the Lease"),
+    ("--lease-duration", _seconds(ELECTION_DEFAULTS.lease_duration), "a leader silent this long is replaced"),
+    (
+        "--renew-deadline",
+        _seconds(ELECTION_DEFAULTS.renew_deadline),
+        "a leader that cannot renew for this long stops acting; < lease duration",
+    ),
+    (
+        "--retry-period",
+        _seconds(ELECTION_DEFAULTS.retry_period),
+        "how often the leader renews and followers look at the Lease",
+    ),
 )
 _INTEGERS = frozenset({"--prometheus-concurrency", "--health-port", "--metrics-port"})
 
@@ -123,14 +149,7 @@ def identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
-def run(args: argparse.Namespace) -> int:
-    import kopf
-    from prometheus_client import start_http_server
-
-    from coalmine import handlers
-    from coalmine.adapters.election import ElectionConfig
-
-    configure_logging(args.log_format, args.verbose)
+def config_from(args: argparse.Namespace) -> OperatorConfig:
     election = None
     if args.leader_election:
         election = ElectionConfig(
@@ -141,36 +160,23 @@ def run(args: argparse.Namespace) -> int:
             renew_deadline=parse_duration(args.renew_deadline).total_seconds(),
             retry_period=parse_duration(args.retry_period).total_seconds(),
         )
-    config = handlers.OperatorConfig(
+    return OperatorConfig(
         prometheus_url=args.prometheus_url,
         namespaces=tuple(args.namespace),
         scrape_interval=parse_duration(args.scrape_interval),
         resync=parse_duration(args.resync),
         granularity=parse_duration(args.check_granularity),
         prometheus_concurrency=args.prometheus_concurrency,
+        listen_address=args.listen_address,
         health_port=args.health_port,
         metrics_port=args.metrics_port,
         election=election,
     )
-    if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.listen_address)
-    registry = kopf.OperatorRegistry()
-    operator = handlers.Operator(config)
-    handlers.register(registry, operator)
-    liveness = f"http://{args.listen_address}:{args.health_port}/healthz" if args.health_port else None
-    logging.getLogger("coalmine.operator").info(
-        "coalmine starting: namespaces=%s prometheus=%s leader election=%s",
-        ",".join(config.namespaces) or "*",
-        config.prometheus_url,
-        f"Lease {election.namespace}/{election.name} as {election.identity}" if election else "off",
-    )
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            standalone=True,
-            clusterwide=not config.namespaces,
-            namespaces=list(config.namespaces),
-            liveness_endpoint=liveness,
-        )
-    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from coalmine import handlers  # kopf: only for `coalmine run`
+
+    configure_logging(args.log_format, args.verbose)
+    handlers.run(config_from(args))
     return 0

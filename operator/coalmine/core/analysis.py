@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from coalmine.models import Analysis, MetricResult, Verdict, format_duration
-from coalmine.validation import TEMPLATE, Side, Target
+from coalmine.core.models import Analysis, MetricResult, Verdict, format_duration
+from coalmine.core.validation import TEMPLATE, Side, Target
 
 MIN_SCRAPES = 4  # a window shorter than this many scrape intervals sees too few samples for rate()
 REQUESTS = "requests"

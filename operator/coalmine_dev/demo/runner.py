@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,13 +30,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from coalmine.demo import scenario, timeline
-from coalmine.devstack import processes
-from coalmine.devstack import stack as devstack
-from coalmine.meshsim.client import MeshsimClient
-from coalmine.models import format_duration
-from coalmine.view import render
-from coalmine.view.cli import Reader, Snapshot
+from coalmine.core.models import format_duration
+from coalmine.status import render
+from coalmine.status.cli import Reader, Snapshot
+from coalmine_dev import processes
+from coalmine_dev.demo import scenario, timeline
+from coalmine_dev.devstack import stack as devstack
+from coalmine_dev.meshsim.client import MeshsimClient
+from coalmine_dev.processes import Child
 
 ISTIO = ("networking.istio.io", "v1")
 COALMINE = ("coalmine.dev", "v1alpha1")
@@ -137,38 +137,15 @@ class Display:
 # --- processes ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self) -> None:
-        processes.terminate(self.process)
-
-    def tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
 def spawn(name: str, argv: list[str], log: Path, env: dict[str, str]) -> Child:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
-    return Child(name, process, log)
+    return Child(name, argv, log, env=env, inherit_env=False).start()
 
 
 def wait_until(what: str, predicate: Callable[[], bool], timeout: float, child: Child | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if child is not None and not child.alive():
-            raise DemoError(f"{child.name} exited while waiting for {what}:\n{child.tail()}")
-        if time.monotonic() > deadline:
-            logs = f"\n{child.name} log:\n{child.tail()}" if child else ""
-            raise DemoError(f"after {timeout:.0f} s, still no {what}{logs}")
-        time.sleep(0.1)
+    try:
+        processes.wait_until(what, predicate, timeout, child)
+    except processes.WaitTimeout as exc:
+        raise DemoError(str(exc)) from exc
 
 
 # --- the demo -------------------------------------------------------------------------------------------

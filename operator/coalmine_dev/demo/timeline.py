@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from coalmine.view.render import format_value, parse_time
+from coalmine.status.render import format_value, parse_time
 
 ERROR_RATE = "error-rate"
 LATENCY = "latency"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from coalmine.models import Destination, Rollout, RolloutSpec
+from coalmine.core.models import Destination, Rollout, RolloutSpec
 
 JsonDict = Mapping[str, Any]
 TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z_.]+)\s*\}\}")

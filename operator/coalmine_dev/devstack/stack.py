@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict
 
-from coalmine.devstack import binaries
+from coalmine_dev.devstack import binaries
 
 ISTIO_CRDS = ("virtualservices.networking.istio.io", "destinationrules.networking.istio.io")
 STATE_FILE = "stack.json"

@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.text import Text
 from urllib3.exceptions import HTTPError
 
-from coalmine.view import render
+from coalmine.status import render
 
 GROUP, VERSION, PLURAL = "coalmine.dev", "v1alpha1", "rollouts"
 

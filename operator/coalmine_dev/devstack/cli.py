@@ -1,6 +1,6 @@
 """`coalmine devstack up | down | status`: the local stack from the command line.
 
-A thin layer over `coalmine.devstack.stack`; `up` prints shell lines to paste (or `eval`)
+A thin layer over `coalmine_dev.devstack.stack`; `up` prints shell lines to paste (or `eval`)
 so kubectl, the operator and the demo find the stack.
 """
 
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from coalmine.devstack import stack
+from coalmine_dev.devstack import stack
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -37,8 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from coalmine.analysis import CheckResult
-from coalmine.models import (
+from coalmine.core.analysis import CheckResult
+from coalmine.core.models import (
     TERMINAL_PHASES,
     AnalysisStatus,
     Condition,
@@ -55,7 +55,7 @@ from coalmine.models import (
     format_duration,
     format_time,
 )
-from coalmine.validation import Backend, Problem, Resolution, RouteTraffic, Traffic, share_of
+from coalmine.core.validation import Backend, Problem, Resolution, RouteTraffic, Traffic, share_of
 
 RECHECK = timedelta(seconds=10)  # how often Pending and Invalid rollouts look again
 REFRESH_CHECKS = 3  # a run of passing checks is written to status at least every this many checks

@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from coalmine.demo import runner, scenario
-from coalmine.devstack import stack as devstack
-from coalmine.models import parse_duration
+from coalmine.core.models import parse_duration
+from coalmine_dev.demo import runner, scenario
+from coalmine_dev.devstack import stack as devstack
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,13 +20,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from coalmine.models import parse_duration
+from coalmine.core.models import DEFAULT_STEPS, Analysis, parse_duration
 
 BAR_WIDTH = 30
 TEXT_BAR_WIDTH = 20
 MAX_EVENTS = 8
-DEFAULT_INTERVAL = timedelta(minutes=1)
-DEFAULT_STEPS = (10, 30, 50, 100)
+DEFAULTS = Analysis()  # the spec's defaults, for Rollouts whose stored spec predates them
 
 PHASE_STYLE = {
     "Pending": "dim",
@@ -155,8 +154,8 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
     spec: Mapping[str, Any] = obj.get("spec") or {}
     status: Mapping[str, Any] = obj.get("status") or {}
     analysis_spec: Mapping[str, Any] = spec.get("analysis") or {}
-    steps: Sequence[Mapping[str, Any]] = spec.get("steps") or [{"weight": w} for w in DEFAULT_STEPS]
-    interval = _duration(analysis_spec.get("interval")) or DEFAULT_INTERVAL
+    steps: Sequence[Mapping[str, Any]] = spec.get("steps") or [{"weight": s.weight} for s in DEFAULT_STEPS]
+    interval = _duration(analysis_spec.get("interval")) or DEFAULTS.interval
 
     phase = str(status.get("phase") or "Unknown")
     step_index = status.get("stepIndex")
@@ -214,9 +213,9 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
         window=str(check["window"]) if check.get("window") else None,
         requests=_number(check.get("requests")),
         consecutive_failures=_int(check.get("consecutiveFailures"), 0),
-        failure_limit=_int(analysis_spec.get("failureLimit"), 2),
+        failure_limit=_int(analysis_spec.get("failureLimit"), DEFAULTS.failure_limit),
         no_data_since=parse_time(check.get("noDataSince")),
-        max_no_data=_duration(analysis_spec.get("maxNoData")) or timedelta(minutes=5),
+        max_no_data=_duration(analysis_spec.get("maxNoData")) or DEFAULTS.max_no_data,
         metrics=metrics,
         rollback=rollback,
         message=str(status.get("message") or ""),

@@ -1,0 +1,185 @@
+"""The running operator, and its composition root: caches fed by the watch, the scheduler, leader
+election, and one tick per Rollout.
+
+The caches (the latest watch event per Rollout, the route claims of each namespace, and the
+VirtualServices and DestinationRules in adapters/kube.IstioCache) save reads; they are never truth.
+A change to a VirtualService or DestinationRule ticks the Rollouts that read it; a Rollout's own
+status echo does not. With leader election on, every replica watches (the cache stays warm, so a
+takeover ticks at once) but only the Lease holder runs the scheduler; it is cancelled the moment the
+lease is lost. kopf feeds `observe` and `observe_istio` (handlers.py); nothing here knows kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+from coalmine import metrics, reconcile
+from coalmine.adapters.election import ElectionConfig, LeaseElector
+from coalmine.adapters.kube import IstioCache, KubeApi, resource_version
+from coalmine.adapters.prometheus import PrometheusClient
+from coalmine.core.validation import Claim
+from coalmine.scheduler import Scheduler, utcnow
+
+log = logging.getLogger("coalmine.operator")
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Every operator setting, with its default: `coalmine run`'s flags take their defaults from here."""
+
+    prometheus_url: str = "http://prometheus.istio-system:9090"
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    scrape_interval: timedelta = timedelta(seconds=15)
+    resync: timedelta = timedelta(seconds=60)
+    granularity: timedelta = timedelta(milliseconds=100)
+    tick_concurrency: int = 128
+    prometheus_concurrency: int = 16
+    prometheus_timeout: float = 5.0
+    listen_address: str = "0.0.0.0"
+    health_port: int = 8080  # 0: no /healthz
+    metrics_port: int = 9090  # 0: no /metrics
+    identity: str = "coalmine"  # the Event source component
+    election: ElectionConfig | None = None  # None: act at once, alone (local runs, tests)
+
+    @property
+    def settings(self) -> reconcile.Settings:
+        return reconcile.Settings(
+            prometheus_url=self.prometheus_url, scrape_interval=self.scrape_interval, resync=self.resync
+        )
+
+
+@dataclass
+class Operator:
+    config: OperatorConfig
+    bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    claims: dict[str, dict[str, Claim]] = field(default_factory=dict)  # namespace -> name -> what it claims
+    istio: IstioCache = field(default_factory=IstioCache)
+    scheduler: Scheduler | None = None
+    ports: reconcile.Ports | None = None
+    _api: k8s_client.ApiClient | None = None
+    _task: asyncio.Task[None] | None = None
+    elector: LeaseElector | None = None
+    _election_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        try:
+            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException:
+            await k8s_config.load_kube_config()
+        self._api = k8s_client.ApiClient()
+        self.ports = reconcile.Ports(
+            kube=KubeApi(self._api, component=self.config.identity, cache=self.istio),
+            prometheus=PrometheusClient(
+                concurrency=self.config.prometheus_concurrency, timeout=self.config.prometheus_timeout
+            ),
+            settings=self.config.settings,
+            clock=utcnow,
+        )
+        if self.config.election is None:
+            self._lead()
+            return
+        metrics.LEADER.set(0)
+        self.elector = LeaseElector(self._api, self.config.election, on_started=self._lead, on_stopped=self._follow)
+        self._election_task = asyncio.create_task(self.elector.run(), name="coalmine leader election")
+
+    def _lead(self) -> None:
+        """Start ticking every known Rollout (their deadlines come from their status)."""
+        self.scheduler = Scheduler(
+            self.tick, concurrency=self.config.tick_concurrency, granularity=self.config.granularity
+        )
+        for key in self.bodies:
+            self.scheduler.poke(key)
+        self._task = asyncio.create_task(self.scheduler.run(), name="coalmine scheduler")
+        metrics.LEADER.set(1)
+
+    def _follow(self) -> None:
+        """Stop ticking at once: cancel the scheduler and the ticks in flight; keep watching."""
+        metrics.LEADER.set(0)
+        self.scheduler = None
+        if self._task is not None:
+            self._task.cancel()  # stop() still awaits it
+
+    async def stop(self) -> None:
+        if self._election_task is not None:  # releases the Lease, so a peer takes over at once
+            self._election_task.cancel()
+            await asyncio.gather(self._election_task, return_exceptions=True)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.ports is not None:
+            await self.ports.prometheus.close()
+        if self._api is not None:
+            await self._api.close()
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """A watch event: remember the newest body; tick it when it is new or its spec changed.
+
+        Status-only changes (above all our own writes echoing back) wait for the Rollout's next
+        scheduled tick, which reads this newest body.
+        """
+        meta = body.get("metadata", {})
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        key = f"{namespace}/{name}"
+        if event_type == "DELETED":
+            self.bodies.pop(key, None)
+            self.claims.get(namespace, {}).pop(name, None)
+            metrics.forget(namespace, name)
+            if self.scheduler is not None:
+                self.scheduler.forget(key)
+            self._poke_namespace(namespace)  # a Rollout waiting for this one's route may start
+            return
+        known = self.bodies.get(key)
+        if known is not None and resource_version(known) >= resource_version(body):
+            return
+        self.bodies[key] = body
+        claim = Claim.from_body(body)
+        if claim is None:
+            self.claims.get(namespace, {}).pop(name, None)
+        else:
+            self.claims.setdefault(namespace, {})[name] = claim
+        changed = known is None or known["metadata"].get("generation") != meta.get("generation")
+        if changed and self.scheduler is not None:
+            self.scheduler.poke(key)
+
+    def observe_istio(self, plural: str, event_type: str | None, obj: dict[str, Any]) -> None:
+        """A VirtualService or DestinationRule changed: the Rollouts that read it look again soon, so a
+        vanished subset or route is acted on (and the status made true) now, not at the next check."""
+        if not self.istio.observe(plural, event_type, obj):
+            return  # an echo of our own write, already in the cache
+        meta = obj.get("metadata", {})
+        only = meta.get("name") if plural == "virtualservices" else None
+        self._poke_namespace(str(meta.get("namespace")), virtual_service=only)
+
+    def _poke_namespace(self, namespace: str, virtual_service: str | None = None) -> None:
+        if self.scheduler is None:
+            return
+        for name, claim in self.claims.get(namespace, {}).items():
+            if virtual_service is None or claim.virtual_service == virtual_service:
+                self.scheduler.poke_soon(f"{namespace}/{name}")
+
+    async def tick(self, key: str) -> Any:
+        body = self.bodies.get(key)
+        if body is None or self.ports is None:
+            return None
+        if self.elector is not None and not self.elector.leading:
+            return None  # the Lease lapsed and the scheduler is being cancelled: write nothing
+        namespace = str(body["metadata"].get("namespace"))
+        claims = tuple(self.claims.get(namespace, {}).values())
+        with metrics.TICK_SECONDS.time():
+            try:
+                outcome = await reconcile.tick(body, self.ports, claims)
+            except Exception:
+                metrics.RECONCILE_ERRORS.inc()
+                raise
+        if outcome.body is not None and resource_version(outcome.body) > resource_version(self.bodies.get(key, body)):
+            self.bodies[key] = outcome.body
+        if outcome.status is not None:
+            metrics.record(namespace, str(body["metadata"].get("name")), outcome.status, outcome.events)
+        return outcome.wake_at
