@@ -114,12 +114,20 @@ class Steerer:
         )
 
     def ask(self, verb: str, who: Identity, *, full: bool, reason: str, timeout: float) -> int:
+        first: int | None = None  # the generation first read: a request is for the release the person saw
         for _ in range(WRITE_ATTEMPTS):
             body = self.read()
             try:
                 rollout = Rollout.from_body(body)
             except ValidationError as exc:
                 return self._refused(verb, f"its spec cannot be read ({exc.errors()[0]['msg']}); fix the spec first")
+            if first is not None and rollout.generation != first:
+                return self._refused(
+                    verb,
+                    f"its spec changed while asking (generation {first} -> {rollout.generation}): nothing written; "
+                    "run the command again if you mean the new release",
+                )
+            first = rollout.generation
             request = Request(
                 id=str(uuid.uuid4()),
                 verb=verb,

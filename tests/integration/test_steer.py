@@ -425,7 +425,7 @@ def test_a_manual_step_waits_for_promote_with_checks_running_and_says_so(
     )
     print(view.stdout)
     assert view.returncode == 0, view.stderr
-    assert f"waiting for promote: coalmine promote order -n {shop.ns}" in view.stdout
+    assert f"step 2 waits for a person (approval: manual); promote: coalmine promote order -n {shop.ns}" in view.stdout
 
     done = steer(kubeconfig, shop.ns, "promote")
     assert done.returncode == 0, done.stderr

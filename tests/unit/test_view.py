@@ -255,11 +255,8 @@ def test_a_manual_step_past_its_hold_shows_the_command_that_promotes() -> None:
     view = render.summarize(rollout(progressing(), steps=steps), [], T0 + timedelta(seconds=20))
     lines = render.to_lines(view)
     assert "hold 5s over, waiting for promote" in lines[0]
-    assert (
-        "  WAITING  the hold is over; this step waits for a person; waiting for promote: coalmine promote order -n shop"
-        in lines
-    )
-    assert "waiting for promote: coalmine promote order -n shop" in _rich_text(render.to_renderable(view))
+    assert "  WAITING  step 2 waits for a person (approval: manual); promote: coalmine promote order -n shop" in lines
+    assert "promote: coalmine promote order -n shop" in _rich_text(render.to_renderable(view))
 
 
 def test_the_last_request_shows_what_it_did_or_why_it_was_refused() -> None:
@@ -278,5 +275,9 @@ def test_the_last_request_shows_what_it_did_or_why_it_was_refused() -> None:
         "  request  promote --full by bob 3.0s ago: Refused: the last check failed (success-rate 72.5% < 99%)"
         in render.to_lines(view)
     )
+    status["message"] = "pause by bob: step 2/4 stays at 30%"
+    status["lastRequest"].update(verb="pause", full=False, result="Applied", message=status["message"])
+    view = render.summarize(rollout(status), [], T0 + timedelta(seconds=4))
+    assert "  request  pause by bob 3.0s ago: Applied" in render.to_lines(view), "said once, by the message"
     before = render.fingerprint(rollout(progressing()), [])
     assert render.fingerprint(rollout(status), []) != before, "a pipe watcher prints the request"

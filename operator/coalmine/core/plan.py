@@ -846,7 +846,8 @@ def _steer(
         assert analysis is not None
         return _advance(rollout, traffic, analysis, events, now, request)
     if request.verb == "abort":
-        text = f"{_who(request, 'abort')}: canary {status.canary_weight}% -> 0% at step {label}"
+        canary = f" {status.canary.subset}" if status.canary is not None else ""
+        text = f"{_who(request, 'abort')}: canary{canary} {status.canary_weight}% -> 0% at step {label}"
         why = f"aborted by {request.by or 'someone'}" + (f": {request.reason}" if request.reason else "")
         decision = _rollback(rollout, resolution, analysis, now, RollbackReason.ABORTED, None, why, by=request.by)
         entry = HistoryEntry(step_index=index, weight=0, started_at=now, request=request)

@@ -378,10 +378,13 @@ def waiting(view: RolloutView) -> tuple[str, str]:
     if view.paused is not None:
         by = f" by {view.paused.by}" if view.paused.by else ""
         why = f" ({view.paused.reason})" if view.paused.reason else ""
-        what = f"paused{by} {format_age(view.paused.since, view.now)}{why}; checks continue and a failing canary is still rolled back"
+        what = (
+            f"paused{by} {format_age(view.paused.since, view.now)}{why}; checks continue and a failing canary is "
+            "still rolled back"
+        )
         return what, f"resume: {command(view, 'resume')}"
     if view.manual and view.hold_left is not None and view.hold_left <= timedelta(0):
-        return "the hold is over; this step waits for a person", f"waiting for promote: {command(view, 'promote')}"
+        return f"step {view.step} waits for a person (approval: manual)", f"promote: {command(view, 'promote')}"
     return "", ""
 
 
@@ -391,11 +394,13 @@ def waiting_text(view: RolloutView) -> str:
 
 
 def request_text(view: RolloutView) -> str:
+    """The last request and what came of it (its message only when the status message is not that)."""
     r = view.last_request
     if r is None:
         return ""
     by = f" by {r.by}" if r.by else ""
-    return f"{r.command}{by} {format_age(r.at, view.now)}: {r.result}: {r.message}"
+    said = f": {r.message}" if r.message and r.message not in view.message else ""
+    return f"{r.command}{by} {format_age(r.at, view.now)}: {r.result}{said}"
 
 
 def check_text(view: RolloutView) -> str:
