@@ -10,7 +10,8 @@ be recorded at the weight the request asked, and prints both.
 
 A person needs `get` and `patch` on rollouts.coalmine.dev in the namespace, nothing more.
 Exit codes: 0 applied, 1 refused (here or by the operator), 2 could not ask (kubeconfig, access, no
-such Rollout), 3 written but not handled within the timeout (the operator applies it when it runs).
+such Rollout), 3 written but not handled within the timeout (the operator applies it when it runs), or
+applied but the routes do not have its weight yet (the operator keeps trying; the message says why).
 """
 
 from __future__ import annotations
@@ -198,9 +199,9 @@ class Steerer:
             status = rollout.status
             wanted = plan.desired_weight(rollout)
             stalled = plan.traffic_stalled(status)
-            if stalled is not None:
+            if stalled is not None:  # applied, but the routes do not have it yet: the operator keeps trying
                 self.err.write(f"traffic not moved yet: {stalled.message}\n")
-                return REFUSED
+                return PENDING
             if wanted is None or status.canary_weight == wanted:
                 self.out.write(f"{_split(rollout)}\n")
                 return APPLIED

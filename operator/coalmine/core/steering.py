@@ -25,6 +25,7 @@ from coalmine.core.models import (
     RolloutStatus,
     Verdict,
     format_duration,
+    format_time,
 )
 
 VERBS = ("promote", "abort", "pause", "resume", "retry")
@@ -150,7 +151,7 @@ def _pause(rollout: Rollout) -> str | None:
         return f"only a Progressing rollout can be paused; this one is {_state(status)}"
     if status.paused is not None:
         by = f" by {status.paused.by}" if status.paused.by else ""
-        return f"the rollout is already paused{by} since {status.paused.since.isoformat(timespec='seconds')}"
+        return f"the rollout is already paused{by} since {format_time(status.paused.since)}"
     return None
 
 
