@@ -311,7 +311,7 @@ def test_pause_never_stops_a_rollback_and_retry_then_succeeds_with_the_same_gene
 def test_resume_continues_the_hold_where_it_stopped(
     shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess], kubeconfig: Path
 ) -> None:
-    hold = 16.0
+    hold = 12.0
     _healthy(shop, meshsim)
     op = operator_factory(shop.ns)
     shop.create_rollout(steps=[{"weight": 10, "hold": f"{hold:.0f}s"}, {"weight": 30}, {"weight": 50}, {"weight": 100}])
@@ -411,7 +411,7 @@ def test_a_manual_step_waits_for_promote_with_checks_running_and_says_so(
     status = shop.status()
     assert f"waiting for promote (coalmine promote order -n {shop.ns})" in status["message"]
     first = ts(status["analysis"]["checkedAt"])
-    time.sleep(5)  # long past its hold: it stays, and checks go on
+    time.sleep(4)  # long past its hold: it stays, and checks go on
     status = shop.status()
     assert (status["phase"], status["stepIndex"]) == ("Progressing", 1)
     assert ts(status["analysis"]["checkedAt"]) > first, "checks keep running at the gate"
