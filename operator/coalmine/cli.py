@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("coalmine.run", "run the operator"),
     "status": ("coalmine.status.cli", "show Rollouts as a cluster admin sees them (needs coalmine[status])"),
+    "replay": ("coalmine.replay", "run a Rollout's analysis over past Prometheus data (needs coalmine[status])"),
 }
 PLUGIN_GROUP = "coalmine.commands"
 
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             module = importlib.import_module(commands[command][0])
         except ModuleNotFoundError as exc:
-            extra = " (pip install 'coalmine[status]')" if command == "status" else ""
+            extra = " (pip install 'coalmine[status]')" if command in ("status", "replay") else ""
             print(f"coalmine {command}: {exc.name} is not installed{extra}", file=sys.stderr)
             return 2
         module.add_arguments(subparsers.choices[command])

@@ -123,14 +123,13 @@ async def tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim] = ())
 
 
 async def _check(rollout: Rollout, target: Target, now: datetime, ports: Ports) -> analysis.CheckResult:
-    spec = rollout.spec.analysis
-    length = analysis.window(
-        plan.step_elapsed(rollout, now), interval=spec.interval, scrape_interval=ports.settings.scrape_interval
-    )
-    asked = analysis.queries(spec, target, length)
+    spec, scrape = rollout.spec.analysis, ports.settings.scrape_interval
+    step = plan.step_context(rollout, now, scrape)
+    length = analysis.window(step.elapsed, interval=spec.interval, scrape_interval=scrape)
+    asked = analysis.queries(spec, target, length, step)
     address = spec.prometheus.address or ports.settings.prometheus_url
-    answers = await ports.prometheus.ask(address, asked)
-    return analysis.evaluate(spec, asked, answers, length)
+    answers = await ports.prometheus.ask(address, asked, at=now)
+    return analysis.evaluate(spec, asked, answers, length, target, step)
 
 
 async def _write_status(

@@ -65,9 +65,10 @@ class FakePrometheus:
     def __init__(self, success_rate: float) -> None:
         self.success_rate = success_rate
 
-    async def ask(self, address: str, queries: list[Query]) -> dict[str, Sample]:
+    async def ask(self, address: str, queries: list[Query], *, at: datetime) -> dict[str, Sample]:
         values = {"requests": 500.0, "success-rate": self.success_rate, "latency-p99": 80.0}
-        return {q.name: Sample(values[q.name]) for q in queries}
+        stable = {"requests@stable": 1167.0, "success-rate@stable": 99.9, "latency-p99@stable": 80.0}
+        return {q.name: Sample({**values, **stable}[q.name]) for q in queries}
 
 
 def _body(status: dict[str, Any]) -> dict[str, Any]:
