@@ -6,7 +6,7 @@ PYTHON    ?= python3
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed-stamp
 
-.PHONY: demo test setup python binaries prometheus lint unit integration clean
+.PHONY: demo test setup python binaries prometheus lint unit integration peers clean
 
 demo: setup
 	$(BIN)/coalmine demo
@@ -28,6 +28,10 @@ $(STAMP): pyproject.toml tools/devkit/pyproject.toml
 # kube-apiserver, etcd and kubectl built from Go modules (cached; a no-op when built).
 binaries:
 	tools/build-control-plane.sh
+
+# Flagger and Argo Rollouts from their Go modules, for bench/peers.py (not part of `make test`).
+peers:
+	tools/build-peers.sh
 
 # Prometheus from Debian's package (a no-op when installed).
 prometheus:
