@@ -5,6 +5,7 @@
 #         $COALMINE_CACHE/etcd/<etcd version>/etcd
 #         $COALMINE_CACHE/kwok/<kwok version>/{kwok,stages.yaml}
 #         $COALMINE_CACHE/istio/<istio api version>/customresourcedefinitions.gen.yaml
+#         $COALMINE_CACHE/istio-validation/<istio version>-<source hash>/istio-validation
 # A no-op when the cached binaries answer --version with the expected version.
 # Binaries a user already has are accepted instead of building:
 #   KUBEBUILDER_ASSETS=<dir with kube-apiserver, etcd, kubectl>   (as envtest uses; the other
@@ -18,9 +19,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 K8S_VERSION=${K8S_VERSION:-v1.35.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 ISTIO_API_VERSION=${ISTIO_API_VERSION:-v1.32.0}
-# Pinned by its wrapper module's go.mod (tools/k8s-bin/kwok); the name here only keys the cache and
-# the --version check.
+# These two are pinned by their wrapper modules' go.mod (tools/k8s-bin/kwok, tools/istio-validation);
+# the names here only key the cache and the --version check.
 KWOK_VERSION=v0.8.0
+ISTIO_VERSION=v0.0.0-20260827124520-eed52ebb66ad
 CACHE=${COALMINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/coalmine}
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=${GOFLAGS:--mod=mod}
 
@@ -146,6 +148,17 @@ else
   grep -q 'kind: Stage' "$kwok_stages.tmp"
   mv "$kwok_stages.tmp" "$kwok_stages"
   log "kwok stages $KWOK_VERSION assembled: $kwok_stages ($(grep -c '^kind: Stage' "$kwok_stages") stages)"
+fi
+
+# istio-validation: istiod's validating webhook handler as a program of our own (tools/istio-validation).
+# Its cache key includes a hash of its source folder, so an edit to main.go rebuilds it.
+iv_src=$here/istio-validation
+iv_hash=$(cd "$iv_src" && find . -type f | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-12)
+iv_bin=$CACHE/istio-validation/$ISTIO_VERSION-$iv_hash/istio-validation
+if has_version "$iv_bin" "istio.io/istio $ISTIO_VERSION" --version; then
+  log "istio-validation ($ISTIO_VERSION) cached: $iv_bin"
+else
+  go_build "$iv_src" "$iv_bin" . "-s -w"
 fi
 
 # Istio's CRDs are a data file in the istio.io/api module; copy it out of the module cache.
