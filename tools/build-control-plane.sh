@@ -48,11 +48,13 @@ go_build() {  # go_build MODULE_DIR OUTPUT PACKAGE LDFLAGS
   log "building $pkg -> $out (a cold build takes several minutes on 2 cores)"
   (
     cd "$dir"
-    # -v prints one package path per line: show every 100th as progress, and anything else
-    # (compiler errors, "# package" headers, go command messages) in full.
+    # -v prints one package path per line: show every 100th as progress, count module downloads,
+    # and print anything else (compiler errors, "# package" headers, go command messages) in full.
     go build -v -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ld" -o "$out.tmp" "$pkg" 2>&1 |
-      awk '/^[^ #:]+$/ {n++; if (n % 100 == 0) {printf "[build-control-plane]   %d packages compiled, now %s\n", n, $0; fflush()}; next}
-           {print; fflush()}' >&2
+      awk '/^go: downloading / {d++; next}
+           /^[^ #:]+$/ {n++; if (n % 100 == 0) {printf "[build-control-plane]   %d packages compiled, now %s\n", n, $0; fflush()}; next}
+           {print; fflush()}
+           END {if (d) printf "[build-control-plane]   %d modules downloaded\n", d}' >&2
   )
   mv "$out.tmp" "$out"
   log "built $(basename "$out") in $((SECONDS - start)) s"
