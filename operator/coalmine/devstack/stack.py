@@ -632,10 +632,6 @@ def kcm_argv(binary: Path, info: StackInfo) -> list[str]:
         *_kube_component_argv(binary, info, "kube-controller-manager"),
         f"--controllers={','.join(KCM_CONTROLLERS)}",
         "--use-service-account-credentials=false",
-        "--node-monitor-period=1s",  # how often node-lifecycle looks at nodes (default 5 s)
-        # Faster than the defaults so tests see changes quickly; the work per sync is tiny here.
-        "--concurrent-gc-syncs=5",
-        "--concurrent-namespace-syncs=5",
     ]
 
 
