@@ -86,6 +86,12 @@ def test_hosts_without_a_selecting_service_are_not_followed(services: list[dict[
     assert index.ready_count(NS, "order", V1) is None
 
 
+def test_summary_counts_ready_endpoints_of_pods_seen() -> None:
+    slices = [slice_([("order-v1-a", True), ("order-v1-b", False), ("not-seen-yet", True)])]
+    index = EndpointIndex([service(selector={"app": "order"})], slices, PODS)
+    assert index.summary() == {f"{NS}/order": 1}
+
+
 def test_slices_of_other_services_do_not_count() -> None:
     index = EndpointIndex([service(selector={"app": "order"})], [slice_([("order-v1-a", True)], svc="cart")], PODS)
     assert index.ready_count(NS, "order", V1) == 0

@@ -92,8 +92,15 @@ class EndpointIndex:
         return sum(1 for e in endpoints if e.ready and all(e.labels.get(k) == str(v) for k, v in wanted.items()))
 
     def summary(self) -> dict[str, int]:
-        """{"<namespace>/<service>": ready endpoints} for every followed service (for GET /mesh)."""
-        return {f"{ns}/{name}": sum(e.ready for e in eps) for (ns, name), eps in sorted(self._endpoints.items())}
+        """{"<namespace>/<service>": ready endpoints} for every followed service (for GET /mesh).
+
+        Only endpoints whose Pod meshsim has seen count (a selected pod always has labels), so a count
+        here means those endpoints can be matched to subsets.
+        """
+        return {
+            f"{ns}/{name}": sum(1 for e in eps if e.ready and e.labels)
+            for (ns, name), eps in sorted(self._endpoints.items())
+        }
 
 
 EMPTY = EndpointIndex((), (), ())
