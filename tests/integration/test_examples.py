@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -50,27 +51,23 @@ def test_kubectl_apply_examples_gives_ready_pods_of_every_version(kubeconfig: Pa
             assert kind in applied, applied
         _kubectl(kubeconfig, "wait", "-n", "shop", "--for=condition=Available", "deployment", "--all", "--timeout=120s")
         pods = json.loads(_kubectl(kubeconfig, "get", "pods", "-n", "shop", "-l", "app=order", "-o", "json"))["items"]
-        ready = [
+        versions = [
             p["metadata"]["labels"]["version"]
             for p in pods
             if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
         ]
-        assert sorted(ready) == ["v1", "v1", "v2", "v2", "v3", "v3"]
-        slices = json.loads(
-            _kubectl(
-                kubeconfig,
-                "get",
-                "endpointslices",
-                "-n",
-                "shop",
-                "-l",
-                "kubernetes.io/service-name=order",
-                "-o",
-                "json",
+        assert sorted(versions) == ["v1", "v1", "v2", "v2", "v3", "v3"]
+        # The EndpointSlice controller follows the pods on its own schedule: poll.
+        selector = "kubernetes.io/service-name=order"
+        deadline = time.monotonic() + 60
+        while True:
+            slices = json.loads(
+                _kubectl(kubeconfig, "get", "endpointslices", "-n", "shop", "-l", selector, "-o", "json")
             )
-        )["items"]
-        endpoints = [e for s in slices for e in s.get("endpoints") or []]
-        assert len(endpoints) == 6
-        assert all(e["conditions"]["ready"] for e in endpoints)
+            endpoints = [e for s in slices["items"] for e in s.get("endpoints") or []]
+            if len(endpoints) == 6 and all(e["conditions"].get("ready") for e in endpoints):
+                break
+            assert time.monotonic() < deadline, f"the order Service's endpoints are not 6 ready ones: {endpoints}"
+            time.sleep(0.5)
     finally:
         _kubectl(kubeconfig, "delete", "namespace", "shop", "--ignore-not-found", "--wait", "--timeout=120s")

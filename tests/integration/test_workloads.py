@@ -101,8 +101,12 @@ def test_deployment_gets_ready_pods_and_ready_endpoints_then_scales_to_zero(
     )
     assert {e.target_ref.name for e in endpoints} == {p.metadata.name for p in pods}
     assert {e.addresses[0] for e in endpoints} == {p.status.pod_ip for p in pods}
-    status = apps.read_namespaced_deployment_status("web", namespace).status
-    assert (status.ready_replicas, status.available_replicas) == (2, 2)
+    # The deployment controller writes its status on its own schedule, after the pods are Ready.
+    wait_for(
+        "the Deployment's status to count 2 ready, 2 available replicas",
+        lambda: apps.read_namespaced_deployment_status("web", namespace).status,
+        lambda st: (st.ready_replicas, st.available_replicas) == (2, 2),
+    )
 
     apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 0}})
     wait_for("no pods", lambda: core.list_namespaced_pod(namespace, label_selector="app=web").items, lambda p: not p)
