@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml tools/devkit/pyproject.toml
 	$(BIN)/pip install -q -e '.[status]' -e tools/devkit --group test --group lint
 	touch $@
 
-# kube-apiserver, etcd and kubectl built from Go modules (cached; a no-op when built).
+# kube-apiserver, etcd, kubectl, kube-controller-manager, kube-scheduler, kwok and the Istio validation
+# webhook built from Go modules (cached by version; a no-op when built).
 binaries:
 	tools/build-control-plane.sh
 

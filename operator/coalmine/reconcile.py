@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from coalmine.adapters.kube import Conflict, KubeApi, Refused
+from coalmine.adapters.kube import Conflict, KubeApi, Refused, Unavailable
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.core import analysis, plan, validation, virtualservice
 from coalmine.core.models import Ref, Rollout, RolloutStatus
@@ -249,13 +249,11 @@ async def _move_traffic(
                 return plan.TrafficOutcome(at_weight=False, observed=None, error=f"{where} not found")
             vs = fresh
             continue
-        except Refused as exc:
-            logger.warning("%s: the API server refused the write: %s", where, exc)
+        except (Refused, Unavailable) as exc:
+            what = "refused the write" if isinstance(exc, Refused) else "could not take the write now"
+            logger.warning("%s: the API server %s: %s", where, what, exc)
             return plan.TrafficOutcome(
-                at_weight=False,
-                observed=seen(vs),
-                error=f"the API server refused the write to {where}: {exc}",
-                attempted=True,
+                at_weight=False, observed=seen(vs), error=f"the API server {what} to {where}: {exc}", attempted=True
             )
         logger.info(
             "%s: canary %s at %d%% on %s",
