@@ -161,7 +161,11 @@ def _save(info: StackInfo) -> None:
 
 def is_alive(pid: int, name: str) -> bool:
     """True when `pid` is a live (non-zombie) process whose command is `name`."""
-    if (child := _children.get(pid)) is not None and child.poll() is not None:
+    if (child := _children.get(pid)) is not None:
+        if child.poll() is None:
+            # Ours, and running. Its /proc cmdline may still be ours too, between fork and exec,
+            # so it is not compared with `name` (a loaded machine once showed that window).
+            return True
         del _children[pid]
         return False
     try:
