@@ -6,7 +6,7 @@ PYTHON    ?= python3
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed-stamp
 
-.PHONY: demo test setup python binaries prometheus lint unit integration clean
+.PHONY: demo test setup python binaries prometheus helm lint unit integration clean
 
 demo: setup
 	$(BIN)/coalmine demo
@@ -14,7 +14,7 @@ demo: setup
 test: setup lint
 	$(BIN)/python -m pytest
 
-setup: python binaries prometheus
+setup: python binaries prometheus helm
 
 python: $(STAMP)
 
@@ -29,6 +29,10 @@ $(STAMP): pyproject.toml tools/devkit/pyproject.toml
 binaries:
 	tools/build-control-plane.sh
 
+# helm built from its Go module (cached by version; a no-op when built), for the chart's tests.
+helm:
+	tools/build-helm.sh >/dev/null
+
 # Prometheus from Debian's package (a no-op when installed).
 prometheus:
 	tools/install-prometheus.sh
@@ -39,6 +43,7 @@ lint: python
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/shellcheck tools/*.sh .ci/run
 
 unit: python
 	$(BIN)/python -m pytest tests/unit
