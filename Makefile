@@ -6,7 +6,7 @@ PYTHON    ?= python3
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed-stamp
 
-.PHONY: demo test setup python binaries prometheus helm lint unit integration clean
+.PHONY: demo test setup python binaries prometheus helm image lint unit integration clean
 
 demo: setup
 	$(BIN)/coalmine demo
@@ -32,6 +32,11 @@ binaries:
 # helm built from its Go module (cached by version; a no-op when built), for the chart's tests.
 helm:
 	tools/build-helm.sh >/dev/null
+
+# The operator image, built with podman from the Dockerfile on a local Debian base (no registry needed;
+# installs podman, buildah, runc and debootstrap when missing). tests/integration/test_image.py runs it.
+image:
+	tools/build-image.sh
 
 # Prometheus from Debian's package (a no-op when installed).
 prometheus:
