@@ -6,7 +6,7 @@ PYTHON    ?= python3
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed-stamp
 
-.PHONY: demo test setup python binaries prometheus helm image lint unit integration clean
+.PHONY: demo test setup python binaries prometheus helm image e2e-kind lint unit integration clean
 
 demo: setup
 	$(BIN)/coalmine demo
@@ -38,6 +38,11 @@ helm:
 image:
 	tools/build-image.sh
 
+# kind + real Istio + the chart + the demo's scenarios, for machines with Docker. Not run in CI (no Docker
+# engine there); tests/unit/test_e2e_kind.py checks its --dry-run. HOLD=30s shortens the steps.
+e2e-kind: setup
+	tests/e2e/kind.sh $(if $(HOLD),--hold $(HOLD))
+
 # Prometheus from Debian's package (a no-op when installed).
 prometheus:
 	tools/install-prometheus.sh
@@ -46,9 +51,10 @@ lint: python
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy tests/e2e/kind_demo.py tests/e2e/app/app.py
 	$(BIN)/lint-imports
-	$(BIN)/hadolint Dockerfile
-	$(BIN)/shellcheck tools/*.sh .ci/run
+	$(BIN)/hadolint Dockerfile tests/e2e/app/Dockerfile
+	$(BIN)/shellcheck tools/*.sh tests/e2e/*.sh .ci/run
 
 unit: python
 	$(BIN)/python -m pytest tests/unit
