@@ -69,6 +69,22 @@ def pod_env(deployment: dict[str, Any], pod_name: str) -> dict[str, str]:
     return env
 
 
+def stack_settings(stack: devstack.StackInfo) -> tuple[dict[str, str], dict[str, str]]:
+    """What the tests override of a Deployment's env, and only this: where Prometheus is and how often it
+    scrapes (facts of this stack), and the health and metrics ports (free ones, loopback only: the process
+    or container shares this host's network, where the pod's 8080 and 9090 may be taken).
+    Returns the variables and the two endpoints' URLs ("health", "metrics")."""
+    health, metrics = devstack.free_ports(2)
+    env = {
+        "COALMINE_PROMETHEUS_URL": stack.prometheus_url,
+        "COALMINE_SCRAPE_INTERVAL": stack.scrape_interval,
+        "COALMINE_HEALTH_PORT": str(health),
+        "COALMINE_METRICS_PORT": str(metrics),
+        "COALMINE_LISTEN_ADDRESS": "127.0.0.1",
+    }
+    return env, {"health": f"http://127.0.0.1:{health}/healthz", "metrics": f"http://127.0.0.1:{metrics}/metrics"}
+
+
 def wait_http(url: str, timeout: float = 30.0) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while True:

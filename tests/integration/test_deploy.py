@@ -18,7 +18,15 @@ from typing import Any
 
 import pytest
 import yaml
-from install_support import REPO, kubectl, pod_env, service_account_kubeconfig, the_container, wait_http
+from install_support import (
+    REPO,
+    kubectl,
+    pod_env,
+    service_account_kubeconfig,
+    stack_settings,
+    the_container,
+    wait_http,
+)
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from rollout_support import ISTIO, OperatorProcess, Shop
@@ -204,31 +212,19 @@ def _json_lines(log: Path) -> list[dict[str, Any]]:
 
 
 def deployed_operator(
-    sa_kubeconfig: Path, stack: devstack.StackInfo, log: Path, deployment: dict[str, Any] | None = None
+    sa_kubeconfig: Path, stack: devstack.StackInfo, log: Path
 ) -> tuple[OperatorProcess, dict[str, str]]:
-    """The operator exactly as deploy/deployment.yaml (or `deployment`: the chart's) runs it: its args and every
-    env var (all namespaces, leader election, JSON logs, /healthz and /metrics on), on the ServiceAccount's
-    token. Overridden, and only these: where Prometheus is and how often it scrapes (facts of this stack), the two
-    ports (free ones, loopback only, since the pod's 8080/9090 may be taken here) and the downward-API pod name."""
-    if deployment is None:
-        deployment = yaml.safe_load((REPO / "deploy" / "deployment.yaml").read_text())
-    env = pod_env(deployment, pod_name="coalmine-test-0")
-    health, metrics = devstack.free_ports(2)
-    env |= {
-        "COALMINE_PROMETHEUS_URL": stack.prometheus_url,
-        "COALMINE_SCRAPE_INTERVAL": stack.scrape_interval,
-        "COALMINE_HEALTH_PORT": str(health),
-        "COALMINE_METRICS_PORT": str(metrics),
-        "COALMINE_LISTEN_ADDRESS": "127.0.0.1",
-        "KUBECONFIG": str(sa_kubeconfig),
-    }
+    """The operator exactly as deploy/deployment.yaml runs it (its args and every env var: all namespaces,
+    leader election, JSON logs, /healthz and /metrics on), on the ServiceAccount's token. Overridden, and
+    only these: install_support.stack_settings (where Prometheus is, how often it scrapes, free loopback
+    ports) and the downward-API pod name."""
+    deployment = yaml.safe_load((REPO / "deploy" / "deployment.yaml").read_text())
+    env, urls = stack_settings(stack)
+    env = pod_env(deployment, pod_name="coalmine-test-0") | env | {"KUBECONFIG": str(sa_kubeconfig)}
     clean = {k: v for k, v in os.environ.items() if not k.startswith("COALMINE_")}
     argv = [sys.executable, "-m", "coalmine", *the_container(deployment)["args"]]
     process = OperatorProcess("operator", argv, log, env={**clean, **env}, inherit_env=False)
-    return process.start(), {
-        "health": f"http://127.0.0.1:{health}/healthz",
-        "metrics": f"http://127.0.0.1:{metrics}/metrics",
-    }
+    return process.start(), urls
 
 
 def test_the_operator_as_deployed_does_a_rollout_and_a_rollback(

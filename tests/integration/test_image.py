@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from install_support import REPO, kubectl, pod_env, service_account_token, the_container, wait_http
+from install_support import REPO, kubectl, pod_env, service_account_token, stack_settings, the_container, wait_http
 from kubernetes import client
 from rollout_support import OperatorProcess, Shop
 
@@ -170,14 +170,8 @@ def test_the_image_completes_a_rollout_as_deploy_runs_it(
     container = the_container(deployment)
     name = f"coalmine-test-{uuid.uuid4().hex[:8]}"
     env = pod_env(deployment, pod_name=name)
-    health, metrics = devstack.free_ports(2)
-    env |= {  # facts of this stack, and free loopback ports since the container shares the host's network
-        "COALMINE_PROMETHEUS_URL": stack.prometheus_url,
-        "COALMINE_SCRAPE_INTERVAL": stack.scrape_interval,
-        "COALMINE_HEALTH_PORT": str(health),
-        "COALMINE_METRICS_PORT": str(metrics),
-        "COALMINE_LISTEN_ADDRESS": "127.0.0.1",
-    }
+    settings, urls = stack_settings(stack)
+    env |= settings
     api = urlsplit(stack.apiserver_url)
     env |= {"KUBERNETES_SERVICE_HOST": str(api.hostname), "KUBERNETES_SERVICE_PORT": str(api.port)}
     security = container["securityContext"]
@@ -198,7 +192,7 @@ def test_the_image_completes_a_rollout_as_deploy_runs_it(
     shop.apply_istio()
     meshsim.client.set_service(namespace, "order", rps=150.0)
     try:
-        wait_http(f"http://127.0.0.1:{health}/healthz", timeout=60)
+        wait_http(urls["health"], timeout=60)
         inspected = json.loads(podman("inspect", name).stdout)[0]
         assert inspected["Config"]["User"] == "10001:10001"
         assert inspected["HostConfig"]["ReadonlyRootfs"] is True
@@ -209,7 +203,7 @@ def test_the_image_completes_a_rollout_as_deploy_runs_it(
         assert argocd_health(shop.get_rollout())["status"] == "Healthy"
         lease = client.CoordinationV1Api(api_client).read_namespaced_lease("coalmine", "coalmine-system")
         assert lease.spec.holder_identity == name
-        text = wait_http(f"http://127.0.0.1:{metrics}/metrics").text
+        text = wait_http(urls["metrics"]).text
         assert f'coalmine_rollout_phase{{name="order",namespace="{namespace}",phase="Succeeded"}} 1.0' in text
     finally:
         operator.stop()
