@@ -64,7 +64,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.StackInfo]:
-    """A running devstack for the whole session (etcd, kube-apiserver, Prometheus, CRDs installed)."""
+    """A running devstack for the whole session: etcd, kube-apiserver, Prometheus, CRDs installed, Istio's
+    validating webhook, kube-controller-manager, kube-scheduler and kwok with one fake node."""
     state_dir = tmp_path_factory.mktemp("devstack")
     # Stop the stack even if pytest is interrupted before fixture teardown: atexit runs on
     # Ctrl-C and, with this handler, on SIGTERM (e.g. from `timeout`), which would skip it.
@@ -111,7 +112,8 @@ def api_client(kubeconfig: Path) -> Iterator[client.ApiClient]:
 
 @pytest.fixture
 def make_namespace(api_client: client.ApiClient) -> Iterator[Callable[[], str]]:
-    """Create fresh namespaces; all are deleted afterwards (they stay Terminating: no controller-manager)."""
+    """Create fresh namespaces; all are deleted afterwards, without waiting: kube-controller-manager's
+    namespace controller then removes their contents and the namespace itself in the background."""
     core = client.CoreV1Api(api_client)
     created: list[str] = []
 

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Build (or reuse) kube-apiserver, kubectl and etcd from their Go modules, and fetch Istio's CRDs.
+# Build (or reuse) the local stack's programs from their Go modules, and fetch Istio's CRDs.
 #
-# Output: $COALMINE_CACHE/k8s/<k8s version>/{kube-apiserver,kubectl}
+# Output: $COALMINE_CACHE/k8s/<k8s version>/{kube-apiserver,kubectl,kube-controller-manager,kube-scheduler}
 #         $COALMINE_CACHE/etcd/<etcd version>/etcd
+#         $COALMINE_CACHE/kwok/<kwok version>/{kwok,stages.yaml}
 #         $COALMINE_CACHE/istio/<istio api version>/customresourcedefinitions.gen.yaml
+#         $COALMINE_CACHE/istio-validation/<istio version>-<source hash>/istio-validation
 # A no-op when the cached binaries answer --version with the expected version.
 # Binaries a user already has are accepted instead of building:
-#   KUBEBUILDER_ASSETS=<dir with kube-apiserver, etcd, kubectl>   (as envtest uses)
-#   TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD, TEST_ASSET_KUBECTL (one binary each)
+#   KUBEBUILDER_ASSETS=<dir with kube-apiserver, etcd, kubectl>   (as envtest uses; the other
+#     Kubernetes binaries are used from there too when present)
+#   TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD, TEST_ASSET_KUBECTL, TEST_ASSET_KUBE_CONTROLLER_MANAGER,
+#   TEST_ASSET_KUBE_SCHEDULER, TEST_ASSET_KWOK (one binary each)
 # `coalmine devstack` looks them up the same way (see operator/coalmine_dev/devstack/binaries.py).
 set -euo pipefail
 
@@ -15,6 +19,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 K8S_VERSION=${K8S_VERSION:-v1.35.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 ISTIO_API_VERSION=${ISTIO_API_VERSION:-v1.32.0}
+# These two are pinned by their wrapper modules' go.mod (tools/k8s-bin/kwok, tools/istio-validation);
+# the names here only key the cache and the --version check.
+KWOK_VERSION=v0.8.0
+ISTIO_VERSION=v0.0.0-20260827124520-eed52ebb66ad
 CACHE=${COALMINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/coalmine}
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=${GOFLAGS:--mod=mod}
 
@@ -40,8 +48,13 @@ go_build() {  # go_build MODULE_DIR OUTPUT PACKAGE LDFLAGS
   log "building $pkg -> $out (a cold build takes several minutes on 2 cores)"
   (
     cd "$dir"
+    # -v prints one package path per line: show every 100th as progress, count module downloads,
+    # and print anything else (compiler errors, "# package" headers, go command messages) in full.
     go build -v -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ld" -o "$out.tmp" "$pkg" 2>&1 |
-      awk '{n++} n % 100 == 0 {printf "[build-control-plane]   %d packages compiled, now %s\n", n, $0; fflush()}' >&2
+      awk '/^go: downloading / {d++; next}
+           /^[^ #:]+$/ {n++; if (n % 100 == 0) {printf "[build-control-plane]   %d packages compiled, now %s\n", n, $0; fflush()}; next}
+           {print; fflush()}
+           END {if (d) printf "[build-control-plane]   %d modules downloaded\n", d}' >&2
   )
   mv "$out.tmp" "$out"
   log "built $(basename "$out") in $((SECONDS - start)) s"
@@ -87,6 +100,67 @@ elif has_version "$etcd_dir/etcd" "${ETCD_VERSION#v}" --version; then
 else
   go_build "$here/k8s-bin/etcd" "$etcd_dir/etcd" go.etcd.io/etcd/server/v3 \
     "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION"
+fi
+
+# kube-controller-manager and kube-scheduler: same module, tags and ldflags as kube-apiserver, so a
+# build after kube-apiserver's reuses most of its compiled packages.
+for name in kube-controller-manager kube-scheduler; do
+  var=TEST_ASSET_$(tr 'a-z-' 'A-Z_' <<<"$name")
+  bin=$(user_bin "$name" "$var")
+  if [ -n "$bin" ]; then
+    log "using $name from the environment: $bin"
+  elif has_version "$k8s_dir/$name" "$K8S_VERSION" --version; then
+    log "$name $K8S_VERSION cached: $k8s_dir/$name"
+  else
+    go_build "$here/k8s-bin/kubernetes" "$k8s_dir/$name" "k8s.io/kubernetes/cmd/$name" "$(k8s_ldflags)"
+  fi
+done
+
+# kwok: simulated nodes and kubelets. It has a wrapper module of its own (it needs k8s.io/* v0.36).
+kwok_dir=$CACHE/kwok/$KWOK_VERSION
+kwok=$(user_bin kwok TEST_ASSET_KWOK)
+if [ -n "$kwok" ]; then
+  log "using kwok from the environment: $kwok"
+elif has_version "$kwok_dir/kwok" "$KWOK_VERSION" --version; then
+  log "kwok $KWOK_VERSION cached: $kwok_dir/kwok"
+else
+  go_build "$here/k8s-bin/kwok" "$kwok_dir/kwok" sigs.k8s.io/kwok/cmd/kwok "-s -w"
+fi
+
+# A standalone kwok does nothing without Stage objects (only kwokctl injects defaults). Join the
+# stages kwokctl uses, kwok's kustomize/stage/fast (node initialize, node heartbeat with lease, pod
+# ready/complete/delete), from the module's own source into one --config file.
+kwok_stages=$kwok_dir/stages.yaml
+if [ -s "$kwok_stages" ]; then
+  log "kwok stages $KWOK_VERSION cached: $kwok_stages"
+else
+  mod_dir=$(cd "$here/k8s-bin/kwok" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  mkdir -p "$kwok_dir"
+  resources() { sed -n 's/^- //p' "$1/kustomization.yaml"; }  # a kustomization's `resources:` list
+  {
+    echo "# kwok $KWOK_VERSION stages from kustomize/stage/fast; assembled by tools/build-control-plane.sh"
+    for dir in $(resources "$mod_dir/kustomize/stage/fast"); do
+      for file in $(resources "$mod_dir/kustomize/stage/fast/$dir"); do
+        echo "---"
+        cat "$mod_dir/kustomize/stage/fast/$dir/$file"
+      done
+    done
+  } >"$kwok_stages.tmp"
+  grep -q 'kind: Stage' "$kwok_stages.tmp"
+  mv "$kwok_stages.tmp" "$kwok_stages"
+  log "kwok stages $KWOK_VERSION assembled: $kwok_stages ($(grep -c '^kind: Stage' "$kwok_stages") stages)"
+fi
+
+# istio-validation: istiod's validating webhook handler as a program of our own (tools/istio-validation).
+# Its cache key includes a hash of its source folder, so an edit to main.go rebuilds it.
+iv_src=$here/istio-validation
+iv_hash=$(cd "$iv_src" && find . -type f | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-12)
+iv_bin=$CACHE/istio-validation/$ISTIO_VERSION-$iv_hash/istio-validation
+if has_version "$iv_bin" "istio.io/istio $ISTIO_VERSION" --version; then
+  log "istio-validation ($ISTIO_VERSION) cached: $iv_bin"
+else
+  go_build "$iv_src" "$iv_bin" . "-s -w"
 fi
 
 # Istio's CRDs are a data file in the istio.io/api module; copy it out of the module cache.

@@ -29,6 +29,7 @@ STEER = {
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("coalmine.run", "run the operator"),
     "status": ("coalmine.status.cli", "show Rollouts as a cluster admin sees them (needs coalmine[status])"),
+    "replay": ("coalmine.replay", "run a Rollout's analysis over past Prometheus data (needs coalmine[status])"),
     **{verb: ("coalmine.steer", summary) for verb, summary in STEER.items()},
 }
 PLUGIN_GROUP = "coalmine.commands"
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "coalmine") -> int:
         try:
             module = importlib.import_module(commands[command][0])
         except ModuleNotFoundError as exc:
-            extra = " (pip install 'coalmine[status]')" if command == "status" or command in STEER else ""
+            extra = " (pip install 'coalmine[status]')" if command in ("status", "replay", *STEER) else ""
             print(f"coalmine {command}: {exc.name} is not installed{extra}", file=sys.stderr)
             return 2
         module.add_arguments(subparsers.choices[command])

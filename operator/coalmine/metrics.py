@@ -21,7 +21,9 @@ WEIGHT = Gauge("coalmine_rollout_canary_weight", "Canary weight the Rollout hold
 STEP = Gauge("coalmine_rollout_step", "Current step (1-based) of each Rollout", ["namespace", "name"])
 CHECK_VALUE = Gauge("coalmine_analysis_value", "Last value of each analysis metric", ["namespace", "name", "metric"])
 CHECK_PASSING = Gauge(
-    "coalmine_analysis_passing", "1 pass, 0 fail, -1 no data, per analysis metric", ["namespace", "name", "metric"]
+    "coalmine_analysis_passing",
+    "1 pass, 0 fail, -1 no data, 0.5 inconclusive, per analysis metric",
+    ["namespace", "name", "metric"],
 )
 CHECKS = Counter("coalmine_analysis_checks_total", "Analysis checks by verdict", ["namespace", "name", "verdict"])
 ROLLBACKS = Counter("coalmine_rollbacks_total", "Rollbacks by reason", ["namespace", "reason"])
@@ -55,7 +57,7 @@ TRAFFIC_NOT_MOVED = Counter(
     ["namespace"],
 )
 
-_VERDICT_VALUE = {Verdict.PASS: 1.0, Verdict.FAIL: 0.0, Verdict.NO_DATA: -1.0}
+_VERDICT_VALUE = {Verdict.PASS: 1.0, Verdict.FAIL: 0.0, Verdict.NO_DATA: -1.0, Verdict.INCONCLUSIVE: 0.5}
 _last_check: dict[tuple[str, str], datetime] = {}
 
 
@@ -75,7 +77,8 @@ def record(namespace: str, name: str, status: RolloutStatus, events: Sequence[Ev
         for metric in check.metrics:
             if metric.value is not None:
                 CHECK_VALUE.labels(namespace, name, metric.name).set(metric.value)
-            CHECK_PASSING.labels(namespace, name, metric.name).set(_VERDICT_VALUE[metric.verdict])
+            if metric.verdict in _VERDICT_VALUE:  # a skipped row has no verdict to export
+                CHECK_PASSING.labels(namespace, name, metric.name).set(_VERDICT_VALUE[metric.verdict])
     for event in events:
         _count(namespace, status, event.reason)
 

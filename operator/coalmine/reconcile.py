@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from coalmine.adapters.kube import Conflict, KubeApi, Refused
+from coalmine.adapters.kube import Conflict, KubeApi, Refused, Unavailable
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.core import analysis, plan, validation, virtualservice
 from coalmine.core.models import Ref, Rollout, RolloutStatus
@@ -123,14 +123,13 @@ async def tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim] = ())
 
 
 async def _check(rollout: Rollout, target: Target, now: datetime, ports: Ports) -> analysis.CheckResult:
-    spec = rollout.spec.analysis
-    length = analysis.window(
-        plan.step_elapsed(rollout, now), interval=spec.interval, scrape_interval=ports.settings.scrape_interval
-    )
-    asked = analysis.queries(spec, target, length)
+    spec, scrape = rollout.spec.analysis, ports.settings.scrape_interval
+    step = plan.step_context(rollout, now, scrape)
+    length = analysis.window(step.elapsed, interval=spec.interval, scrape_interval=scrape)
+    asked = analysis.queries(spec, target, length, step)
     address = spec.prometheus.address or ports.settings.prometheus_url
-    answers = await ports.prometheus.ask(address, asked)
-    return analysis.evaluate(spec, asked, answers, length)
+    answers = await ports.prometheus.ask(address, asked, at=now)
+    return analysis.evaluate(spec, asked, answers, length, target, step)
 
 
 async def _write_status(
@@ -250,13 +249,11 @@ async def _move_traffic(
                 return plan.TrafficOutcome(at_weight=False, observed=None, error=f"{where} not found")
             vs = fresh
             continue
-        except Refused as exc:
-            logger.warning("%s: the API server refused the write: %s", where, exc)
+        except (Refused, Unavailable) as exc:
+            what = "refused the write" if isinstance(exc, Refused) else "could not take the write now"
+            logger.warning("%s: the API server %s: %s", where, what, exc)
             return plan.TrafficOutcome(
-                at_weight=False,
-                observed=seen(vs),
-                error=f"the API server refused the write to {where}: {exc}",
-                attempted=True,
+                at_weight=False, observed=seen(vs), error=f"the API server {what} to {where}: {exc}", attempted=True
             )
         logger.info(
             "%s: canary %s at %d%% on %s",

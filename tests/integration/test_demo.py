@@ -47,7 +47,7 @@ def test_demo_promotes_v2_rolls_back_v3_and_touches_nothing_else(
     assert second["canaryWeight"] == 0
     assert second["vsWeights"][-1] == 0
     assert 30 in second["vsWeights"], "v3 failed part-way, after reaching 30 %"
-    assert second["rollback"]["reason"] == "FailureLimit"
+    assert second["rollback"]["reason"] in ("FailFast", "FailureLimit")
     assert summary["ok"] is True
     assert all(u["equal"] for u in summary["untouched"])
 

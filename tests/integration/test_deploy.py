@@ -10,40 +10,35 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
+from install_support import (
+    REPO,
+    kubectl,
+    pod_env,
+    service_account_kubeconfig,
+    stack_settings,
+    the_container,
+    wait_http,
+)
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from rollout_support import ISTIO, OperatorProcess, Shop
 
-from coalmine_dev.devstack import binaries
 from coalmine_dev.devstack import stack as devstack
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 SA_NAMESPACE, SA_NAME = "coalmine-system", "coalmine"
 ELECTION = ["--leader-election", "--lease-namespace", SA_NAMESPACE]
 ELECTION += ["--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "1s"]
 STEPS = [{"weight": 10, "hold": "3s"}, {"weight": 30}, {"weight": 50}, {"weight": 100}]
-
-
-def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(binaries.kubectl()), "--kubeconfig", str(kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -61,12 +56,8 @@ def sa_kubeconfig(
     deployed: str, stack: devstack.StackInfo, api_client: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A kubeconfig holding a TokenRequest token of deploy/'s ServiceAccount: the operator's identity in a pod."""
-    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
-    token = client.CoreV1Api(api_client).create_namespaced_service_account_token(SA_NAME, SA_NAMESPACE, request)
     path = tmp_path_factory.mktemp("sa") / "kubeconfig"
-    path.write_text(yaml.safe_dump(devstack.render_kubeconfig(stack.apiserver_url, stack.ca_file, token.status.token)))
-    path.chmod(0o600)
-    return path
+    return service_account_kubeconfig(api_client, stack, SA_NAMESPACE, SA_NAME, path)
 
 
 @pytest.fixture(scope="session")
@@ -225,46 +216,15 @@ def deployed_operator(
 ) -> tuple[OperatorProcess, dict[str, str]]:
     """The operator exactly as deploy/deployment.yaml runs it (its args and every env var: all namespaces,
     leader election, JSON logs, /healthz and /metrics on), on the ServiceAccount's token. Overridden, and
-    only these: where Prometheus is and how often it scrapes (facts of this stack), the two ports (free
-    ones, loopback only, since the pod's 8080/9090 may be taken here) and the downward-API pod name."""
+    only these: install_support.stack_settings (where Prometheus is, how often it scrapes, free loopback
+    ports) and the downward-API pod name."""
     deployment = yaml.safe_load((REPO / "deploy" / "deployment.yaml").read_text())
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    env: dict[str, str] = {}
-    for item in container["env"]:
-        if "value" in item:
-            env[item["name"]] = str(item["value"])
-        else:
-            field = item["valueFrom"]["fieldRef"]["fieldPath"]
-            env[item["name"]] = {"metadata.name": "coalmine-test-0", "metadata.namespace": SA_NAMESPACE}[field]
-    health, metrics = devstack.free_ports(2)
-    env |= {
-        "COALMINE_PROMETHEUS_URL": stack.prometheus_url,
-        "COALMINE_SCRAPE_INTERVAL": stack.scrape_interval,
-        "COALMINE_HEALTH_PORT": str(health),
-        "COALMINE_METRICS_PORT": str(metrics),
-        "COALMINE_LISTEN_ADDRESS": "127.0.0.1",
-        "KUBECONFIG": str(sa_kubeconfig),
-    }
+    env, urls = stack_settings(stack)
+    env = pod_env(deployment, pod_name="coalmine-test-0") | env | {"KUBECONFIG": str(sa_kubeconfig)}
     clean = {k: v for k, v in os.environ.items() if not k.startswith("COALMINE_")}
-    argv = [sys.executable, "-m", "coalmine", *container["args"]]
+    argv = [sys.executable, "-m", "coalmine", *the_container(deployment)["args"]]
     process = OperatorProcess("operator", argv, log, env={**clean, **env}, inherit_env=False)
-    return process.start(), {
-        "health": f"http://127.0.0.1:{health}/healthz",
-        "metrics": f"http://127.0.0.1:{metrics}/metrics",
-    }
-
-
-def _wait_http(url: str, timeout: float = 30.0) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            response = httpx.get(url, timeout=2)
-            if response.status_code == 200:
-                return response
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"{url} did not answer 200 within {timeout:.0f} s"
-        time.sleep(0.2)
+    return process.start(), urls
 
 
 def test_the_operator_as_deployed_does_a_rollout_and_a_rollback(
@@ -281,7 +241,7 @@ def test_the_operator_as_deployed_does_a_rollout_and_a_rollback(
     meshsim.client.set_service(namespace, "order", rps=150.0)
     op, urls = deployed_operator(sa_kubeconfig, stack, tmp_path / "operator.log")
     try:
-        assert _wait_http(urls["health"]).status_code == 200, "the liveness and readiness probes' endpoint"
+        assert wait_http(urls["health"]).status_code == 200, "the liveness and readiness probes' endpoint"
         shop.create_rollout(steps=STEPS)
         shop.wait_for(lambda s: s.get("phase") == "Progressing", 30, "Progressing", op)
         assert argocd_health(shop.get_rollout())["status"] == "Progressing"  # Argo CD's view of the live object
@@ -310,11 +270,13 @@ def test_the_operator_as_deployed_does_a_rollout_and_a_rollback(
         assert "Succeeded" in [e.reason for e in shop.events()]
 
         # A Prometheus scrape of /metrics: what the status says, and this replica leads.
-        text = _wait_http(urls["metrics"]).text
+        text = wait_http(urls["metrics"]).text
         assert "coalmine_leader 1.0" in text
         assert f'coalmine_rollout_phase{{name="order",namespace="{namespace}",phase="RolledBack"}} 1.0' in text
         assert f'coalmine_rollout_canary_weight{{name="order",namespace="{namespace}"}} 0.0' in text
-        assert 'coalmine_rollbacks_total{namespace="' + namespace + '",reason="FailureLimit"} 1.0' in text
+        reason = shop.status()["rollback"]["reason"]
+        assert reason in ("FailFast", "FailureLimit")
+        assert f'coalmine_rollbacks_total{{namespace="{namespace}",reason="{reason}"}} 1.0' in text
     finally:
         op.stop()
 

@@ -1,8 +1,11 @@
-"""The examples a user copies must be accepted by the real API server with our and Istio's CRDs."""
+"""The examples a user copies must be accepted by the real API server with our and Istio's CRDs, pass
+Istio's validation, and (on the local stack's fake nodes) give Ready pods behind the `order` Service."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ def _kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
         capture_output=True,
         text=True,
         check=False,
+        timeout=180,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -37,3 +41,33 @@ def test_gitops_overlay_renders_a_canary_only_release_the_api_server_accepts(kub
     _kubectl(kubeconfig, "create", "namespace", "shop", "--dry-run=server")
     rendered_ns = rendered.replace("namespace: shop", "namespace: default")
     _kubectl(kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=rendered_ns)
+
+
+def test_kubectl_apply_examples_gives_ready_pods_of_every_version(kubeconfig: Path) -> None:
+    """`kubectl apply -f examples/` exactly as the README says, in namespace shop; removed afterwards."""
+    try:
+        applied = _kubectl(kubeconfig, "apply", "-f", str(ROOT / "examples"))
+        for kind in ("service/order", "deployment.apps/order-v1", "virtualservice.networking.istio.io/order"):
+            assert kind in applied, applied
+        _kubectl(kubeconfig, "wait", "-n", "shop", "--for=condition=Available", "deployment", "--all", "--timeout=120s")
+        pods = json.loads(_kubectl(kubeconfig, "get", "pods", "-n", "shop", "-l", "app=order", "-o", "json"))["items"]
+        versions = [
+            p["metadata"]["labels"]["version"]
+            for p in pods
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        ]
+        assert sorted(versions) == ["v1", "v1", "v2", "v2", "v3", "v3"]
+        # The EndpointSlice controller follows the pods on its own schedule: poll.
+        selector = "kubernetes.io/service-name=order"
+        deadline = time.monotonic() + 60
+        while True:
+            slices = json.loads(
+                _kubectl(kubeconfig, "get", "endpointslices", "-n", "shop", "-l", selector, "-o", "json")
+            )
+            endpoints = [e for s in slices["items"] for e in s.get("endpoints") or []]
+            if len(endpoints) == 6 and all(e["conditions"].get("ready") for e in endpoints):
+                break
+            assert time.monotonic() < deadline, f"the order Service's endpoints are not 6 ready ones: {endpoints}"
+            time.sleep(0.5)
+    finally:
+        _kubectl(kubeconfig, "delete", "namespace", "shop", "--ignore-not-found", "--wait", "--timeout=120s")

@@ -158,3 +158,76 @@ def test_breaking_the_canary_mid_run_shows_in_prometheus(
     # Interpolated inside Istio's buckets: 20 ms lies in (10, 25], 300 ms in (250, 500].
     assert 10 < median["reviews-v1"] <= 25, median
     assert 250 < median["reviews-v2"] <= 500, median
+
+
+def workload(version: str, replicas: int) -> dict[str, Any]:
+    """A Deployment of `reviews` pods at `version` (run by kwok's fake nodes: Ready, nothing pulled)."""
+    labels = {"app": "reviews", "version": version}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": f"reviews-{version}"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "reviews", "image": "example.invalid/reviews:1"}]},
+            },
+        },
+    }
+
+
+def wait_for_ready_endpoints(meshsim: MeshsimHandle, key: str, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (seen := meshsim.client.mesh()["endpoints"].get(key)) != count:
+        assert time.monotonic() < deadline, f"meshsim sees {seen!r} ready endpoints of {key}, not {count}"
+        time.sleep(0.2)
+
+
+def test_a_subset_without_ready_pods_answers_503_uh_seen_by_the_source_only(
+    api_client: client.ApiClient, namespace: str, meshsim: MeshsimHandle, prom: Prom
+) -> None:
+    """With a Service selecting the pods, meshsim follows its EndpointSlices: canary (v2) has no ready pod,
+    so its share of the traffic fails at the source sidecar (503 UH) and no destination sidecar reports it;
+    once a v2 pod is Ready, the same share reaches v2."""
+    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    core.create_namespaced_service(
+        namespace,
+        {"metadata": {"name": "reviews"}, "spec": {"selector": {"app": "reviews"}, "ports": [{"port": 80}]}},
+    )
+    apps.create_namespaced_deployment(namespace, workload("v1", 2))
+    apps.create_namespaced_deployment(namespace, workload("v2", 0))
+    dr_version, vs_version = apply_mesh(api_client, namespace, 50, 50)
+    meshsim.wait_until_seen("virtualservices", f"{namespace}/reviews", vs_version)
+    meshsim.wait_until_seen("destinationrules", f"{namespace}/reviews", dr_version)
+    wait_for_ready_endpoints(meshsim, f"{namespace}/reviews", 2)
+    meshsim.client.set_service(namespace, "reviews", RPS)
+    meshsim.client.reset_counts()
+    time.sleep(SETTLE_S)
+
+    responses = meshsim.client.counts()["responses"]
+    assert set(responses[f"{namespace}/reviews/canary"]) == {"503"}, responses
+    assert set(responses[f"{namespace}/reviews/stable"]) == {"200"}, responses
+    by = "reporter, destination_version, response_code, response_flags"
+    rates = prom.query(
+        f'sum by ({by})(rate(istio_requests_total{{destination_service_namespace="{namespace}"}}[{WINDOW_S}s]))'
+    )
+    seen = {tuple(r["metric"][k] for k in by.split(", ")): float(r["value"][1]) for r in rates}
+    assert set(seen) == {
+        ("source", "v1", "200", "-"),
+        ("destination", "v1", "200", "-"),
+        ("source", "unknown", "503", "UH"),  # no pod was picked: no destination workload, no destination report
+    }, seen
+    assert seen[("source", "unknown", "503", "UH")] == pytest.approx(RPS / 2, rel=0.25)
+
+    # A ready v2 pod: its half of the traffic now reaches it.
+    apps.patch_namespaced_deployment_scale("reviews-v2", namespace, {"spec": {"replicas": 1}})
+    wait_for_ready_endpoints(meshsim, f"{namespace}/reviews", 3)
+    time.sleep(0.5)  # a tick that took its snapshot just before may still record a UH; let it pass first
+    meshsim.client.reset_counts()
+    time.sleep(2)
+    responses = meshsim.client.counts()["responses"]
+    assert set(responses[f"{namespace}/reviews/canary"]) == {"200"}, responses
+    selector = f'reporter="destination",destination_workload_namespace="{namespace}",destination_version="v2"'
+    prom.wait_for(f"sum(rate(istio_requests_total{{{selector}}}[{WINDOW_S}s])) > 0", bool)

@@ -138,17 +138,21 @@ def coalmine(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+ALL = {"etcd", "kube-apiserver", "prometheus", "istio-validation", "kube-controller-manager", "kube-scheduler", "kwok"}
+
+
 def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
     """A second stack in its own state folder, so the session stack is not disturbed."""
     state = ["--state-dir", str(tmp_path)]
     try:
-        first = coalmine("up", *state)
+        first = coalmine("up", *state, "--nodes", "2")
         assert first.returncode == 0, first.stderr
         info = devstack.load(tmp_path)
         assert info is not None
         assert f"export KUBECONFIG={info.kubeconfig}" in first.stdout
         assert f"export PROMETHEUS_URL={info.prometheus_url}" in first.stdout
-        assert set(info.pids) == {"etcd", "kube-apiserver", "prometheus"}
+        assert set(info.pids) == ALL
+        assert info.nodes == ["kwok-node-0", "kwok-node-1"]
 
         second = coalmine("up", *state)
         assert second.returncode == 0
@@ -157,7 +161,8 @@ def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
 
         status = coalmine("status", *state)
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("running") == 3
+        assert status.stdout.count(" running ") == len(ALL)
+        assert "kwok-node-0, kwok-node-1" in status.stdout
 
         # Prometheus can be stopped and brought back on the same port (operator tests need this).
         devstack.stop_prometheus(tmp_path)
@@ -167,12 +172,46 @@ def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
         assert restarted.prometheus_url == info.prometheus_url
         assert httpx.get(f"{info.prometheus_url}/-/ready").status_code == 200
         pids = devstack.load(tmp_path).pids  # type: ignore[union-attr]
+
+        # Istio's webhook fails closed: with it gone, no VirtualService can be written unvalidated.
+        devstack.stop_process(tmp_path, "istio-validation")
+        with client.ApiClient(devstack_client_config(info)) as api, pytest.raises(ApiException) as caught:
+            client.CustomObjectsApi(api).create_namespaced_custom_object(
+                *ISTIO, "default", "virtualservices", virtual_service("unchecked", 100)
+            )
+        assert caught.value.status == 500
+        assert 'failed calling webhook "validation.istio.io"' in json.loads(caught.value.body)["message"]
     finally:
         down = coalmine("down", *state)
     assert down.returncode == 0, down.stderr
     for name, pid in pids.items():
         assert not devstack.is_alive(pid, name), f"{name} (pid {pid}) still running after down"
     assert coalmine("status", *state).returncode == 1
+
+
+def devstack_client_config(info: devstack.StackInfo) -> client.Configuration:
+    config = client.Configuration()
+    config.host = info.apiserver_url
+    config.ssl_ca_cert = str(info.ca_file)
+    config.api_key = {"authorization": f"Bearer {info.admin_token}"}
+    return config
+
+
+def test_no_workloads_starts_the_bare_api_server_with_istio_validation(tmp_path: Path) -> None:
+    started = time.monotonic()
+    try:
+        up = coalmine("up", "--state-dir", str(tmp_path), "--no-workloads")
+        assert up.returncode == 0, up.stderr
+        info = devstack.load(tmp_path)
+        assert info is not None
+        assert set(info.pids) == {"etcd", "kube-apiserver", "prometheus", "istio-validation"}
+        assert (info.workloads, info.istio_validation, info.nodes) == (False, True, [])
+        with client.ApiClient(devstack_client_config(info)) as api:
+            assert client.CoreV1Api(api).list_node().items == []
+    finally:
+        down = coalmine("down", "--state-dir", str(tmp_path))
+    assert down.returncode == 0, down.stderr
+    assert time.monotonic() - started < 120
 
 
 def test_scrape_targets_are_picked_up(stack_info: devstack.StackInfo, prom: Prom) -> None:
@@ -206,7 +245,24 @@ def test_failed_start_stops_what_it_started(tmp_path: Path, monkeypatch: pytest.
         devstack.up(state_dir)
     info = devstack.load(state_dir)
     assert info is not None
-    assert set(info.pids) == {"etcd", "kube-apiserver", "prometheus"}
+    assert set(info.pids) == {"etcd", "kube-apiserver", "prometheus", "istio-validation"}
+    assert devstack.status(state_dir) == dict.fromkeys(info.pids, False)
+
+
+def test_a_workload_component_that_fails_is_named_and_everything_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kwok dies at start-up: `up` names it with its log, and stops the API server and the rest it started."""
+    fake = tmp_path / "kwok"
+    fake.write_text("#!/bin/sh\necho 'kwok: no stages found' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("TEST_ASSET_KWOK", str(fake))
+    state_dir = tmp_path / "state"
+    with pytest.raises(devstack.StackError, match=r"(?s)^kwok exited during start-up.*no stages found"):
+        devstack.up(state_dir)
+    info = devstack.load(state_dir)
+    assert info is not None
+    assert set(info.pids) == ALL
     assert devstack.status(state_dir) == dict.fromkeys(info.pids, False)
 
 

@@ -1,6 +1,7 @@
 """deploy/ rendered by the real `kubectl kustomize`: least-privilege rules exactly as documented, the
-Deployment's hardening and settings, and a Dockerfile whose paths exist and whose entrypoint is the
-command the tests run. (tests/integration/test_deploy.py applies the same base to an API server.)"""
+Deployment's hardening and settings, and a Dockerfile whose paths exist, whose base is a build argument
+defaulting to python:3.11 slim, and whose entrypoint is the command the tests run.
+(tests/integration/test_deploy.py applies the same base to an API server; test_image.py builds and runs the image.)"""
 
 from __future__ import annotations
 
@@ -122,8 +123,13 @@ def test_dockerfile_copies_paths_that_exist_and_runs_coalmine_run() -> None:
     cmd = json.loads(re.search(r"^CMD (.*)$", text, re.M).group(1))  # type: ignore[union-attr]
     assert entrypoint + cmd == ["coalmine", "run"]
     assert re.search(r"^USER 10001", text, re.M)
+    # Both stages build FROM the BASE_IMAGE argument, whose default is the official slim image (users'
+    # `docker build .`); tools/build-image.sh passes a local Debian base where no registry is reachable.
     froms = re.findall(r"^FROM (\S+)", text, re.M)
-    assert all(re.fullmatch(r"python:3\.11\.\d+-slim-\w+", image) for image in froms), froms
+    assert froms == ["${BASE_IMAGE}", "${BASE_IMAGE}"], froms
+    (default,) = re.findall(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", default), default
+    assert text.index("ARG BASE_IMAGE=") < text.index("FROM ")  # an ARG before the first FROM is one FROM can use
     pyproject = (REPO / "pyproject.toml").read_text()
     assert 'coalmine = "coalmine.cli:main"' in pyproject  # `coalmine` is the console script tests run as `-m coalmine`
 

@@ -10,6 +10,7 @@ from coalmine_dev.devstack import binaries
 
 ENV_VARS = ("COALMINE_CACHE", "KUBEBUILDER_ASSETS", "TEST_ASSET_KUBE_APISERVER", "TEST_ASSET_ETCD")
 ENV_VARS += ("TEST_ASSET_KUBECTL", "PROMETHEUS_BIN", "XDG_CACHE_HOME")
+ENV_VARS += ("TEST_ASSET_KUBE_CONTROLLER_MANAGER", "TEST_ASSET_KUBE_SCHEDULER", "TEST_ASSET_KWOK")
 
 
 @pytest.fixture(autouse=True)
@@ -79,3 +80,33 @@ def test_find_all_reports_every_missing_piece(monkeypatch: pytest.MonkeyPatch, t
     message = str(caught.value)
     for name in ("kube-apiserver", "etcd", "kubectl", "prometheus", "Istio CRD file"):
         assert name in message
+
+
+def test_workload_binaries_are_version_keyed_and_overridable(
+    clean_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kcm = executable(clean_env / "k8s" / binaries.K8S_VERSION / "kube-controller-manager")
+    scheduler = executable(clean_env / "k8s" / binaries.K8S_VERSION / "kube-scheduler")
+    kwok = executable(clean_env / "kwok" / binaries.KWOK_VERSION / "kwok")
+    stages = clean_env / "kwok" / binaries.KWOK_VERSION / "stages.yaml"
+    stages.write_text("kind: Stage\n")
+    assert binaries.find_workloads() == binaries.WorkloadBinaries(kcm, scheduler, kwok, stages)
+    mine = executable(tmp_path / "mine" / "kwok")
+    monkeypatch.setenv("TEST_ASSET_KWOK", str(mine))
+    assert binaries.kwok() == mine
+
+
+def test_find_workloads_reports_every_missing_piece() -> None:
+    with pytest.raises(binaries.MissingBinaryError) as caught:
+        binaries.find_workloads()
+    message = str(caught.value)
+    for name in ("kube-controller-manager", "kube-scheduler", "kwok not found", "kwok's stage file", "make binaries"):
+        assert name in message
+
+
+def test_istio_validation_is_keyed_by_istio_version_and_source(clean_env: Path) -> None:
+    with pytest.raises(binaries.MissingBinaryError, match=r"istio-validation not found.*source changed.*make binaries"):
+        binaries.istio_validation()
+    folder = f"{binaries.ISTIO_VERSION}-{binaries.istio_validation_source_hash()}"
+    built = executable(clean_env / "istio-validation" / folder / "istio-validation")
+    assert binaries.istio_validation() == built

@@ -169,7 +169,11 @@ def api() -> Iterator[MeshsimClient]:
 
 def test_http_api(api: MeshsimClient) -> None:
     assert api.healthz() == {"status": "ok", "synced": True}  # both kinds were listed (replace()d)
-    assert api.mesh() == {"virtualservices": {f"{NS}/reviews": "7"}, "destinationrules": {f"{NS}/reviews": "8"}}
+    assert api.mesh() == {
+        "virtualservices": {f"{NS}/reviews": "7"},
+        "destinationrules": {f"{NS}/reviews": "8"},
+        "endpoints": {},  # no Service with a selector: nothing followed
+    }
 
     changed = api.set_destination(NS, "reviews", "canary", error_ratio=0.5, p50_ms=100, p99_ms=900)
     assert changed == {"errorRatio": 0.5, "latency": {"p50Ms": 100.0, "p99Ms": 900.0}, "errorCode": 500}

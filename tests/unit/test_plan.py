@@ -5,6 +5,7 @@ writes as the API server would."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from coalmine.core import plan, validation
 from coalmine.core.analysis import CheckResult
 from coalmine.core.models import MetricResult, Phase, Rollout, Verdict
 from coalmine.core.validation import Claim, Cluster, Problem, Resolution
+from coalmine.core.virtualservice import RouteGone, applied, weight_patch
 
 S = timedelta(seconds=1)
 
@@ -51,8 +53,6 @@ class Mesh:
         return validation.resolve(r, Cluster(self.vs, self.rules, self.claims))
 
     def write(self, traffic: validation.Traffic, weight: int) -> plan.TrafficOutcome:
-        from coalmine.core.virtualservice import RouteGone, weight_patch
-
         assert self.vs is not None
         try:
             ops = weight_patch(self.vs, traffic, weight)
@@ -62,9 +62,7 @@ class Mesh:
             self.attempts += 1
         if ops and self.refuse:
             return plan.TrafficOutcome(at_weight=False, observed=self.canary(), error=self.refuse, attempted=True)
-        import jsonpatch
-
-        self.vs = jsonpatch.apply_patch(self.vs, ops)
+        self.vs = applied(self.vs, ops)
         return plan.TrafficOutcome(at_weight=True, observed=weight)
 
     def canary(self, subset: str = "v2") -> int | None:
@@ -599,3 +597,45 @@ def test_the_tick_that_finishes_a_rollout_schedules_its_resync(ending: str) -> N
     follow = plan.record_traffic(r, decision.weight, mesh.write(decision.traffic, decision.weight), now)
     assert follow.status.phase is (Phase.ROLLED_BACK if ending == "rolled-back" else Phase.SUCCEEDED)
     assert follow.wake_at == now + plan.Policy().resync
+
+
+# --- issue 14: what the judges' outcomes do to the step -------------------------------------------------
+
+
+def test_overwhelming_errors_roll_back_on_the_first_check() -> None:
+    mesh = Mesh()
+    r = run(started(mesh=mesh), mesh, [10])
+    failing = check(Verdict.FAIL, 60.0)
+    fast = failing.failed[0].model_copy(update={"reason": "60% < 99%: 40 errors in 100 requests ...", "score": 1e-30})
+    r, events = tick(r, mesh, T0 + 20 * S, replace(failing, fail_fast=fast))
+    assert r.status.phase is Phase.ROLLED_BACK, "failureLimit is 2, but one check was proof enough"
+    assert r.status.rollback is not None
+    assert (r.status.rollback.reason, r.status.rollback.value) == ("FailFast", 60.0)
+    assert mesh.canary() == 0
+    assert [e.reason for e in events] == ["RolledBack"]
+
+
+def test_inconclusive_holds_the_step_and_counts_as_neither() -> None:
+    mesh = Mesh()
+    r = run(started(mesh=mesh), mesh, [10], Verdict.FAIL)
+    inconclusive = replace(check(Verdict.PASS), verdict=Verdict.INCONCLUSIVE, reason="inconclusive: 3 and 3 samples")
+    for second in (20, 30, 40, 50, 60, 70, 80):
+        r, _ = tick(r, mesh, T0 + second * S, inconclusive)
+    assert r.status.phase is Phase.PROGRESSING
+    assert r.status.step_index == 0, "the hold is over, but nobody could tell: no step forward"
+    assert r.status.analysis is not None
+    assert r.status.analysis.consecutive_failures == 1, "not a failure, and not a pass that clears one"
+    assert r.status.analysis.no_data_since is None, "there is data: maxNoData does not run"
+    assert "inconclusive: 3 and 3 samples" in (r.status.message or "")
+    r = run(r, mesh, [90])
+    assert r.status.step_index == 1
+
+
+def test_traffic_mismatches_are_counted_within_a_step() -> None:
+    mesh = Mesh()
+    r = run(started(mesh=mesh), mesh, [10])
+    r, _ = tick(r, mesh, T0 + 20 * S, replace(check(Verdict.PASS), traffic_mismatches=2))
+    assert plan.step_context(r, T0 + 25 * S, S).mismatches == 2
+    r = run(r, mesh, [30])  # the hold ends: next step
+    assert r.status.step_index == 1
+    assert plan.step_context(r, T0 + 35 * S, S).mismatches == 0, "a new step, a new weight: counted afresh"

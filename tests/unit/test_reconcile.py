@@ -15,7 +15,7 @@ import pytest
 from builders import T0, destination_rule, spec, virtual_service
 
 from coalmine import reconcile
-from coalmine.adapters.kube import Conflict, Refused
+from coalmine.adapters.kube import Conflict, Refused, Unavailable
 from coalmine.core.analysis import Query, Sample
 from coalmine.core.models import Ref
 
@@ -27,6 +27,7 @@ class FakeKube:
         self.statuses: list[dict[str, Any]] = []
         self.conflict_status = False
         self.refuse = ""
+        self.unavailable = ""
         self.conflicts = 0
 
     async def get_virtual_service(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -39,6 +40,8 @@ class FakeKube:
 
     async def patch_virtual_service(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         self.calls.append("vs")
+        if self.unavailable:
+            raise Unavailable(self.unavailable)
         if self.refuse:
             raise Refused(self.refuse)
         if self.conflicts:
@@ -65,9 +68,10 @@ class FakePrometheus:
     def __init__(self, success_rate: float) -> None:
         self.success_rate = success_rate
 
-    async def ask(self, address: str, queries: list[Query]) -> dict[str, Sample]:
+    async def ask(self, address: str, queries: list[Query], *, at: datetime) -> dict[str, Sample]:
         values = {"requests": 500.0, "success-rate": self.success_rate, "latency-p99": 80.0}
-        return {q.name: Sample(values[q.name]) for q in queries}
+        stable = {"requests@stable": 1167.0, "success-rate@stable": 99.9, "latency-p99@stable": 80.0}
+        return {q.name: Sample({**values, **stable}[q.name]) for q in queries}
 
 
 def _body(status: dict[str, Any]) -> dict[str, Any]:
@@ -189,3 +193,16 @@ async def test_a_spec_the_crd_would_refuse_is_invalid_with_the_field() -> None:
 )
 def test_merge_patch(old: dict[str, Any], new: dict[str, Any], patch: dict[str, Any]) -> None:
     assert reconcile.merge_patch(old, new) == patch
+
+
+async def test_a_webhook_that_is_down_is_reported_and_retried_with_backoff() -> None:
+    """A 500 from a failing admission webhook is neither a refusal of this write nor a concurrent edit."""
+    kube = FakeKube(virtual_service(stable_weight=100))
+    kube.unavailable = 'Internal error occurred: failed calling webhook "validation.istio.io": connection refused'
+    outcome = await reconcile.tick(
+        _body(_progressing(0)), _ports(kube, FakePrometheus(99.9), T0 + timedelta(seconds=12))
+    )
+    assert kube.calls == ["vs", "status@41", "event:TrafficNotMoved"]
+    assert outcome.status is not None
+    assert "could not take the write now" in (outcome.status.message or "")
+    assert outcome.status.traffic_retry_at is not None, "retried after a backoff, not in a hot loop"

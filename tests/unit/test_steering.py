@@ -270,6 +270,19 @@ def test_promote_is_refused_while_the_last_check_did_not_pass(verdict: Verdict, 
     assert (r.status.step_index, mesh.canary()) == (0, 10)
 
 
+def test_promote_needs_a_pass_whatever_else_a_check_can_say() -> None:
+    mesh = Mesh()
+    r = run(started(mesh=mesh), mesh, [10])
+    assert r.status.analysis is not None
+    for verdict in Verdict:
+        if verdict is Verdict.PASS:
+            continue
+        analysis = r.status.analysis.model_copy(update={"verdict": verdict})
+        asked = ask(r.model_copy(update={"status": r.status.model_copy(update={"analysis": analysis})}), "promote")
+        assert asked.request is not None
+        assert "promote needs a passing check" in (steering.refusal(asked, asked.request) or ""), verdict
+
+
 def test_promote_takes_the_check_of_its_own_tick() -> None:
     """A request and a due check in one tick: the request is judged on the fresh check."""
     mesh = Mesh()

@@ -10,7 +10,7 @@ import pytest
 from builders import destination_rule, parsed_spec, resolve, virtual_service
 
 from coalmine.core.validation import Target, Traffic, observe_routes, share_of
-from coalmine.core.virtualservice import RouteGone, weight_patch
+from coalmine.core.virtualservice import RouteGone, applied, weight_patch
 
 
 def _target(**overrides: Any) -> Traffic:
@@ -102,3 +102,16 @@ def test_explicit_port_is_written() -> None:
         vs, weight_patch(vs, _target(canary={"host": "order", "subset": "v2", "port": 9090}), 10)
     )
     assert after["spec"]["http"][1]["route"][1]["destination"]["port"] == {"number": 9090}
+
+
+@pytest.mark.parametrize("weight", [0, 10, 30, 100])
+def test_applied_is_what_the_api_server_stores(weight: int) -> None:
+    """The simulation (replay, unit tests) applies a patch exactly as RFC 6902 does."""
+    vs = virtual_service(stable_weight=70, canary_weight=30)
+    ops = weight_patch(vs, _target(), weight)
+    assert applied(vs, ops) == jsonpatch.apply_patch(vs, ops)
+    moved = copy.deepcopy(vs)
+    moved["spec"]["http"][1]["route"][0]["weight"] = 55
+    if ops:
+        with pytest.raises(RouteGone):
+            applied(moved, ops)

@@ -68,7 +68,12 @@ class Conflict(Exception):
 
 class Refused(Exception):
     """The API server (schema, admission, RBAC) refused the write for what it is, not for a concurrent
-    edit; the message is the server's own. Retrying the same write will not help."""
+    edit; the message is the server's own. Retrying the same write will not help soon."""
+
+
+class Unavailable(Exception):
+    """The API server could not take the write now (5xx: an admission webhook down, a timeout); the
+    message is the server's own. The same write may succeed in a moment."""
 
 
 def _status_body(exc: ApiException) -> dict[str, Any]:
@@ -150,6 +155,8 @@ class KubeApi:
                 ) from exc
             if exc.status in (400, 403, 404, 422):
                 raise Refused(_server_message(exc)) from exc
+            if exc.status >= 500:
+                raise Unavailable(_server_message(exc)) from exc
             raise
         if self._cache is not None:
             self._cache.observe("virtualservices", "MODIFIED", result)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from datetime import datetime
 from typing import Any
 
 import httpx
 
-from coalmine.core.analysis import Batch, Query, Sample, batched_promql, pick
+from coalmine.core.analysis import Batch, Query, Range, Sample, batched_promql, pick
 
 BatchKey = tuple[str, tuple[str, str, float | None, tuple[str, ...]]]
 
@@ -36,12 +37,13 @@ class PrometheusClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def _data(self, address: str, promql: str) -> dict[str, Any] | str:
-        """The `data` of an instant query, or why there is none. POST: batched queries can be long."""
-        url = address.rstrip("/") + "/api/v1/query"
+    async def _data(self, address: str, promql: str, params: dict[str, str] | None = None) -> dict[str, Any] | str:
+        """The `data` of a query (a range query when `params` has start/end/step), or why there is none.
+        POST: batched queries can be long."""
+        url = address.rstrip("/") + ("/api/v1/query_range" if params else "/api/v1/query")
         try:
             async with self._limit:
-                response = await self._http.post(url, data={"query": promql})
+                response = await self._http.post(url, data={"query": promql, **(params or {})})
         except httpx.HTTPError as exc:
             return f"Prometheus at {address} unreachable: {type(exc).__name__}: {exc}".rstrip(": ")
         try:
@@ -57,10 +59,25 @@ class PrometheusClient:
         data = await self._data(address, promql)
         return Sample(None, data) if isinstance(data, str) else parse(data)
 
-    async def ask(self, address: str, queries: Sequence[Query]) -> dict[str, Sample]:
-        answers = await asyncio.gather(
-            *(self._batched(address, q.batch) if q.batch else self.query(address, q.promql) for q in queries)
-        )
+    async def query_range(self, address: str, promql: str, span: Range, end: datetime) -> Sample:
+        start = end - span.span
+        params = {
+            "start": f"{start.timestamp():.3f}",
+            "end": f"{end.timestamp():.3f}",
+            "step": f"{span.step.total_seconds():g}",
+        }
+        data = await self._data(address, promql, params)
+        return Sample(None, data) if isinstance(data, str) else parse_range(data)
+
+    async def ask(self, address: str, queries: Sequence[Query], *, at: datetime) -> dict[str, Sample]:
+        """Every query's answer: batched ones together with other Rollouts', range queries ending `at`."""
+
+        def one(q: Query) -> Awaitable[Sample]:
+            if q.range is not None:
+                return self.query_range(address, q.promql, q.range, at)
+            return self._batched(address, q.batch) if q.batch else self.query(address, q.promql)
+
+        answers = await asyncio.gather(*(one(q) for q in queries))
         return {q.name: a for q, a in zip(queries, answers, strict=True)}
 
     def _batched(self, address: str, batch: Batch) -> asyncio.Future[Sample]:
@@ -94,6 +111,17 @@ class PrometheusClient:
                 future.set_result(Sample(None, f"batched query returned a {data.get('resultType')}"))
             else:
                 future.set_result(pick(data["result"], batch))
+
+
+def parse_range(data: dict[str, Any]) -> Sample:
+    """The values of a range query's one series (NaN where Prometheus had none); empty: no values."""
+    result = data.get("result")
+    if data.get("resultType") != "matrix" or not isinstance(result, list):
+        return Sample(None, f"range query returned a {data.get('resultType')}")
+    if len(result) > 1:
+        return Sample(None, f"range query returned {len(result)} series; it must return one")
+    values = tuple(float(v) for _, v in result[0]["values"]) if result else ()
+    return Sample(None, values=values)
 
 
 def parse(data: dict[str, Any]) -> Sample:

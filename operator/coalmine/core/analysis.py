@@ -1,8 +1,22 @@
 """Canary analysis as pure functions: the PromQL to ask, and what the answers mean.
 
 Three outcomes, never two: a check passes, fails, or has no data. Empty results, NaN, too few
-requests and an unreachable Prometheus are all "no data", which never counts as a pass
-(the plan holds the step and rolls back after maxNoData). This module does no I/O.
+requests and an unreachable Prometheus are all "no data", which never counts as a pass (the plan
+holds the step and rolls back after maxNoData). A statistical judge may also say "inconclusive"
+(too few samples to tell), which holds the step without counting toward either.
+
+What one check judges, each a row in the status with its numbers and queries:
+- success-rate and latency: absolute guard rails (min, maxMs) and, when set, bounds relative to the
+  stable on the same window (maxDropVsStable, maxRatioVsStable). A relative bound whose stable has no
+  data says so: it is no data, never a silent pass.
+- slo-burn (opt-in): the canary's error budget burn rate over every SLO window; fails only when all
+  windows burn faster than the bound (multiwindow).
+- traffic (on by default): the canary's observed share of the requests against the weight the routes
+  give it; far off `checks` times in a row fails with TrafficMismatch.
+- <metric>-vs-stable (opt-in judge): a one-sided Mann-Whitney U of per-interval samples of the step.
+- custom metrics, and dry-run ones, which are judged and shown but never change the verdict.
+A success-rate failure whose errors are overwhelming evidence (judges.overwhelming_errors) is marked
+`fail_fast`: the plan rolls back on that one check. This module does no I/O.
 """
 
 from __future__ import annotations
@@ -10,10 +24,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from coalmine.core import judges
 from coalmine.core.models import Analysis, MetricResult, Verdict, format_duration
 from coalmine.core.validation import TEMPLATE, Side, Target
 
@@ -21,6 +36,12 @@ MIN_SCRAPES = 4  # a window shorter than this many scrape intervals sees too few
 REQUESTS = "requests"
 SUCCESS_RATE = "success-rate"
 LATENCY = "latency"
+SLO_BURN = "slo-burn"
+TRAFFIC = "traffic"
+TRAFFIC_MISMATCH = "TrafficMismatch"
+STABLE = "@stable"  # suffix of a query's name asked of the stable
+VS_STABLE = "-vs-stable"  # suffix of a judge's row
+SHARE_CONFIDENCE = 0.99  # the traffic check's binomial margin; three far-off checks in a row make a failure
 
 
 def latency_name(analysis: Analysis) -> str:
@@ -29,10 +50,11 @@ def latency_name(analysis: Analysis) -> str:
 
 @dataclass(frozen=True)
 class Sample:
-    """One query's answer: a finite number, or why there is none."""
+    """One query's answer: a finite number (or, for a range query, its values), or why there is none."""
 
     value: float | None = None
     error: str | None = None  # set when Prometheus could not answer
+    values: tuple[float, ...] = ()
 
     @staticmethod
     def of(value: float | None) -> Sample:
@@ -61,10 +83,29 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class Range:
+    """A range query: per-interval values over the last `span`, one every `step`."""
+
+    span: timedelta
+    step: timedelta
+
+
+@dataclass(frozen=True)
 class Query:
     name: str
     promql: str  # this Rollout's own query, as shown in its status
-    batch: Batch | None = None  # None: a custom query, asked on its own
+    batch: Batch | None = None  # None: asked on its own
+    range: Range | None = None  # set: a range query (the judge's samples)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a check needs to know of the step it judges."""
+
+    elapsed: timedelta = timedelta(0)  # since the step (its current weight) began
+    scrape_interval: timedelta = timedelta(seconds=15)
+    weight: int | None = None  # the canary weight the routes have, for the traffic check
+    mismatches: int = 0  # far-off traffic checks in a row before this one
 
 
 @dataclass(frozen=True)
@@ -73,11 +114,13 @@ class CheckResult:
     window: str
     requests: float | None
     metrics: tuple[MetricResult, ...]
-    reason: str = ""  # why the check has no data, when it has none
+    reason: str = ""  # why the check has no data (or is inconclusive), when it has none
+    fail_fast: MetricResult | None = None  # a failure that is overwhelming evidence on its own
+    traffic_mismatches: int = 0
 
     @property
     def failed(self) -> tuple[MetricResult, ...]:
-        return tuple(m for m in self.metrics if m.verdict is Verdict.FAIL)
+        return tuple(m for m in self.metrics if m.verdict is Verdict.FAIL and not m.dry_run)
 
 
 def window(step_elapsed: timedelta, *, interval: timedelta, scrape_interval: timedelta) -> timedelta:
@@ -118,29 +161,64 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def queries(analysis: Analysis, target: Target, window_length: timedelta) -> tuple[Query, ...]:
-    """The queries of one check, in the order they are shown."""
-    w = format_duration(window_length)
-    sel = selector(target, target.canary)
-    total = f"sum(rate(istio_requests_total{{{sel}}}[{w}]))"
+def _requests(sel: str, w: str) -> str:
+    return f"sum(increase(istio_requests_total{{{sel}}}[{w}]))"
+
+
+def _success_rate(sel: str, w: str) -> str:
     # The success numerator may be an empty vector when every response failed: `or vector(0)`
     # keeps that a 0 % success rate, not "no data". A zero denominator stays NaN (no data).
     ok = f'(sum(rate(istio_requests_total{{{sel},response_code!~"5.."}}[{w}])) or vector(0))'
-    labels = selector_labels(target, target.canary)
-    q = analysis.latency.quantile
-    result = [
-        Query(
-            REQUESTS,
-            f"sum(increase(istio_requests_total{{{sel}}}[{w}]))",
-            Batch(REQUESTS, w, None, labels),
-        ),
-        Query(SUCCESS_RATE, f"{ok} / {total} * 100", Batch(SUCCESS_RATE, w, None, labels)),
-        Query(
-            latency_name(analysis),
-            f"histogram_quantile({q:g}, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{w}])))",
-            Batch(LATENCY, w, q, labels),
-        ),
+    return f"{ok} / sum(rate(istio_requests_total{{{sel}}}[{w}])) * 100"
+
+
+def _latency(sel: str, w: str, quantile: float) -> str:
+    return f"histogram_quantile({quantile:g}, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{w}])))"
+
+
+def _side_queries(analysis: Analysis, target: Target, side: Side, w: str, suffix: str) -> list[Query]:
+    sel, labels, q = selector(target, side), selector_labels(target, side), analysis.latency.quantile
+    return [
+        Query(REQUESTS + suffix, _requests(sel, w), Batch(REQUESTS, w, None, labels)),
+        Query(SUCCESS_RATE + suffix, _success_rate(sel, w), Batch(SUCCESS_RATE, w, None, labels)),
+        Query(latency_name(analysis) + suffix, _latency(sel, w, q), Batch(LATENCY, w, q, labels)),
     ]
+
+
+def needs_stable(analysis: Analysis) -> bool:
+    return (
+        analysis.traffic_check.enabled
+        or analysis.success_rate.max_drop_vs_stable is not None
+        or analysis.latency.max_ratio_vs_stable is not None
+    )
+
+
+def judge_step(scrape_interval: timedelta) -> timedelta:
+    """The judge's sample interval: each sample is a rate over its own non-overlapping interval."""
+    return MIN_SCRAPES * scrape_interval
+
+
+def queries(
+    analysis: Analysis, target: Target, window_length: timedelta, step: StepContext = StepContext()
+) -> tuple[Query, ...]:
+    """The queries of one check, in the order they are shown."""
+    w = format_duration(window_length)
+    result = _side_queries(analysis, target, target.canary, w, "")
+    if needs_stable(analysis):
+        result += _side_queries(analysis, target, target.stable, w, STABLE)
+    if analysis.slo is not None:
+        sel, labels = selector(target, target.canary), selector_labels(target, target.canary)
+        for length in analysis.slo.windows:
+            sw = format_duration(length)
+            result.append(Query(f"{SUCCESS_RATE}[{sw}]", _success_rate(sel, sw), Batch(SUCCESS_RATE, sw, None, labels)))
+    if analysis.judge is not None:
+        every = judge_step(step.scrape_interval)
+        span = Range(span=max(step.elapsed - every, timedelta(0)), step=every)
+        ew, q = format_duration(every), analysis.latency.quantile
+        for side, suffix in ((target.canary, ""), (target.stable, STABLE)):
+            sel = selector(target, side)
+            result.append(Query(f"{SUCCESS_RATE}{VS_STABLE}{suffix}", _success_rate(sel, ew), range=span))
+            result.append(Query(f"{latency_name(analysis)}{VS_STABLE}{suffix}", _latency(sel, ew, q), range=span))
     result += [Query(m.name, render(m.query, target, w)) for m in analysis.metrics]
     return tuple(result)
 
@@ -179,6 +257,9 @@ def pick(series: Sequence[Mapping[str, Any]], batch: Batch) -> Sample:
     return Sample(None)
 
 
+# --- judging the answers --------------------------------------------------------------------------
+
+
 def _bounds(low: float | None, high: float | None) -> str:
     parts = ([f">= {low:g}"] if low is not None else []) + ([f"<= {high:g}"] if high is not None else [])
     return ", ".join(parts)
@@ -206,57 +287,277 @@ def _judge(
     return MetricResult(name=name, value=value, threshold=threshold, verdict=verdict, reason=reason, query=query)
 
 
+@dataclass
+class _Answers:
+    """The answers to one check's queries, by name, and the facts every judge needs."""
+
+    analysis: Analysis
+    asked: Mapping[str, Query]
+    answers: Mapping[str, Sample]
+    w: str
+    weight: int | None = None  # the canary weight the routes have
+    enough: bool = False
+    scarcity: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def get(self, name: str) -> Sample:
+        return self.answers.get(name, Sample(None, "not asked"))
+
+    def query(self, name: str) -> str:
+        return self.asked[name].promql if name in self.asked else ""
+
+
+def _relative(
+    answers: _Answers, result: MetricResult, name: str, bound: float | None, unit: str, drop: bool
+) -> MetricResult:
+    """Add the stable's value and, with a bound, the verdict relative to it (drop in points, or ratio)."""
+    stable = answers.get(name + STABLE)
+    stable_requests = answers.get(REQUESTS + STABLE)
+    update: dict[str, Any] = {"stable_value": stable.value, "stable_query": answers.query(name + STABLE)}
+    if bound is None or result.verdict is not Verdict.PASS:
+        return result.model_copy(update=update)
+    if answers.weight == 100:
+        why = "relative bound not applied: at 100 % the stable has no traffic to compare with"
+        return result.model_copy(update={**update, "reason": why})
+    kind = f"drop vs stable <= {bound:g}{unit}" if drop else f"ratio vs stable <= {bound:g}"
+    update["threshold"] = f"{result.threshold}, {kind}"
+    a = answers.analysis
+    if stable.value is None or stable_requests.value is None or stable_requests.value < a.min_requests:
+        why = (
+            f"the stable's query has no answer: {stable.error}"
+            if stable.error
+            else f"the stable has no data in the last {answers.w} (a relative bound needs both sides)"
+        )
+        return result.model_copy(update={**update, "verdict": Verdict.NO_DATA, "reason": why})
+    assert result.value is not None
+    if drop and stable.value - result.value > bound:
+        reason = f"{result.value:.4g}{unit} is {stable.value - result.value:.3g} points below the stable's {stable.value:.4g}{unit}"
+        return result.model_copy(update={**update, "verdict": Verdict.FAIL, "reason": reason})
+    if not drop and stable.value > 0 and result.value / stable.value > bound:
+        reason = f"{result.value:.4g}{unit} is {result.value / stable.value:.3g}x the stable's {stable.value:.4g}{unit}"
+        return result.model_copy(update={**update, "verdict": Verdict.FAIL, "reason": reason})
+    return result.model_copy(update=update)
+
+
+def _builtin(answers: _Answers) -> tuple[list[MetricResult], MetricResult | None]:
+    """success-rate and latency, absolute then relative; and whether the success rate fails fast."""
+    a = answers.analysis
+    rows: list[MetricResult] = []
+    fail_fast = None
+    spec = (
+        (SUCCESS_RATE, a.success_rate.min, None, "%", a.success_rate.max_drop_vs_stable, True),
+        (latency_name(a), None, a.latency.max_ms, " ms", a.latency.max_ratio_vs_stable, False),
+    )
+    for name, low, high, unit, relative, drop in spec:
+        row = _judge(name, answers.query(name), answers.get(name), low, high, unit)
+        if not answers.enough:
+            row = row.model_copy(update={"verdict": Verdict.NO_DATA, "reason": answers.scarcity})
+        elif needs_stable(a):
+            row = _relative(answers, row, name, relative, unit if drop else "", drop)
+        if name == SUCCESS_RATE and row.verdict is Verdict.FAIL and row.value is not None and a.fail_fast.enabled:
+            fail_fast = _fail_fast(answers, row)
+        rows.append(row)
+    return rows, fail_fast
+
+
+def _fail_fast(answers: _Answers, row: MetricResult) -> MetricResult | None:
+    a, requests = answers.analysis, answers.get(REQUESTS).value
+    if requests is None or row.value is None or row.value >= a.success_rate.min:
+        return None  # only the absolute bound is tested: it is what "a healthy canary" means here
+    errors = requests * (1 - row.value / 100)
+    p = judges.overwhelming_errors(requests, errors, 1 - a.success_rate.min / 100, a.fail_fast.confidence)
+    if p is None or p >= 1 - a.fail_fast.confidence:
+        return None
+    reason = (
+        f"{row.reason}: {errors:.0f} errors in {requests:.0f} requests; a canary at {a.success_rate.min:g}% "
+        f"would show that many with p = {p:.2g} < {1 - a.fail_fast.confidence:.2g} (one-sided binomial)"
+    )
+    return row.model_copy(update={"reason": reason, "score": p})
+
+
+def _slo(answers: _Answers) -> MetricResult | None:
+    slo = answers.analysis.slo
+    if slo is None:
+        return None
+    names = [f"{SUCCESS_RATE}[{format_duration(length)}]" for length in slo.windows]
+    threshold = f"burn <= {slo.burn_rate:g} on any of {', '.join(format_duration(w) for w in slo.windows)}"
+    query = answers.query(names[0])
+    samples = [answers.get(n) for n in names]
+    missing = next((s for s in samples if s.value is None), None)
+    if not answers.enough or missing is not None:
+        why = answers.scarcity if not answers.enough else (missing.error if missing else None) or "empty result or NaN"
+        return MetricResult(name=SLO_BURN, threshold=threshold, verdict=Verdict.NO_DATA, reason=why, query=query)
+    burns = [judges.burn_rate(s.value or 0.0, slo.objective) for s in samples]
+    slowest = min(burns)
+    row = MetricResult(
+        name=SLO_BURN, value=slowest, threshold=threshold, verdict=Verdict.PASS, query=query, score=slowest
+    )
+    if slowest > slo.burn_rate:
+        each = ", ".join(f"{b:.3g} over {format_duration(w)}" for b, w in zip(burns, slo.windows, strict=True))
+        reason = f"the canary burns the {slo.objective:g}% SLO's budget at {each}, all above {slo.burn_rate:g}"
+        return row.model_copy(update={"verdict": Verdict.FAIL, "reason": reason})
+    return row
+
+
+def _traffic(answers: _Answers, target: Target, step: StepContext) -> tuple[MetricResult | None, int]:
+    """The canary's observed share of the owned routes' requests against the weight on record."""
+    check = answers.analysis.traffic_check
+    if not check.enabled or step.weight is None:
+        return None, 0
+    name = TRAFFIC
+    if target.shared_by:
+        why = (
+            f"skipped: route {', '.join(target.shared_by)} also sends to the stable or canary, so shares do not add up"
+        )
+        return MetricResult(name=name, threshold="", verdict=Verdict.SKIPPED, reason=why), 0
+    window_length = MIN_SCRAPES * step.scrape_interval
+    if step.elapsed < window_length:
+        return None, step.mismatches  # the window still holds the previous weight's requests
+    canary, stable = answers.get(REQUESTS).value, answers.get(REQUESTS + STABLE).value
+    total = (canary or 0.0) + (stable or 0.0)
+    if total < answers.analysis.min_requests:
+        return None, step.mismatches
+    observed = 100 * (canary or 0.0) / total
+    margin = 100 * judges.share_margin(
+        step.weight / 100, total, check.tolerance / 100, answers.analysis.fail_fast.confidence
+    )
+    threshold = f"{step.weight}% ± {margin:.3g}"
+    far = abs(observed - step.weight) > margin
+    mismatches = step.mismatches + 1 if far else 0
+    row = MetricResult(
+        name=name,
+        value=observed,
+        stable_value=100 * (stable or 0.0) / total,
+        threshold=threshold,
+        verdict=Verdict.PASS,
+        query=answers.query(REQUESTS),
+        stable_query=answers.query(REQUESTS + STABLE),
+    )
+    if not far:
+        return row, 0
+    reason = (
+        f"{TRAFFIC_MISMATCH}: the canary got {observed:.3g}% of {total:.0f} requests, the routes give it "
+        f"{step.weight}% ({mismatches} of {check.checks} checks in a row); causes: pods without sidecars, a host "
+        "or port the routes do not match, another VirtualService for the same host"
+    )
+    verdict = Verdict.FAIL if mismatches >= check.checks else Verdict.PASS
+    return row.model_copy(update={"verdict": verdict, "reason": reason}), mismatches
+
+
+def _mann_whitney(answers: _Answers) -> list[MetricResult]:
+    judge = answers.analysis.judge
+    if judge is None:
+        return []
+    rows = []
+    if answers.weight == 100:
+        why = "skipped: at 100 % the stable has no traffic to compare with"
+        return [
+            MetricResult(name=m + VS_STABLE, verdict=Verdict.SKIPPED, reason=why)
+            for m in (SUCCESS_RATE, latency_name(answers.analysis))
+        ]
+    sides: tuple[tuple[str, judges.Worse], ...] = ((SUCCESS_RATE, "less"), (latency_name(answers.analysis), "greater"))
+    for metric, worse in sides:
+        name = metric + VS_STABLE
+        canary, stable = answers.get(name), answers.get(name + STABLE)
+        threshold = f"p >= {1 - judge.confidence:.2g} (Mann-Whitney U, canary {worse} than stable)"
+        base = MetricResult(
+            name=name,
+            threshold=threshold,
+            verdict=Verdict.INCONCLUSIVE,
+            query=answers.query(name),
+            stable_query=answers.query(name + STABLE),
+        )
+        if canary.error or stable.error:
+            rows.append(base.model_copy(update={"verdict": Verdict.NO_DATA, "reason": canary.error or stable.error}))
+            continue
+        found = judges.mann_whitney(canary.values, stable.values, worse=worse, min_samples=judge.min_samples)
+        if found is None:
+            have = f"{len([v for v in canary.values if math.isfinite(v)])} and {len([v for v in stable.values if math.isfinite(v)])}"
+            why = f"inconclusive: {have} samples of canary and stable, the judge needs {judge.min_samples} each"
+            rows.append(base.model_copy(update={"reason": why}))
+            continue
+        row = base.model_copy(
+            update={
+                "value": found.canary_median,
+                "stable_value": found.stable_median,
+                "score": found.p_value,
+                "verdict": Verdict.PASS,
+            }
+        )
+        if found.p_value < 1 - judge.confidence:
+            reason = (
+                f"the canary's samples are {worse} than the stable's: medians {found.canary_median:.4g} vs "
+                f"{found.stable_median:.4g}, p = {found.p_value:.2g} over {found.samples[0]} and {found.samples[1]} samples"
+            )
+            row = row.model_copy(update={"verdict": Verdict.FAIL, "reason": reason})
+        rows.append(row)
+    return rows
+
+
+def _custom(answers: _Answers) -> list[MetricResult]:
+    rows = []
+    for metric in answers.analysis.metrics:
+        row = _judge(metric.name, answers.query(metric.name), answers.get(metric.name), metric.min, metric.max)
+        rows.append(row.model_copy(update={"dry_run": True}) if metric.dry_run else row)
+    return rows
+
+
+def _verdict(rows: Sequence[MetricResult], enough: bool) -> Verdict:
+    counted = {r.verdict for r in rows if not r.dry_run}
+    for verdict in (Verdict.FAIL, Verdict.NO_DATA):
+        if verdict in counted:
+            return verdict
+    if not enough:
+        return Verdict.NO_DATA
+    return Verdict.INCONCLUSIVE if Verdict.INCONCLUSIVE in counted else Verdict.PASS
+
+
 def evaluate(
-    analysis: Analysis, asked: Sequence[Query], answers: Mapping[str, Sample], window_length: timedelta
+    analysis: Analysis,
+    asked: Sequence[Query],
+    answers: Mapping[str, Sample],
+    window_length: timedelta,
+    target: Target | None = None,
+    step: StepContext = StepContext(),
 ) -> CheckResult:
     """Judge one check from the answers to `asked` (keyed by query name)."""
     w = format_duration(window_length)
-    by_name = {q.name: q for q in asked}
-    requests = answers.get(REQUESTS, Sample(None, "not asked"))
-    enough = requests.error is None and requests.value is not None and requests.value >= analysis.min_requests
+    facts = _Answers(analysis, {q.name: q for q in asked}, answers, w, step.weight)
+    requests = facts.get(REQUESTS)
+    facts.enough = requests.error is None and requests.value is not None and requests.value >= analysis.min_requests
     if requests.error is not None:
-        scarcity = requests.error
+        facts.scarcity = requests.error
     elif requests.value is None:
-        scarcity = f"no canary requests in the last {w}"
+        facts.scarcity = f"no canary requests in the last {w}"
     else:
-        scarcity = (
+        facts.scarcity = (
             f"{requests.value:.0f} canary requests in the last {w}, fewer than minRequests {analysis.min_requests}"
         )
 
-    results: list[MetricResult] = []
-    builtin = {
-        SUCCESS_RATE: (analysis.success_rate.min, None, "%"),
-        latency_name(analysis): (None, analysis.latency.max_ms, " ms"),
-    }
-    for name, (low, high, unit) in builtin.items():
-        query = by_name[name].promql
-        sample = answers.get(name, Sample(None, "not asked"))
-        result = _judge(name, query, sample, low, high, unit)
-        if not enough:
-            result = result.model_copy(update={"verdict": Verdict.NO_DATA, "reason": scarcity})
-        results.append(result)
-    for metric in analysis.metrics:
-        query = by_name[metric.name].promql
-        results.append(
-            _judge(
-                metric.name,
-                query,
-                answers.get(metric.name, Sample(None, "not asked")),
-                metric.min,
-                metric.max,
-            )
-        )
+    rows, fail_fast = _builtin(facts)
+    mismatches = 0
+    if target is not None:
+        traffic, mismatches = _traffic(facts, target, step)
+        rows += [traffic] if traffic is not None else []
+    slo = _slo(facts)
+    rows += ([slo] if slo is not None else []) + _mann_whitney(facts) + _custom(facts)
 
-    verdicts = {r.verdict for r in results}
-    if Verdict.FAIL in verdicts:
-        verdict = Verdict.FAIL
-    elif Verdict.NO_DATA in verdicts or not enough:
-        verdict = Verdict.NO_DATA
-    else:
-        verdict = Verdict.PASS
-    reason = (
-        ""
-        if verdict is not Verdict.NO_DATA
-        else (scarcity if not enough else next(r.reason for r in results if r.verdict is Verdict.NO_DATA))
+    verdict = _verdict(rows, facts.enough)
+    reason = ""
+    if verdict is Verdict.NO_DATA:
+        reason = (
+            facts.scarcity
+            if not facts.enough
+            else next(r.reason for r in rows if r.verdict is Verdict.NO_DATA and not r.dry_run)
+        )
+    elif verdict is Verdict.INCONCLUSIVE:
+        reason = next(r.reason for r in rows if r.verdict is Verdict.INCONCLUSIVE)
+    return CheckResult(
+        verdict=verdict,
+        window=w,
+        requests=requests.value,
+        metrics=tuple(rows),
+        reason=reason,
+        fail_fast=fail_fast if verdict is Verdict.FAIL else None,
+        traffic_mismatches=mismatches,
     )
-    return CheckResult(verdict=verdict, window=w, requests=requests.value, metrics=tuple(results), reason=reason)

@@ -116,12 +116,49 @@ class PrometheusRef(Model):
 
 
 class SuccessRate(Model):
-    min: float = 99.0
+    min: float = 99.0  # percent; the absolute guard rail
+    max_drop_vs_stable: float | None = None  # percentage points below the stable's, on the same window
 
 
 class Latency(Model):
     quantile: float = 0.99
-    max_ms: float = 500.0
+    max_ms: float = 500.0  # the absolute guard rail
+    max_ratio_vs_stable: float | None = None  # canary quantile / stable quantile, on the same window
+
+
+class JudgeKind(enum.StrEnum):
+    MANN_WHITNEY = "mannWhitney"
+
+
+class Judge(Model):
+    """A statistical comparison of canary and stable over per-interval samples of the step."""
+
+    kind: JudgeKind = JudgeKind.MANN_WHITNEY
+    confidence: float = 0.95
+    min_samples: int = 8  # per side; fewer make the comparison Inconclusive
+
+
+class Slo(Model):
+    """Judge the canary as if promoted: its error budget burn rate over every window (multiwindow)."""
+
+    objective: float  # percent of good requests, e.g. 99.9
+    burn_rate: float = 14.4
+    windows: tuple[Duration, ...] = (timedelta(minutes=1), timedelta(minutes=5))
+
+
+class TrafficCheck(Model):
+    """Does the mesh send the canary the share the routes give it?"""
+
+    enabled: bool = True
+    tolerance: float = 2.0  # percentage points, on top of the binomial margin (99 %) for the request count
+    checks: int = 3  # far off this many checks in a row fails the check (TrafficMismatch)
+
+
+class FailFast(Model):
+    """Roll back on one check when its errors are overwhelming evidence, not after failureLimit checks."""
+
+    enabled: bool = True
+    confidence: float = 0.999  # a canary at the success-rate bound would show this many errors with p < 1 - this
 
 
 class Selector(Model):
@@ -134,6 +171,7 @@ class CustomMetric(Model):
     query: str
     min: float | None = None
     max: float | None = None
+    dry_run: bool = False  # evaluated and shown, never rolls back: to trial a metric
 
 
 class Analysis(Model):
@@ -147,6 +185,10 @@ class Analysis(Model):
     max_no_data: Duration = timedelta(minutes=5)
     selector: Selector = Selector()
     metrics: tuple[CustomMetric, ...] = ()
+    judge: Judge | None = None
+    slo: Slo | None = None
+    traffic_check: TrafficCheck = TrafficCheck()
+    fail_fast: FailFast = FailFast()
 
 
 class UnexpectedTraffic(enum.StrEnum):
@@ -189,6 +231,8 @@ class Verdict(enum.StrEnum):
     PASS = "Pass"
     FAIL = "Fail"
     NO_DATA = "NoData"
+    INCONCLUSIVE = "Inconclusive"  # a judge could not tell yet: holds the step, counts as neither
+    SKIPPED = "Skipped"  # shown for information (a dry-run metric's own verdict is kept on it)
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -206,10 +250,14 @@ class MetricResult(Model):
 
     name: str
     value: FiniteFloat = None
+    stable_value: FiniteFloat = None  # the same query on the stable, for checks relative to it
     threshold: str = ""
     verdict: Verdict
     reason: str = ""
     query: str = ""
+    stable_query: str = ""
+    score: FiniteFloat = None  # a judge's statistic: a p-value, a burn rate
+    dry_run: bool = False
 
 
 class AnalysisStatus(Model):
@@ -218,6 +266,7 @@ class AnalysisStatus(Model):
     verdict: Verdict
     consecutive_failures: int = 0
     no_data_since: Timestamp | None = None
+    traffic_mismatches: int = 0  # checks in a row whose canary share was far from the routes' weight
     requests: FiniteFloat = None
     metrics: tuple[MetricResult, ...] = ()
 

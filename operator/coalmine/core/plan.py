@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from coalmine.core import steering
-from coalmine.core.analysis import CheckResult
+from coalmine.core.analysis import CheckResult, StepContext
 from coalmine.core.models import (
     STARTED_PHASES,
     TERMINAL_PHASES,
@@ -113,6 +113,7 @@ class Reason(enum.StrEnum):
 
 class RollbackReason(enum.StrEnum):
     FAILURE_LIMIT = "FailureLimit"
+    FAIL_FAST = "FailFast"
     NO_DATA = "NoData"
     OBJECTS_CHANGED = "ObjectsChanged"
     ABORTED = "Aborted"
@@ -209,11 +210,6 @@ def wants_check(rollout: Rollout, resolution: Resolution, now: datetime) -> bool
         and resolution.target is not None
         and now >= next_check_at(rollout)
     )
-
-
-def step_elapsed(rollout: Rollout, now: datetime) -> timedelta:
-    assert rollout.status.step_started_at is not None
-    return now - rollout.status.step_started_at
 
 
 # --- conditions ------------------------------------------------------------------------------------
@@ -459,6 +455,8 @@ def _analysis_status(rollout: Rollout, check: CheckResult, now: datetime) -> Ana
         failures, no_data_since = failures + 1, None
     elif check.verdict is Verdict.PASS:
         failures, no_data_since = 0, None
+    elif check.verdict is Verdict.INCONCLUSIVE:
+        no_data_since = None  # there is data; a judge cannot tell yet: neither a pass nor a failure
     elif no_data_since is None:
         # No data since the last check that had some, or since the step began.
         had_data = previous is not None and in_step and previous.verdict is not Verdict.NO_DATA
@@ -469,8 +467,24 @@ def _analysis_status(rollout: Rollout, check: CheckResult, now: datetime) -> Ana
         verdict=check.verdict,
         consecutive_failures=failures,
         no_data_since=no_data_since,
+        traffic_mismatches=check.traffic_mismatches,
         requests=check.requests,
         metrics=check.metrics,
+    )
+
+
+def step_context(rollout: Rollout, now: datetime, scrape_interval: timedelta) -> StepContext:
+    """What the analysis of a check needs to know of the step: how long it has run, the weight the routes
+    have, and how many far-off traffic checks in a row came before (counted within the step)."""
+    status = rollout.status
+    assert status.step_started_at is not None
+    previous = status.analysis
+    in_step = previous is not None and previous.checked_at > status.step_started_at
+    return StepContext(
+        elapsed=now - status.step_started_at,
+        scrape_interval=scrape_interval,
+        weight=status.canary_weight,
+        mismatches=previous.traffic_mismatches if previous is not None and in_step else 0,
     )
 
 
@@ -576,6 +590,10 @@ def _rollback_if_due(
 ) -> Decision | None:
     spec, status = rollout.spec, rollout.status
     limit = spec.analysis.failure_limit
+    if check is not None and check.fail_fast is not None:
+        culprit = check.fail_fast
+        why = f"{culprit.name} {culprit.reason} in the last {check.window}"
+        return _rollback(rollout, resolution, analysis, now, RollbackReason.FAIL_FAST, culprit, why)
     if (
         check is not None
         and analysis is not None
@@ -748,7 +766,7 @@ def _hold(
             f"step {label}: canary at {status.canary_weight}%, {ends}; "
             f"last check {analysis.verdict.value}: {_summary(analysis)}"
         )
-        if analysis.verdict is Verdict.NO_DATA:
+        if analysis.verdict in (Verdict.NO_DATA, Verdict.INCONCLUSIVE):
             message += f" ({check.reason})"
         reason = Reason.PAUSED if status.paused else Reason.WAITING_FOR_PROMOTION if gate else Reason.ANALYSING
         new = status.model_copy(update={"analysis": analysis})
@@ -926,6 +944,7 @@ def _routine_pass(status: RolloutStatus, analysis: AnalysisStatus, now: datetime
         analysis.verdict is Verdict.PASS
         and last is not None
         and last.verdict is Verdict.PASS
+        and last.traffic_mismatches == analysis.traffic_mismatches  # a far-off share counts toward a failure
         and last.checked_at > status.step_started_at
         and now - last.checked_at < REFRESH_CHECKS * every
     )

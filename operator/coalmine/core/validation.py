@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -135,6 +135,7 @@ class Target:
     destination_rule: str
     stable: Side
     canary: Side
+    shared_by: tuple[str, ...] = ()  # routes the Rollout does not own that also send to stable or canary
 
     @property
     def namespace(self) -> str:
@@ -491,6 +492,17 @@ def _side(
     return Side(backend=backend, service_name=short_host(backend.host), matchers=matchers, version=version)
 
 
+def _shared_by(http: Sequence[JsonDict], owned: Sequence[int], traffic: Traffic) -> tuple[str, ...]:
+    names = []
+    for index, route in enumerate(http):
+        if index in owned:
+            continue
+        destinations = [e.get("destination") or {} for e in route.get("route") or []]
+        if any(b.matches(d, traffic.namespace) for d in destinations for b in (traffic.stable, traffic.canary)):
+            names.append(str(route.get("name") or f"#{index}"))
+    return tuple(names)
+
+
 def _target(spec: RolloutSpec, namespace: str, rules: Sequence[JsonDict], traffic: Traffic) -> Target:
     selector = spec.analysis.selector
     dr = _find_dr(spec, namespace, traffic.stable.host, rules)
@@ -536,6 +548,7 @@ def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
 
     try:
         target = _target(spec, namespace, cluster.destination_rules, traffic)
+        target = replace(target, shared_by=_shared_by(http, owned, traffic))
     except _Unresolved as exc:
         return Resolution(problem=exc.problem, routes=routes, canary=canary, traffic=traffic, servable=servable)
     return Resolution(routes=routes, canary=canary, traffic=traffic, servable=servable, target=target)

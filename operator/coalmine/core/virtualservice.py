@@ -68,3 +68,17 @@ def weight_patch(vs: JsonDict, traffic: Traffic, canary_weight: int) -> list[Op]
         ops.append({"op": "test", "path": f"{path}/route", "value": current})
         ops.append({"op": "replace", "path": f"{path}/route", "value": desired})
     return ops
+
+
+def applied(vs: JsonDict, ops: list[Op]) -> dict[str, Any]:
+    """`vs` after a patch `weight_patch` made, as the API server would store it (for simulations: replay,
+    tests). Raises RouteGone when a `test` op does not hold, as the server would refuse the patch."""
+    result: dict[str, Any] = copy.deepcopy(dict(vs))
+    for op in ops:
+        parts = op["path"].strip("/").split("/")  # spec, http, <i>, name|route
+        route = result["spec"]["http"][int(parts[2])]
+        if op["op"] == "test" and route.get(parts[3]) != op["value"]:
+            raise RouteGone(f"{op['path']} is not {op['value']!r}")
+        if op["op"] == "replace":
+            route[parts[3]] = copy.deepcopy(op["value"])
+    return result

@@ -58,6 +58,16 @@ class MetricRow:
     threshold: str
     verdict: str
     reason: str
+    stable: float | None = None  # the same measure on the stable, for relative checks
+    dry_run: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (dry run)" if self.dry_run else self.name
+
+    def shown(self) -> str:
+        value = format_value(self.name, self.value)
+        return value if self.stable is None else f"{value} (stable {format_value(self.name, self.stable)})"
 
 
 @dataclass(frozen=True)
@@ -211,6 +221,8 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
             threshold=str(m.get("threshold") or ""),
             verdict=str(m.get("verdict") or "?"),
             reason=str(m.get("reason") or ""),
+            stable=_number(m.get("stableValue")),
+            dry_run=bool(m.get("dryRun")),
         )
         for m in check.get("metrics") or []
     )
@@ -337,7 +349,7 @@ def format_value(name: str, value: float | None) -> str:
     """A metric's value with the unit the operator's built-in metrics use."""
     if value is None:
         return "no data"
-    if name == "success-rate":
+    if name.startswith(("success-rate", "traffic")):
         return f"{value:.4g} %"
     if name.startswith("latency-"):
         return f"{value:.4g} ms"
@@ -463,9 +475,7 @@ def to_lines(view: RolloutView) -> list[str]:
     lines.append(f"  check    {check_text(view)}")
     for m in view.metrics:
         reason = f"  ({m.reason})" if m.reason and m.verdict != "Pass" else ""
-        lines.append(
-            f"  metric   {m.name:<14} {format_value(m.name, m.value):>12}  {m.threshold:<8} {m.verdict}{reason}"
-        )
+        lines.append(f"  metric   {m.label:<14} {m.shown():>12}  {m.threshold:<8} {m.verdict}{reason}")
     if view.rollback is not None:
         lines.append(f"  ROLLBACK {rollback_text(view.rollback, view.now)}")
         if view.rollback.query:
@@ -534,8 +544,8 @@ def to_renderable(view: RolloutView) -> RenderableType:
         table.add_column("why", overflow="fold")
         for m in view.metrics:
             table.add_row(
-                m.name,
-                format_value(m.name, m.value),
+                m.label,
+                m.shown(),
                 m.threshold,
                 Text(m.verdict, style=VERDICT_STYLE.get(m.verdict, "")),
                 m.reason,

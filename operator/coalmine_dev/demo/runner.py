@@ -43,6 +43,7 @@ ISTIO = ("networking.istio.io", "v1")
 COALMINE = ("coalmine.dev", "v1alpha1")
 RPS = 150.0  # requests/s meshsim sends to `order`; a tenth carries `user-group: beta`
 SCRAPE_JOB = "coalmine-demo-meshsim"
+SETTLE_TIMEOUT = 10.0  # seconds the VirtualService may lag the status's end phase
 START_TIMEOUT = 30.0
 PLOT_WINDOW = "5s"  # sliding rate window of the timeline's series
 
@@ -370,10 +371,17 @@ class Demo:
         routes: tuple[str, ...],
         on_read: Callable[[Snapshot], None] = lambda _: None,
     ) -> Outcome:
-        """Show the Rollout until this generation ends (Succeeded, RolledBack or Invalid)."""
+        """Show the Rollout until this generation ends (Succeeded, RolledBack or Invalid) and the
+        VirtualService carries the final weight.
+
+        The operator records a decision in the status before it moves traffic, so the end phase can be
+        read while the VirtualService still has the old weight; the demo then keeps reading (a few
+        seconds at most) so the weights it reports end with the one the operator set.
+        """
         steps = 4
         timeout = 60 + steps * 3 * self.o.hold.total_seconds()
         deadline = time.monotonic() + timeout
+        settle_deadline: float | None = None
         weights: list[int] = []
         while True:
             if not operator.alive():
@@ -391,7 +399,10 @@ class Demo:
                     "RolledBack",
                     "Invalid",
                 ):
-                    return Outcome(label, obj, weights, datetime.now(UTC), datetime.now(UTC))
+                    settle_deadline = settle_deadline or time.monotonic() + SETTLE_TIMEOUT
+                    settled = status.get("phase") == "Invalid" or weights[-1:] == [status.get("canaryWeight")]
+                    if settled or time.monotonic() > settle_deadline:
+                        return Outcome(label, obj, weights, datetime.now(UTC), datetime.now(UTC))
             if time.monotonic() > deadline:
                 raise DemoError(f"{label} did not finish in {timeout:.0f} s; operator log:\n{operator.tail()}")
             time.sleep(0.25)

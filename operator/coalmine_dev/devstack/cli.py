@@ -25,6 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scrape-interval", default="1s", help="Prometheus scrape and evaluation interval (default: 1s)"
     )
+    parser.add_argument(
+        "--no-workloads",
+        dest="workloads",
+        action="store_false",
+        help="leave out kube-controller-manager, kube-scheduler and kwok: the bare API server starts fastest, "
+        "but no pod, endpoint or namespace deletion ever completes",
+    )
+    parser.add_argument(
+        "--no-istio-validation",
+        dest="istio_validation",
+        action="store_false",
+        help="do not run and register Istio's validating webhook for VirtualServices and DestinationRules",
+    )
+    parser.add_argument("--nodes", type=int, default=1, help="fake nodes kwok runs (default: 1)")
 
 
 def exports(info: stack.StackInfo) -> str:
@@ -34,7 +48,7 @@ def exports(info: stack.StackInfo) -> str:
 def run(args: argparse.Namespace) -> int:
     state_dir: Path = (args.state_dir or stack.default_state_dir()).resolve()
     if args.action == "up":
-        return _up(state_dir, args.scrape_interval)
+        return _up(state_dir, args)
     if args.action == "down":
         stopped = stack.down(state_dir)
         print(f"stopped {', '.join(stopped)}" if stopped else f"nothing running in {state_dir}")
@@ -42,10 +56,16 @@ def run(args: argparse.Namespace) -> int:
     return _status(state_dir)
 
 
-def _up(state_dir: Path, scrape_interval: str) -> int:
+def _up(state_dir: Path, args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
-        info = stack.up(state_dir, scrape_interval=scrape_interval)
+        info = stack.up(
+            state_dir,
+            scrape_interval=args.scrape_interval,
+            workloads=args.workloads,
+            istio_validation=args.istio_validation,
+            nodes=args.nodes,
+        )
     except stack.AlreadyRunningError as running:
         print(f"{running}; not starting another (stop it with `coalmine devstack down`)", file=sys.stderr)
         print(exports(running.info))
@@ -65,9 +85,12 @@ def _status(state_dir: Path) -> int:
         return 1
     urls = {"etcd": info.etcd_url, "kube-apiserver": info.apiserver_url, "prometheus": info.prometheus_url}
     alive = stack.status(state_dir) or {}
-    for name, url in urls.items():
+    for name in [*urls, *(n for n in info.pids if n not in urls)]:
         pid = info.pids.get(name)
         state = "running" if alive.get(name) else "stopped"
-        print(f"{name:15} {state:8} pid {pid if pid is not None else '-':<8} {url}")
-    print(f"kubeconfig      {info.kubeconfig}")
+        where = urls.get(name) or (f"127.0.0.1:{info.ports[name]}" if name in info.ports else "")
+        print(f"{name:23} {state:8} pid {pid if pid is not None else '-':<8} {where}")
+    if info.nodes:
+        print(f"{'nodes (kwok)':23} {', '.join(info.nodes)}")
+    print(f"{'kubeconfig':23} {info.kubeconfig}")
     return 0 if alive and all(alive.values()) else 1

@@ -1,13 +1,23 @@
-"""Start, stop and describe the local stack: etcd, kube-apiserver and Prometheus on 127.0.0.1.
+"""Start, stop and describe the local stack: a small real cluster on 127.0.0.1.
 
 Tests and the demo need a real API server (CRD schema validation, RBAC, resourceVersion
-conflicts) and a real Prometheus, and this machine has no Docker. So the processes run
-detached under a state folder, their pids and ports are recorded in `stack.json`, and any
-later command (`down`, `status`, a test fixture) works from that record.
+conflicts), Istio's own validation of what is written, workloads that become Ready, and a real
+Prometheus; this machine has no Docker. So the processes run detached under a state folder,
+their pids and ports are recorded in `stack.json`, and any later command (`down`, `status`, a
+test fixture) works from that record.
+
+Processes: etcd, kube-apiserver, Prometheus and istio-validation (Istio's validating webhook,
+registered for VirtualServices and DestinationRules) always; with workloads (the default) also
+kube-controller-manager, kube-scheduler and kwok, which runs the fake nodes' kubelets: pods get
+scheduled, become Running and Ready (kwok fakes the containers: nothing runs, the pod IPs are
+not reachable), Services get EndpointSlices, namespaces and garbage are really deleted.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime
+import ipaddress
 import json
 import os
 import secrets
@@ -23,9 +33,11 @@ from typing import Any
 
 import httpx
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import BaseModel, ConfigDict
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pydantic import BaseModel, ConfigDict, Field
 
 from coalmine_dev.devstack import binaries
 
@@ -38,15 +50,52 @@ _GENERATED = (
     "prometheus",
     "targets",
     "logs",
+    "istio-validation",
+    "kwok",
     "tokens.csv",
     "sa.key",
     "kubeconfig",
     STATE_FILE,
 )
-# Stop order: readers of etcd first.
-_STOP_ORDER = ("prometheus", "kube-apiserver", "etcd")
+# Stop order: clients of the API server first, then the API server, its webhook, then etcd.
+_STOP_ORDER = (
+    "kwok",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "prometheus",
+    "kube-apiserver",
+    "istio-validation",
+    "etcd",
+)
 START_TIMEOUT = 90.0  # seconds; kube-apiserver on 2 busy cores can be slow
 STOP_GRACE = 10.0
+
+# The controllers kube-controller-manager runs: what Deployments, Services, namespace deletion and
+# garbage collection need, plus node-lifecycle, which lifts the not-ready taint the API server puts
+# on every new Node (without it no pod is ever scheduled), and a few cheap ones a cluster user
+# expects. Not run: anything about volumes, certificates, cloud, node IPAM, quotas and autoscaling.
+KCM_CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "job-controller",
+    "cronjob-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "namespace-controller",
+    "garbage-collector-controller",
+    "serviceaccount-controller",
+    "node-lifecycle-controller",
+    "pod-garbage-collector-controller",
+    "disruption-controller",
+    "ttl-after-finished-controller",
+)
+KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+WEBHOOK_CONFIGURATION = "coalmine-devstack-istio-validation"
+WEBHOOK_NAME = "validation.istio.io"  # the name istiod registers its webhook under
 
 # Popen objects of processes this Python process started, so they are reaped (no zombies, no
 # "still running" warnings) when `down` runs in the same process, e.g. in a pytest session.
@@ -81,6 +130,9 @@ class StackInfo(BaseModel):
     scrape_interval: str
     pids: dict[str, int]
     ports: dict[str, int]
+    workloads: bool = False  # kube-controller-manager, kube-scheduler and kwok run
+    istio_validation: bool = False  # Istio's validating webhook is registered and in force
+    nodes: list[str] = Field(default_factory=list)  # the fake nodes kwok runs
 
 
 def default_state_dir() -> Path:
@@ -109,7 +161,11 @@ def _save(info: StackInfo) -> None:
 
 def is_alive(pid: int, name: str) -> bool:
     """True when `pid` is a live (non-zombie) process whose command is `name`."""
-    if (child := _children.get(pid)) is not None and child.poll() is not None:
+    if (child := _children.get(pid)) is not None:
+        if child.poll() is None:
+            # Ours, and running. Its /proc cmdline may still be ours too, between fork and exec,
+            # so it is not compared with `name` (a loaded machine once showed that window).
+            return True
         del _children[pid]
         return False
     try:
@@ -184,6 +240,106 @@ def _write_sa_key(path: Path) -> None:
     path.chmod(0o600)
 
 
+def render_node(name: str) -> dict[str, Any]:
+    """A Node kwok manages (selected by annotation), sized so scheduling never runs out of room.
+
+    No `kwok.x-k8s.io/node=fake:NoSchedule` taint (kwok's docs add one): pods need no toleration.
+    """
+    key, value = KWOK_NODE_ANNOTATION
+    resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {key: value, "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            },
+        },
+        "status": {"allocatable": resources, "capacity": resources},
+    }
+
+
+def render_webhook_configuration(url: str, ca_bundle: bytes) -> dict[str, Any]:
+    """Istio's validation for VirtualServices and DestinationRules; refuses writes when it is unreachable."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": WEBHOOK_CONFIGURATION},
+        "webhooks": [
+            {
+                "name": WEBHOOK_NAME,
+                "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_bundle).decode()},
+                "rules": [
+                    {
+                        "apiGroups": ["networking.istio.io"],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["virtualservices", "destinationrules"],
+                    }
+                ],
+                "failurePolicy": "Fail",  # nothing unvalidated slips through
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 10,
+            }
+        ],
+    }
+
+
+def write_webhook_tls(directory: Path, host: str = "127.0.0.1") -> bytes:
+    """A throw-away CA and a serving certificate for `host` (IP SAN); returns the CA's PEM.
+
+    Writes ca.crt, tls.crt and tls.key into `directory` (the key readable by the owner only).
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=365))
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "coalmine devstack istio-validation CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(validity[0])
+        .not_valid_after(validity[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )  # digitalSignature, keyCertSign, cRLSign
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(validity[0])
+        .not_valid_after(validity[1])
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+    (directory / "ca.crt").write_bytes(ca_pem)
+    (directory / "tls.crt").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file = directory / "tls.key"
+    key_file.touch(mode=0o600)
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return ca_pem
+
+
 def add_scrape_target(state_dir: Path, name: str, address: str) -> None:
     """Have Prometheus scrape `http://<address>/metrics` with `job=<name>` (picked up within ~1 s)."""
     targets = state_dir / "targets"
@@ -241,8 +397,13 @@ def _stop(pid: int, name: str, grace: float = STOP_GRACE) -> None:
     raise StackError(f"{name} (pid {pid}) survived SIGKILL")
 
 
+class _NotYet(Exception):
+    """A readiness check's answer for "not yet", with what it saw (shown if it never gets there)."""
+
+
 def _wait_ready(state_dir: Path, name: str, pid: int, check: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    last = ""
     while True:
         if not is_alive(pid, name):
             raise StackError(f"{name} exited during start-up; {_log_tail(_log_path(state_dir, name))}")
@@ -251,8 +412,11 @@ def _wait_ready(state_dir: Path, name: str, pid: int, check: Callable[[], bool],
                 return
         except (httpx.HTTPError, OSError):
             pass
+        except _NotYet as not_yet:
+            last = f" (last seen: {not_yet})"
         if time.monotonic() > deadline:
-            raise StackError(f"{name} not ready after {timeout:.0f} s; {_log_tail(_log_path(state_dir, name))}")
+            tail = _log_tail(_log_path(state_dir, name))
+            raise StackError(f"{name} not ready after {timeout:.0f} s{last}; {tail}")
         time.sleep(0.1)
 
 
@@ -289,14 +453,19 @@ def start_prometheus(state_dir: Path, timeout: float = START_TIMEOUT) -> StackIn
     return info
 
 
-def stop_prometheus(state_dir: Path) -> StackInfo:
-    """Stop only Prometheus (e.g. to test the operator's behaviour when metrics are unavailable)."""
+def stop_process(state_dir: Path, name: str) -> StackInfo:
+    """Stop one of the stack's processes (e.g. to test what happens without it) and forget its pid."""
     info = _require(state_dir)
-    if (pid := info.pids.get("prometheus")) is not None:
-        _stop(pid, "prometheus")
-    info = info.model_copy(update={"pids": {k: v for k, v in info.pids.items() if k != "prometheus"}})
+    if (pid := info.pids.get(name)) is not None:
+        _stop(pid, name)
+    info = info.model_copy(update={"pids": {k: v for k, v in info.pids.items() if k != name}})
     _save(info)
     return info
+
+
+def stop_prometheus(state_dir: Path) -> StackInfo:
+    """Stop only Prometheus (e.g. to test the operator's behaviour when metrics are unavailable)."""
+    return stop_process(state_dir, "prometheus")
 
 
 def _require(state_dir: Path) -> StackInfo:
@@ -306,7 +475,14 @@ def _require(state_dir: Path) -> StackInfo:
     return info
 
 
-# --- CRDs -----------------------------------------------------------------------------------
+# --- the API server: CRDs, the webhook registration, nodes ------------------------------------
+
+
+def _api(info: StackInfo, timeout: float = 10.0) -> httpx.Client:
+    """An httpx client for the stack's API server as admin, verifying its certificate."""
+    tls = ssl.create_default_context(cafile=str(info.ca_file))
+    headers = {"Authorization": f"Bearer {info.admin_token}"}
+    return httpx.Client(base_url=info.apiserver_url, verify=tls, headers=headers, timeout=timeout)
 
 
 def _crd_documents(crds_dir: Path, istio_file: Path) -> list[dict[str, Any]]:
@@ -322,28 +498,34 @@ def _crd_documents(crds_dir: Path, istio_file: Path) -> list[dict[str, Any]]:
             if doc.get("kind") != "CustomResourceDefinition":
                 raise StackError(f"{path}: only CustomResourceDefinitions belong in {crds_dir}")
             docs.append(doc)
-    istio = [d for d in yaml.safe_load_all(istio_file.read_text()) if d and d["metadata"]["name"] in ISTIO_CRDS]
+    # libyaml's loader when PyYAML has it: Istio's file holds 15 CRDs (0.9 MB), about 1 s in pure Python.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    istio = [
+        d for d in yaml.load_all(istio_file.read_text(), Loader=loader) if d and d["metadata"]["name"] in ISTIO_CRDS
+    ]
     if len(istio) != len(ISTIO_CRDS):
         raise StackError(f"{istio_file} lacks one of {ISTIO_CRDS}")
     return docs + istio
 
 
+def _server_side_apply(http: httpx.Client, path: str, doc: dict[str, Any], what: str) -> None:
+    response = http.patch(
+        path,
+        params={"fieldManager": "coalmine-devstack", "force": "true"},
+        content=json.dumps(doc),
+        headers={"Content-Type": "application/apply-patch+yaml"},
+    )
+    if response.status_code >= 400:
+        reason = response.json().get("message", response.text)
+        raise StackError(f"the API server rejected {what}: {reason}")
+
+
 def _apply_crds(info: StackInfo, docs: list[dict[str, Any]], timeout: float) -> None:
     """Server-side apply each CRD (idempotent), then wait until every one is Established."""
     base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    headers = {"Authorization": f"Bearer {info.admin_token}"}
-    tls = ssl.create_default_context(cafile=str(info.ca_file))
-    with httpx.Client(base_url=info.apiserver_url, verify=tls, headers=headers) as http:
+    with _api(info) as http:
         for doc in docs:
-            response = http.patch(
-                f"{base}/{doc['metadata']['name']}",
-                params={"fieldManager": "coalmine-devstack", "force": "true"},
-                content=json.dumps(doc),
-                headers={"Content-Type": "application/apply-patch+yaml"},
-            )
-            if response.status_code >= 400:
-                reason = response.json().get("message", response.text)
-                raise StackError(f"the API server rejected CRD {doc['metadata']['name']}: {reason}")
+            _server_side_apply(http, f"{base}/{doc['metadata']['name']}", doc, f"CRD {doc['metadata']['name']}")
         deadline = time.monotonic() + timeout
         for doc in docs:
             name = doc["metadata"]["name"]
@@ -356,6 +538,136 @@ def _apply_crds(info: StackInfo, docs: list[dict[str, Any]], timeout: float) -> 
                 time.sleep(0.1)
 
 
+# A VirtualService Istio refuses (negative weight), sent with dryRun to see whether the webhook is in force.
+_PROBE_VS = {
+    "apiVersion": "networking.istio.io/v1",
+    "kind": "VirtualService",
+    "metadata": {"name": "devstack-validation-probe", "namespace": "default"},
+    "spec": {"hosts": ["probe"], "http": [{"route": [{"destination": {"host": "probe"}, "weight": -1}]}]},
+}
+
+
+def _istio_validation_in_force(info: StackInfo) -> Callable[[], bool]:
+    """True once the API server sends VirtualService writes to the webhook and it refuses a bad one."""
+
+    def check() -> bool:
+        with _api(info) as http:
+            response = http.post(
+                "/apis/networking.istio.io/v1/namespaces/default/virtualservices",
+                params={"dryRun": "All"},
+                json=_PROBE_VS,
+            )
+        if response.status_code < 300:
+            raise _NotYet("a VirtualService with weight -1 was accepted: the webhook is not called yet")
+        message = str(response.json().get("message", response.text))
+        if f'admission webhook "{WEBHOOK_NAME}" denied the request' in message:
+            return True
+        raise _NotYet(f"the probe VirtualService got {response.status_code}: {message}")
+
+    return check
+
+
+def _register_istio_validation(info: StackInfo, ca_pem: bytes) -> None:
+    url = f"https://127.0.0.1:{info.ports['istio-validation']}/validate"
+    doc = render_webhook_configuration(url, ca_pem)
+    with _api(info) as http:
+        _server_side_apply(
+            http,
+            f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{WEBHOOK_CONFIGURATION}",
+            doc,
+            f"ValidatingWebhookConfiguration {WEBHOOK_CONFIGURATION}",
+        )
+
+
+def _create_nodes(info: StackInfo) -> None:
+    with _api(info) as http:
+        for name in info.nodes:
+            _server_side_apply(http, f"/api/v1/nodes/{name}", render_node(name), f"Node {name}")
+
+
+def node_problem(node: dict[str, Any]) -> str | None:
+    """None when pods can be scheduled on `node` (Ready, no not-ready taint), else what is missing."""
+    conditions = (node.get("status") or {}).get("conditions") or []
+    if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+        return "not Ready (kwok has not taken it over)"
+    taints = (node.get("spec") or {}).get("taints") or []
+    if any(t.get("key") == NOT_READY_TAINT for t in taints):
+        return f"still tainted {NOT_READY_TAINT} (kube-controller-manager's node-lifecycle controller lifts it)"
+    return None
+
+
+def _nodes_schedulable(info: StackInfo, problems: dict[str, str]) -> Callable[[], bool]:
+    def check() -> bool:
+        problems.clear()
+        with _api(info) as http:
+            for name in info.nodes:
+                response = http.get(f"/api/v1/nodes/{name}")
+                problem = node_problem(response.json()) if response.status_code == 200 else "not found"
+                if problem:
+                    problems[name] = problem
+        return not problems
+
+    return check
+
+
+# --- process command lines ---------------------------------------------------------------------
+
+
+def _kube_component_argv(binary: Path, info: StackInfo, name: str) -> list[str]:
+    """Flags kube-controller-manager and kube-scheduler share: admin kubeconfig, loopback, no election."""
+    kubeconfig = str(info.kubeconfig)
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        # The API server has no request-header CA, so there is no extension-apiserver-authentication
+        # ConfigMap to read; without this the component logs its absence every few seconds.
+        "--authentication-skip-lookup=true",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={info.ports[name]}",
+        "--v=1",
+    ]
+
+
+def kcm_argv(binary: Path, info: StackInfo) -> list[str]:
+    return [
+        *_kube_component_argv(binary, info, "kube-controller-manager"),
+        f"--controllers={','.join(KCM_CONTROLLERS)}",
+        "--use-service-account-credentials=false",
+    ]
+
+
+def scheduler_argv(binary: Path, info: StackInfo) -> list[str]:
+    return _kube_component_argv(binary, info, "kube-scheduler")
+
+
+def kwok_argv(binary: Path, stages: Path, info: StackInfo) -> list[str]:
+    key, value = KWOK_NODE_ANNOTATION
+    return [
+        str(binary),
+        f"--kubeconfig={info.kubeconfig}",
+        f"--config={stages}",  # a standalone kwok needs its Stage objects given (kwokctl injects them)
+        "--manage-all-nodes=false",
+        f"--manage-nodes-with-annotation-selector={key}={value}",
+        "--cidr=10.244.0.0/16",  # pod IPs; nothing listens on them
+        "--node-ip=127.0.0.1",
+        "--node-lease-duration-seconds=40",
+        f"--server-address=127.0.0.1:{info.ports['kwok']}",
+    ]
+
+
+def istio_validation_argv(binary: Path, info: StackInfo) -> list[str]:
+    tls = info.state_dir / "istio-validation"
+    return [
+        str(binary),
+        f"--listen=127.0.0.1:{info.ports['istio-validation']}",
+        f"--tls-cert-file={tls / 'tls.crt'}",
+        f"--tls-private-key-file={tls / 'tls.key'}",
+    ]
+
+
 # --- up / down ------------------------------------------------------------------------------
 
 
@@ -365,19 +677,43 @@ def up(
     scrape_interval: str = "1s",
     crds_dir: Path | None = None,
     timeout: float = START_TIMEOUT,
+    workloads: bool = True,
+    istio_validation: bool = True,
+    nodes: int = 1,
 ) -> StackInfo:
-    """Start etcd, kube-apiserver and Prometheus under `state_dir`, install CRDs, wait until ready.
+    """Start the stack under `state_dir`, install CRDs and Istio's validation, wait until ready.
 
-    Raises AlreadyRunningError if a stack already runs there, and StackError (after stopping
-    whatever it started) if anything is missing or fails to start.
+    `workloads=False` leaves out kube-controller-manager, kube-scheduler and kwok (the bare API
+    server: fastest start, but no pods, endpoints or namespace deletion); `istio_validation=False`
+    leaves out Istio's webhook. Raises AlreadyRunningError if a stack already runs there, and
+    StackError (after stopping whatever it started) if anything is missing or fails to start;
+    the message names the component and shows the end of its log.
     """
     state_dir = state_dir.resolve()
     if (existing := load(state_dir)) is not None and is_running(state_dir):
         raise AlreadyRunningError(existing)
+    if workloads and nodes < 1:
+        raise StackError(f"a stack with workloads needs at least one node, got {nodes}")
+    missing: list[str] = []
+    found: binaries.Binaries | None = None
+    extra: binaries.WorkloadBinaries | None = None
+    validator: Path | None = None
     try:
         found = binaries.find_all()
     except binaries.MissingBinaryError as error:
-        raise StackError(f"cannot start the devstack:\n{error}") from error
+        missing.append(str(error))
+    if workloads:
+        try:
+            extra = binaries.find_workloads()
+        except binaries.MissingBinaryError as error:
+            missing.append(str(error))
+    if istio_validation:
+        try:
+            validator = binaries.istio_validation()
+        except binaries.MissingBinaryError as error:
+            missing.append(str(error))
+    if missing or found is None:
+        raise StackError("cannot start the devstack:\n" + "\n".join(missing))
     crd_docs = _crd_documents(crds_dir or default_crds_dir(), found.istio_crds)
 
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -387,21 +723,27 @@ def up(
     for sub in ("etcd", "pki", "prometheus", "targets", "logs"):
         (state_dir / sub).mkdir(mode=0o700)
 
-    etcd_port, peer_port, api_port, prom_port = free_ports(4)
+    port_names = ["etcd", "etcd-peer", "kube-apiserver", "prometheus"]
+    if istio_validation:
+        port_names.append("istio-validation")
+    if workloads:
+        port_names += ["kube-controller-manager", "kube-scheduler", "kwok"]
+    ports = dict(zip(port_names, free_ports(len(port_names)), strict=True))
     admin_token, nobody_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     (state_dir / "tokens.csv").write_text(render_tokens_csv(admin_token, nobody_token))
     _write_sa_key(state_dir / "sa.key")
-    prom_config = render_prometheus_config(state_dir, prom_port, scrape_interval)
+    prom_config = render_prometheus_config(state_dir, ports["prometheus"], scrape_interval)
     (state_dir / "prometheus" / "prometheus.yml").write_text(yaml.safe_dump(prom_config, sort_keys=False))
-    apiserver_url = f"https://127.0.0.1:{api_port}"
+    apiserver_url = f"https://127.0.0.1:{ports['kube-apiserver']}"
     # kube-apiserver self-signs <cert-dir>/apiserver.crt (leaf followed by its CA) for 127.0.0.1.
     ca_file = state_dir / "pki" / "apiserver.crt"
     kubeconfig = state_dir / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(render_kubeconfig(apiserver_url, ca_file, admin_token), sort_keys=False))
     kubeconfig.chmod(0o600)
+    webhook_ca = write_webhook_tls(state_dir / "istio-validation") if istio_validation else b""
 
-    etcd_url = f"http://127.0.0.1:{etcd_port}"
-    peer_url = f"http://127.0.0.1:{peer_port}"
+    etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+    peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
     info = StackInfo(
         state_dir=state_dir,
         kubeconfig=kubeconfig,
@@ -409,21 +751,25 @@ def up(
         ca_file=ca_file,
         admin_token=admin_token,
         nobody_token=nobody_token,
-        prometheus_url=f"http://127.0.0.1:{prom_port}",
+        prometheus_url=f"http://127.0.0.1:{ports['prometheus']}",
         etcd_url=etcd_url,
         scrape_interval=scrape_interval,
         pids={},
-        ports={
-            "etcd": etcd_port,
-            "etcd-peer": peer_port,
-            "kube-apiserver": api_port,
-            "prometheus": prom_port,
-        },
+        ports=ports,
+        workloads=workloads,
+        istio_validation=istio_validation,
+        nodes=[f"kwok-node-{i}" for i in range(nodes)] if workloads else [],
     )
     pids: dict[str, int] = {}
+
+    def spawn(name: str, argv: list[str]) -> None:
+        nonlocal info
+        pids[name] = _spawn(state_dir, name, argv)
+        info = info.model_copy(update={"pids": dict(pids)})
+        _save(info)  # recorded at once, so `down` can clean up even if we die here
+
     try:
-        pids["etcd"] = _spawn(
-            state_dir,
+        spawn(
             "etcd",
             [
                 str(found.etcd),
@@ -438,15 +784,14 @@ def up(
                 "--log-level=warn",
             ],
         )
-        pids["kube-apiserver"] = _spawn(
-            state_dir,
+        spawn(
             "kube-apiserver",
             [
                 str(found.kube_apiserver),
                 f"--etcd-servers={etcd_url}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
-                f"--secure-port={api_port}",
+                f"--secure-port={ports['kube-apiserver']}",
                 f"--cert-dir={state_dir / 'pki'}",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--authorization-mode=RBAC",
@@ -461,11 +806,9 @@ def up(
                 "--v=1",
             ],
         )
-        info = info.model_copy(update={"pids": dict(pids)})
-        _save(info)  # recorded before waiting, so `down` can clean up even if we die here
-        pids["prometheus"] = _spawn(state_dir, "prometheus", _prometheus_argv(info))
-        info = info.model_copy(update={"pids": dict(pids)})
-        _save(info)
+        spawn("prometheus", _prometheus_argv(info))
+        if validator is not None:
+            spawn("istio-validation", istio_validation_argv(validator, info))
 
         _wait_ready(state_dir, "etcd", pids["etcd"], _etcd_healthy(etcd_url), timeout)
         _wait_ready(
@@ -475,14 +818,50 @@ def up(
             _http_ok(f"{apiserver_url}/readyz", admin_token),
             timeout,
         )
+        if extra is not None:  # they need the API server: started once it answers
+            spawn("kube-controller-manager", kcm_argv(extra.kube_controller_manager, info))
+            spawn("kube-scheduler", scheduler_argv(extra.kube_scheduler, info))
+            spawn("kwok", kwok_argv(extra.kwok, extra.kwok_stages, info))
+            _create_nodes(info)
         _apply_crds(info, crd_docs, timeout)
+        if validator is not None:
+            url = f"https://127.0.0.1:{ports['istio-validation']}/healthz"
+            _wait_ready(state_dir, "istio-validation", pids["istio-validation"], _http_ok(url), timeout)
+            _register_istio_validation(info, webhook_ca)
+            _wait_ready(
+                state_dir, "istio-validation", pids["istio-validation"], _istio_validation_in_force(info), timeout
+            )
         _wait_ready(state_dir, "prometheus", pids["prometheus"], _http_ok(f"{info.prometheus_url}/-/ready"), timeout)
+        if extra is not None:
+            for name in ("kube-controller-manager", "kube-scheduler"):
+                _wait_ready(state_dir, name, pids[name], _http_ok(f"https://127.0.0.1:{ports[name]}/healthz"), timeout)
+            _wait_ready(state_dir, "kwok", pids["kwok"], _http_ok(f"http://127.0.0.1:{ports['kwok']}/healthz"), timeout)
+            _wait_nodes(info, pids, timeout)
     except BaseException:
         for name in _STOP_ORDER:
             if name in pids:
                 _stop(pids[name], name)
         raise
     return info
+
+
+def _wait_nodes(info: StackInfo, pids: dict[str, int], timeout: float) -> None:
+    """Wait until every fake node takes pods; name kwok or kube-controller-manager when one does not."""
+    problems: dict[str, str] = {}
+    check = _nodes_schedulable(info, problems)
+    deadline = time.monotonic() + timeout
+    while not check():
+        for name in ("kwok", "kube-controller-manager", "kube-scheduler"):
+            if not is_alive(pids[name], name):
+                raise StackError(f"{name} exited during start-up; {_log_tail(_log_path(info.state_dir, name))}")
+        if time.monotonic() > deadline:
+            culprit = "kube-controller-manager" if all("tainted" in p for p in problems.values()) else "kwok"
+            details = "; ".join(f"{node}: {problem}" for node, problem in sorted(problems.items()))
+            raise StackError(
+                f"{culprit}: nodes not schedulable after {timeout:.0f} s ({details}); "
+                f"{_log_tail(_log_path(info.state_dir, culprit))}"
+            )
+        time.sleep(0.1)
 
 
 def _etcd_healthy(url: str) -> Callable[[], bool]:

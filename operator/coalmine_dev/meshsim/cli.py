@@ -26,6 +26,11 @@ requests. It watches the VirtualServices and DestinationRules in the API server,
 and istio_request_duration_milliseconds (Istio's names, labels and default buckets) on /metrics.
 Destinations' error ratio and latency can be changed while it runs through its HTTP API
 (PUT /destinations/<ns>/<host>/<subset>, PUT /services/<ns>/<host>, GET /counts, ...).
+
+Ready endpoints: when a destination host is a Service with a selector, meshsim follows its
+EndpointSlices as Envoy does: a subset (or the Service, without a subset) with no ready pod answers
+503 with response flag UH, reported by the source only. Hosts without such a Service are treated
+as served (meshsim does not know their pods).
 """
 
 

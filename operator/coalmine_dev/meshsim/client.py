@@ -94,9 +94,10 @@ class MeshsimClient:
         result: dict[str, Any] = self._call("GET", "/config")
         return result
 
-    def mesh(self) -> dict[str, dict[str, str]]:
-        """The VirtualServices/DestinationRules meshsim has seen: {"virtualservices": {"ns/name": rv}, ...}"""
-        result: dict[str, dict[str, str]] = self._call("GET", "/mesh")
+    def mesh(self) -> dict[str, dict[str, Any]]:
+        """What meshsim has seen: {"virtualservices": {"ns/name": rv}, "destinationrules": {...},
+        "endpoints": {"ns/service": ready endpoints}} (endpoints of the Services it follows)."""
+        result: dict[str, dict[str, Any]] = self._call("GET", "/mesh")
         return result
 
     def healthz(self) -> dict[str, Any]:

@@ -30,6 +30,10 @@ Modelled (the subset of Istio's semantics coalmine relies on):
   names a subset which no DestinationRule defines fails like Envoy's missing cluster:
   503 with response flag `NC` (upstream cluster not found), seen only by the source reporter.
   A destination without a subset has version "unknown" (meshsim does not know the pods).
+- Ready endpoints (see `endpoints.py` for the rule): when meshsim follows the destination's
+  Service, a destination (its subset, or the whole Service without one) that has no ready
+  endpoint fails like Envoy with no healthy upstream: 503 with response flag `UH`, seen only by
+  the source reporter. Hosts meshsim does not follow are treated as served.
 - DestinationRule lookup for a host: a DR in the client's namespace, then the service's
   namespace, then any other, oldest first.
 """
@@ -43,12 +47,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from coalmine_dev.meshsim.endpoints import EMPTY, EndpointIndex
+
 CLUSTER_DOMAIN = "svc.cluster.local"
 
 # Outcomes, named after what Envoy reports.
 OK = "ok"
 NO_ROUTE = "no_route"  # 404, response_flags NR
 NO_CLUSTER = "no_cluster"  # 503, response_flags NC
+NO_HEALTHY_UPSTREAM = "no_healthy_upstream"  # 503, response_flags UH
 
 _SUPPORTED_MATCH_KEYS = frozenset({"name", "headers", "uri", "method"})
 
@@ -85,18 +92,18 @@ class Destination:
 class Decision:
     """The routing result for one request."""
 
-    outcome: str  # OK, NO_ROUTE or NO_CLUSTER
-    destination: Destination | None  # set for OK and NO_CLUSTER
+    outcome: str  # OK, NO_ROUTE, NO_CLUSTER or NO_HEALTHY_UPSTREAM
+    destination: Destination | None  # set for OK, NO_CLUSTER and NO_HEALTHY_UPSTREAM
     route: str | None  # "<vs namespace>/<vs name>/<route name or #index>", None without a route
 
     @property
     def response_code(self) -> int | None:
         """The code Envoy itself answers with, or None when the request reaches the destination."""
-        return {NO_ROUTE: 404, NO_CLUSTER: 503}.get(self.outcome)
+        return {NO_ROUTE: 404, NO_CLUSTER: 503, NO_HEALTHY_UPSTREAM: 503}.get(self.outcome)
 
     @property
     def response_flags(self) -> str:
-        return {NO_ROUTE: "NR", NO_CLUSTER: "NC"}.get(self.outcome, "-")
+        return {NO_ROUTE: "NR", NO_CLUSTER: "NC", NO_HEALTHY_UPSTREAM: "UH"}.get(self.outcome, "-")
 
 
 def fqdn(name: str, namespace: str) -> str:
@@ -261,17 +268,25 @@ def find_destination_rule(
     return min(candidates, key=precedence) if candidates else None
 
 
-def subset_version(
+def subset_labels(
     destination_rules: Iterable[Mapping[str, Any]], host_fqdn: str, subset: str, client_namespace: str
-) -> str | None:
-    """The subset's `labels.version` ("unknown" if it has none), or None when no DR defines the subset."""
+) -> Mapping[str, str] | None:
+    """The subset's `labels` ({} if it has none), or None when no DR defines the subset."""
     dr = find_destination_rule(destination_rules, host_fqdn, client_namespace)
     if dr is None:
         return None
     for s in _spec(dr).get("subsets") or []:
         if s.get("name") == subset:
-            return str((s.get("labels") or {}).get("version", "unknown"))
+            return {str(k): str(v) for k, v in (s.get("labels") or {}).items()}
     return None
+
+
+def subset_version(
+    destination_rules: Iterable[Mapping[str, Any]], host_fqdn: str, subset: str, client_namespace: str
+) -> str | None:
+    """The subset's `labels.version` ("unknown" if it has none), or None when no DR defines the subset."""
+    labels = subset_labels(destination_rules, host_fqdn, subset, client_namespace)
+    return None if labels is None else labels.get("version", "unknown")
 
 
 def route_request(
@@ -282,12 +297,14 @@ def route_request(
     request: Request,
     rng: random.Random,
     client_namespace: str | None = None,
+    endpoints: EndpointIndex = EMPTY,
 ) -> Decision:
     """Route one request addressed to service `host` in `namespace` (the whole pipeline).
 
     Returns a NO_ROUTE decision with `route=None` when no VirtualService applies: meshsim only
     simulates traffic it can route (it does not know the pods behind a bare Service); the
-    runtime skips such services rather than inventing versions.
+    runtime skips such services rather than inventing versions. `endpoints` holds the ready
+    endpoints of the Services meshsim follows (none by default: every destination is served).
     """
     client_ns = client_namespace or namespace
     vs = find_virtual_service(virtual_services, namespace, host)
@@ -306,9 +323,14 @@ def route_request(
     dest_fqdn = fqdn(str(dest.get("host", host)), vs_namespace)
     dest_namespace, dest_host = split_fqdn(dest_fqdn)
     subset = str(dest.get("subset") or "")
-    if not subset:
-        return Decision(OK, Destination(dest_namespace, dest_host, "", "unknown"), label)
-    version = subset_version(destination_rules, dest_fqdn, subset, client_ns)
-    if version is None:
-        return Decision(NO_CLUSTER, Destination(dest_namespace, dest_host, subset, "unknown"), label)
-    return Decision(OK, Destination(dest_namespace, dest_host, subset, version), label)
+    labels: Mapping[str, str] | None = None
+    version = "unknown"
+    if subset:
+        labels = subset_labels(destination_rules, dest_fqdn, subset, client_ns)
+        if labels is None:
+            return Decision(NO_CLUSTER, Destination(dest_namespace, dest_host, subset, "unknown"), label)
+        version = labels.get("version", "unknown")
+    destination = Destination(dest_namespace, dest_host, subset, version)
+    if endpoints.ready_count(dest_namespace, dest_host, labels) == 0:
+        return Decision(NO_HEALTHY_UPSTREAM, destination, label)
+    return Decision(OK, destination, label)

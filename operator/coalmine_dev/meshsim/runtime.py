@@ -1,9 +1,10 @@
 """meshsim's imperative shell: API-server watches, the tick loop, Prometheus metrics, the control API.
 
 Why it exists: everything stateful and concurrent in meshsim lives here, so the routing and
-traffic rules (`routing.py`, `traffic.py`) stay pure. Three kinds of threads run:
-- one watcher per (kind, namespace scope) keeps a copy of the VirtualServices and
-  DestinationRules (list, then watch; re-list after any error or watch expiry);
+traffic rules (`routing.py`, `traffic.py`, `endpoints.py`) stay pure. Three kinds of threads run:
+- one watcher per (kind, namespace scope) keeps a copy of the VirtualServices,
+  DestinationRules, Services, EndpointSlices and Pods (list, then watch; re-list after any error
+  or watch expiry); the last three tell which destinations have ready pods (`endpoints.py`);
 - the ticker generates each slice's requests from the *current* copy and records metrics;
 - the HTTP server answers `/metrics` and the control API.
 
@@ -14,7 +15,8 @@ HTTP API (JSON unless noted):
   GET  /metrics                                  Prometheus text exposition
   GET  /healthz                                  {"status": "ok", "synced": bool}
   GET  /config                                   the live configuration
-  GET  /mesh                                     VirtualServices/DestinationRules seen (resourceVersions)
+  GET  /mesh                                     VirtualServices/DestinationRules seen (resourceVersions),
+                                                 ready endpoints of the Services followed
   GET  /counts                                   requests sent since start / last reset
   POST /counts/reset
   PUT  /destinations/<ns>/<host>/<subset>        {errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode}
@@ -48,6 +50,7 @@ from coalmine_dev.meshsim.config import (
     parse_destination_key,
     parse_service,
 )
+from coalmine_dev.meshsim.endpoints import EndpointIndex
 from coalmine_dev.meshsim.traffic import RequestRecord, generate_slice
 
 log = logging.getLogger("coalmine_dev.meshsim")
@@ -56,6 +59,10 @@ ISTIO_GROUP = "networking.istio.io"
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 VIRTUAL_SERVICES = "virtualservices"
 DESTINATION_RULES = "destinationrules"
+SERVICES = "services"
+ENDPOINT_SLICES = "endpointslices"
+PODS = "pods"
+WATCHED = (VIRTUAL_SERVICES, DESTINATION_RULES, SERVICES, ENDPOINT_SLICES, PODS)
 
 # Istio's default histogram buckets for istio_request_duration_milliseconds.
 ISTIO_DURATION_BUCKETS = (
@@ -196,15 +203,21 @@ class MeshState:
         with self._lock:
             return len(self._synced) >= expected
 
-    def summary(self) -> dict[str, dict[str, str]]:
-        """{"virtualservices": {"ns/name": resourceVersion}, "destinationrules": {...}}"""
-        out: dict[str, dict[str, str]] = {}
+    def endpoints(self) -> EndpointIndex:
+        """The ready endpoints of the Services seen, indexed for routing (a snapshot)."""
+        return EndpointIndex(self.items(SERVICES), self.items(ENDPOINT_SLICES), self.items(PODS))
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """{"virtualservices": {"ns/name": resourceVersion}, "destinationrules": {...},
+        "endpoints": {"ns/service": ready endpoints}} (endpoints only for the Services followed)."""
+        out: dict[str, dict[str, Any]] = {}
         for plural in (VIRTUAL_SERVICES, DESTINATION_RULES):
             out[plural] = {
                 f"{ns}/{name}": str((o.get("metadata") or {}).get("resourceVersion", ""))
                 for o in self.items(plural)
                 for ns, name in [MeshState._key(o)]
             }
+        out["endpoints"] = self.endpoints().summary()
         return out
 
 
@@ -236,9 +249,21 @@ class Watcher:
     def _list_func(self, version: str) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         from kubernetes import client
 
+        ns = self.namespace
+        if self.plural == SERVICES:
+            core = client.CoreV1Api(self.api_client)
+            return (core.list_namespaced_service, (ns,)) if ns else (core.list_service_for_all_namespaces, ())
+        if self.plural == PODS:
+            core = client.CoreV1Api(self.api_client)
+            return (core.list_namespaced_pod, (ns,)) if ns else (core.list_pod_for_all_namespaces, ())
+        if self.plural == ENDPOINT_SLICES:
+            discovery = client.DiscoveryV1Api(self.api_client)
+            if ns:
+                return discovery.list_namespaced_endpoint_slice, (ns,)
+            return discovery.list_endpoint_slice_for_all_namespaces, ()
         api = client.CustomObjectsApi(self.api_client)
-        if self.namespace:
-            return api.list_namespaced_custom_object, (ISTIO_GROUP, version, self.namespace, self.plural)
+        if ns:
+            return api.list_namespaced_custom_object, (ISTIO_GROUP, version, ns, self.plural)
         return api.list_cluster_custom_object, (ISTIO_GROUP, version, self.plural)
 
     def _loop(self) -> None:
@@ -247,12 +272,14 @@ class Watcher:
 
         watch: Any = watch_module  # the kubernetes client is untyped
 
-        versions = list(ISTIO_VERSIONS)
+        # Istio objects: the first version the API server serves. Core objects have one version.
+        versions = list(ISTIO_VERSIONS) if self.plural in (VIRTUAL_SERVICES, DESTINATION_RULES) else [""]
         while not self.stop.is_set():
             version = versions[0]
             try:
                 func, args = self._list_func(version)
-                listing = func(*args)
+                # Plain dicts for every kind (the typed client would build model objects).
+                listing = json.loads(func(*args, _preload_content=False).data)
                 self.state.replace(self.plural, self.namespace, list(listing.get("items") or []))
                 resource_version = listing["metadata"]["resourceVersion"]
                 w = watch.Watch()
@@ -267,7 +294,7 @@ class Watcher:
                         w.stop()
                         break
                     if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                        self.state.apply(self.plural, self.namespace, event["type"], event["object"])
+                        self.state.apply(self.plural, self.namespace, event["type"], event["raw_object"])
                     elif event["type"] == "ERROR":  # e.g. 410 Gone: re-list
                         break
             except ApiException as exc:
@@ -350,8 +377,9 @@ class Simulator:
         """Generate and record one slice of `duration_s` seconds from the current VS/DR snapshot."""
         virtual_services = self.state.items(VIRTUAL_SERVICES)
         destination_rules = self.state.items(DESTINATION_RULES)
+        endpoints = self.state.endpoints()
         with self._lock:
-            records = generate_slice(self.rng, self._config, virtual_services, destination_rules, duration_s)
+            records = generate_slice(self.rng, self._config, virtual_services, destination_rules, duration_s, endpoints)
             for r in records:
                 if not r.routed:
                     self._unrouted[r.service.key] += 1
@@ -474,9 +502,7 @@ class Meshsim:
         self.simulator = Simulator(config, self.state, self.metrics, seed)
         scopes = list(config.namespaces) or [""]
         self.watchers = [
-            Watcher(api_client, self.state, plural, ns, self.stop_event)
-            for plural in (VIRTUAL_SERVICES, DESTINATION_RULES)
-            for ns in scopes
+            Watcher(api_client, self.state, plural, ns, self.stop_event) for plural in WATCHED for ns in scopes
         ]
         handler = make_handler(self.simulator, len(self.watchers))
         self.server = ThreadingHTTPServer(listen, handler)

@@ -19,6 +19,7 @@ from typing import Any
 
 from coalmine_dev.meshsim import routing
 from coalmine_dev.meshsim.config import DestinationBehaviour, HeaderMix, Latency, MeshsimConfig, ServiceConfig
+from coalmine_dev.meshsim.endpoints import EMPTY, EndpointIndex
 
 # z such that P(Z <= z) = 0.99 for a standard normal Z.
 Z99 = 2.3263478740408408
@@ -92,6 +93,7 @@ def simulate_request(
     destination_rules: Sequence[Mapping[str, Any]],
     config: MeshsimConfig,
     offset_s: float = 0.0,
+    endpoints: EndpointIndex = EMPTY,
 ) -> RequestRecord:
     request = routing.Request(headers=pick_headers(rng, service.headers), uri=service.uri)
     decision = routing.route_request(
@@ -102,6 +104,7 @@ def simulate_request(
         request,
         rng,
         client_namespace=service.client_namespace,
+        endpoints=endpoints,
     )
     if decision.outcome != routing.OK or decision.destination is None:
         code = decision.response_code or 404
@@ -117,6 +120,7 @@ def generate_slice(
     virtual_services: Sequence[Mapping[str, Any]],
     destination_rules: Sequence[Mapping[str, Any]],
     duration_s: float,
+    endpoints: EndpointIndex = EMPTY,
 ) -> list[RequestRecord]:
     """All requests of all configured services arriving within one slice of `duration_s` seconds.
 
@@ -126,5 +130,7 @@ def generate_slice(
     for key in sorted(config.services):
         service = config.services[key]
         for offset in poisson_arrivals(rng, service.rps, duration_s):
-            records.append(simulate_request(rng, service, virtual_services, destination_rules, config, offset))
+            records.append(
+                simulate_request(rng, service, virtual_services, destination_rules, config, offset, endpoints)
+            )
     return records
