@@ -242,7 +242,8 @@ def test_promote_is_refused_while_the_last_check_failed_at_once_and_in_the_statu
 ) -> None:
     _healthy(shop, meshsim)
     op = operator_factory(shop.ns)
-    shop.create_rollout(steps=LONG, analysis={"failureLimit": 1000})  # failing checks, never a rollback here
+    # Failing checks, never a rollback here (neither after failureLimit nor at once by failFast).
+    shop.create_rollout(steps=LONG, analysis={"failureLimit": 1000, "failFast": {"enabled": False}})
     shop.wait_for(lambda s: s.get("canaryWeight") == 10 and _passed_at_step(s), 60, "at 10 %", op)
     meshsim.client.set_destination(shop.ns, "order", "v2", error_ratio=0.5)
     shop.wait_for(lambda s: (s.get("analysis") or {}).get("verdict") == "Fail", 30, "a failed check", op)
@@ -287,7 +288,7 @@ def test_pause_never_stops_a_rollback_and_retry_then_succeeds_with_the_same_gene
 
     meshsim.client.set_destination(shop.ns, "order", "v2", error_ratio=0.5)
     status = shop.wait_for_phase("RolledBack", 30, op)
-    assert status["rollback"]["reason"] == "FailureLimit", "paused, and still rolled back on its checks"
+    assert status["rollback"]["reason"] in ("FailureLimit", "FailFast"), "paused, and still rolled back on its checks"
     assert "paused" not in status
     assert shop.primary_weights() == {"v1": 100, "v2": 0}
 
