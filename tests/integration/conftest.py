@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from rollout_support import OperatorProcess
+from kubernetes import client
+from rollout_support import OperatorProcess, Shop
 
 from coalmine_dev import processes
 from coalmine_dev.devstack import stack as devstack
@@ -105,6 +106,14 @@ def meshsim_factory(
         devstack.remove_scrape_target(stack.state_dir, handle.job)
         handle.client.close()
         _stop(process)
+
+
+@pytest.fixture
+def shop(api_client: client.ApiClient, namespace: str) -> Shop:
+    """The seed scenario's DestinationRule and VirtualService in the test's namespace."""
+    s = Shop(api_client, namespace)
+    s.apply_istio()
+    return s
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -26,6 +27,11 @@ COALMINE = ("coalmine.dev", "v1alpha1")
 # The operator as a real process: started by `operator_factory` (conftest.py), it can be SIGKILLed
 # (`kill`) as a crashed pod, stopped politely (`stop`), and read (`log`, `tail`).
 OperatorProcess = Child
+
+
+def ts(text: str) -> datetime:
+    """An RFC 3339 time from the status."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def rollback_bound(*, failure_limit: int, check_every: float, scrape_interval: float, tick: float = 2.0) -> float:

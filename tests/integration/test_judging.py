@@ -8,13 +8,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
-from rollout_support import OperatorProcess, Shop
+from rollout_support import OperatorProcess, Shop, ts
 
 from coalmine_dev.devstack import stack as devstack
 
@@ -22,17 +21,6 @@ pytestmark = pytest.mark.integration
 
 RPS = 150.0
 HOLD_30 = [{"weight": 10}, {"weight": 30, "hold": "20s"}, {"weight": 50}, {"weight": 100}]
-
-
-def ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-@pytest.fixture
-def shop(api_client: client.ApiClient, namespace: str) -> Shop:
-    s = Shop(api_client, namespace)
-    s.apply_istio()
-    return s
 
 
 def _metric(status: dict[str, Any], name: str) -> dict[str, Any]:

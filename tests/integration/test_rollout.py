@@ -5,13 +5,12 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
-from rollout_support import OperatorProcess, Shop, destination_rule, rollback_bound, rollout, without_owned_route
+from rollout_support import OperatorProcess, Shop, destination_rule, rollback_bound, rollout, ts, without_owned_route
 
 from coalmine_dev.devstack import binaries
 from coalmine_dev.devstack import stack as devstack
@@ -19,17 +18,6 @@ from coalmine_dev.devstack import stack as devstack
 pytestmark = pytest.mark.integration
 
 RPS = 150.0  # meshsim requests per second to `order`: 15/s reach the canary at 10 %
-
-
-def ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-@pytest.fixture
-def shop(api_client: client.ApiClient, namespace: str) -> Shop:
-    s = Shop(api_client, namespace)
-    s.apply_istio()
-    return s
 
 
 def _traffic(meshsim: Any, namespace: str, rps: float = RPS) -> None:

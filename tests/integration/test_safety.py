@@ -26,13 +26,6 @@ RPS = 150.0
 HOLD_30 = [{"weight": 10}, {"weight": 30, "hold": "60s"}, {"weight": 50}, {"weight": 100}]
 
 
-@pytest.fixture
-def shop(api_client: client.ApiClient, namespace: str) -> Shop:
-    s = Shop(api_client, namespace)
-    s.apply_istio()
-    return s
-
-
 def _metrics_args() -> tuple[list[str], str]:
     port = devstack.free_ports(1)[0]
     return ["--metrics-port", str(port), "--listen-address", "127.0.0.1"], f"http://127.0.0.1:{port}/metrics"

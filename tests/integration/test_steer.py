@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from rollout_support import COALMINE, OperatorProcess, Shop
+from rollout_support import COALMINE, OperatorProcess, Shop, ts
 
 from coalmine_dev.devstack import binaries
 from coalmine_dev.devstack import stack as devstack
@@ -35,17 +35,6 @@ RPS = 150.0
 ANNOTATION = "coalmine.dev/request"
 LONG = [{"weight": 10, "hold": "10m"}, {"weight": 30, "hold": "10m"}, {"weight": 50, "hold": "10m"}, {"weight": 100}]
 SHORT = [{"weight": 10, "hold": "2s"}, {"weight": 30, "hold": "2s"}, {"weight": 50, "hold": "2s"}, {"weight": 100}]
-
-
-def ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-@pytest.fixture
-def shop(api_client: client.ApiClient, namespace: str) -> Shop:
-    s = Shop(api_client, namespace)
-    s.apply_istio()
-    return s
 
 
 @pytest.fixture(scope="session")

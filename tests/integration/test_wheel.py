@@ -66,7 +66,7 @@ def test_the_wheel_holds_the_product_and_its_license(dist: dict[str, Path]) -> N
     requires = {
         normalized(re.split(r"[ =<>;\[]", r)[0]) for r in metadata.get_all("Requires-Dist") or [] if "extra" not in r
     }
-    assert requires == {"kopf", "kubernetes-asyncio", "pydantic", "prometheus-client", "httpx"}
+    assert requires == {"kopf", "kubernetes-asyncio", "pydantic", "prometheus-client", "httpx", "scipy"}
     with tarfile.open(dist["sdist"]) as sdist:
         members = sdist.getnames()
     root = members[0].split("/")[0]
