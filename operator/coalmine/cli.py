@@ -1,7 +1,9 @@
-"""The `coalmine` command line: run the operator, show Rollouts, and what installed plugins add.
+"""The `coalmine` command line: run the operator, show and steer Rollouts, and what installed plugins add.
 
-`run` is the operator and `status` the cluster admin's view; other distributions plug subcommands in
-through the entry point group `coalmine.commands` (the dev kit adds `devstack`, `meshsim` and `demo`).
+`run` is the operator, `status` the cluster admin's view, and `promote`, `abort`, `pause`, `resume`
+and `retry` steer a rollout by hand (the same as the kubectl plugin `kubectl coalmine ...`, the
+`kubectl-coalmine` script); other distributions plug subcommands in through the entry point group
+`coalmine.commands` (the dev kit adds `devstack`, `meshsim` and `demo`).
 
 Each subcommand lives in its own module and is imported only when chosen, so `coalmine status` does
 not pay for kopf, and `coalmine run` does not pay for rich.
@@ -15,11 +17,20 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
+STEER = {
+    "promote": "end the current step's hold now (--full: all the traffic to the canary at once)",
+    "abort": "take all the traffic off the canary now",
+    "pause": "no further increase; checks and rollback keep running",
+    "resume": "go on after a pause, the hold where it stopped",
+    "retry": "start a RolledBack rollout again from the first step",
+}
+
 # subcommand -> module that provides `add_arguments(parser)` and `run(args) -> int`
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("coalmine.run", "run the operator"),
     "status": ("coalmine.status.cli", "show Rollouts as a cluster admin sees them (needs coalmine[status])"),
     "replay": ("coalmine.replay", "run a Rollout's analysis over past Prometheus data (needs coalmine[status])"),
+    **{verb: ("coalmine.steer", summary) for verb, summary in STEER.items()},
 }
 PLUGIN_GROUP = "coalmine.commands"
 
@@ -32,8 +43,8 @@ def subcommands() -> dict[str, tuple[str, str]]:
     return found
 
 
-def build_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coalmine", description=(__doc__ or "").splitlines()[0])
+def build_parser(commands: dict[str, tuple[str, str]], prog: str = "coalmine") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in commands.items():
         subparser = sub.add_parser(name, help=help_text, description=help_text)
@@ -41,9 +52,9 @@ def build_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParse
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "coalmine") -> int:
     commands = subcommands()
-    parser = build_parser(commands)
+    parser = build_parser(commands, prog)
     argv = list(sys.argv[1:] if argv is None else argv)
     # Find the subcommand first (there are no top-level options), let its module declare its
     # arguments, then parse once; this way `coalmine SUBCOMMAND --help` lists them too.
@@ -53,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             module = importlib.import_module(commands[command][0])
         except ModuleNotFoundError as exc:
-            extra = " (pip install 'coalmine[status]')" if command in ("status", "replay") else ""
+            extra = " (pip install 'coalmine[status]')" if command in ("status", "replay", *STEER) else ""
             print(f"coalmine {command}: {exc.name} is not installed{extra}", file=sys.stderr)
             return 2
         module.add_arguments(subparsers.choices[command])
@@ -61,3 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(args._module)
     result: int = module.run(args)
     return result
+
+
+def plugin_main() -> int:
+    """`kubectl coalmine ...`: kubectl runs `kubectl-coalmine` from PATH with the arguments after `coalmine`."""
+    return main(prog="kubectl coalmine")

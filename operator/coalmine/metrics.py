@@ -91,8 +91,9 @@ def _count(namespace: str, status: RolloutStatus, reason: Reason) -> None:
         PROMOTIONS.labels(namespace).inc()
     elif reason is Reason.TRAFFIC_NOT_MOVED:
         TRAFFIC_NOT_MOVED.labels(namespace).inc()
-    if reason is Reason.STEP_ADVANCED and len(status.history) >= 2:
-        STEP_SECONDS.observe((status.history[-1].started_at - status.history[-2].started_at).total_seconds())
+    steps = [h for h in status.history if h.starts_step]  # not the pauses and resumes in between
+    if reason is Reason.STEP_ADVANCED and len(steps) >= 2:
+        STEP_SECONDS.observe((steps[-1].started_at - steps[-2].started_at).total_seconds())
     if reason in (Reason.SUCCEEDED, Reason.ROLLED_BACK) and status.started_at and status.finished_at:
         phase = status.phase.value if status.phase else ""
         ROLLOUT_SECONDS.labels(phase).observe((status.finished_at - status.started_at).total_seconds())

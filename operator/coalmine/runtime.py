@@ -24,6 +24,7 @@ from coalmine import metrics, reconcile
 from coalmine.adapters.election import ElectionConfig, LeaseElector
 from coalmine.adapters.kube import IstioCache, KubeApi, resource_version
 from coalmine.adapters.prometheus import PrometheusClient
+from coalmine.core.models import REQUEST_ANNOTATION
 from coalmine.core.validation import Claim
 from coalmine.scheduler import Scheduler, utcnow
 
@@ -119,7 +120,8 @@ class Operator:
             await self._api.close()
 
     def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
-        """A watch event: remember the newest body; tick it when it is new or its spec changed.
+        """A watch event: remember the newest body; tick it when it is new, its spec changed, or a person
+        made a request (the annotation `coalmine.dev/request`: an abort must not wait for the next check).
 
         Status-only changes (above all our own writes echoing back) wait for the Rollout's next
         scheduled tick, which reads this newest body.
@@ -145,6 +147,7 @@ class Operator:
         else:
             self.claims.setdefault(namespace, {})[name] = claim
         changed = known is None or known["metadata"].get("generation") != meta.get("generation")
+        changed = changed or _request(known) != _request(body)  # a person's request: look now
         if changed and self.scheduler is not None:
             self.scheduler.poke(key)
 
@@ -183,3 +186,8 @@ class Operator:
         if outcome.status is not None:
             metrics.record(namespace, str(body["metadata"].get("name")), outcome.status, outcome.events)
         return outcome.wake_at
+
+
+def _request(body: dict[str, Any] | None) -> Any:
+    """The steering request annotation of a Rollout body, as written (None when absent)."""
+    return ((body or {}).get("metadata", {}).get("annotations") or {}).get(REQUEST_ANNOTATION)

@@ -9,7 +9,22 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from coalmine.core.models import Analysis, Latency, Phase, RolloutSpec, RolloutStatus, SuccessRate, format_duration
+from coalmine.core.models import (
+    Analysis,
+    Approval,
+    HandledRequest,
+    HistoryEntry,
+    Latency,
+    Pause,
+    Phase,
+    Request,
+    RollbackInfo,
+    RolloutSpec,
+    RolloutStatus,
+    Step,
+    SuccessRate,
+    format_duration,
+)
 
 CRD = yaml.safe_load((Path(__file__).parents[2] / "crds" / "rollout.yaml").read_text())
 SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -34,7 +49,8 @@ def test_every_spec_field_is_described_for_kubectl_explain(path: str, node: dict
 
 
 def _aliases(model: type[BaseModel]) -> set[str]:
-    return {field.alias or name for name, field in model.model_fields.items()}
+    """The fields a model reads and writes on the wire (an excluded field is never written)."""
+    return {field.alias or name for name, field in model.model_fields.items() if not field.exclude}
 
 
 @pytest.mark.parametrize(
@@ -43,6 +59,12 @@ def _aliases(model: type[BaseModel]) -> set[str]:
         pytest.param(SPEC, RolloutSpec, id="spec"),
         pytest.param(SPEC["properties"]["analysis"], Analysis, id="analysis"),
         pytest.param(STATUS, RolloutStatus, id="status"),
+        pytest.param(SPEC["properties"]["steps"]["items"], Step, id="step"),
+        pytest.param(STATUS["properties"]["paused"], Pause, id="paused"),
+        pytest.param(STATUS["properties"]["rollback"], RollbackInfo, id="rollback"),
+        pytest.param(STATUS["properties"]["history"]["items"], HistoryEntry, id="history"),
+        pytest.param(STATUS["properties"]["history"]["items"]["properties"]["request"], Request, id="history-request"),
+        pytest.param(STATUS["properties"]["lastRequest"], HandledRequest, id="lastRequest"),
     ],
 )
 def test_schema_properties_match_model_fields(schema: dict[str, Any], model: type[BaseModel]) -> None:
@@ -62,6 +84,8 @@ def test_schema_defaults_match_model_defaults() -> None:
     assert analysis["latency"]["properties"]["maxMs"]["default"] == Latency().max_ms
     steps = RolloutSpec.model_fields["steps"].default
     assert SPEC["properties"]["steps"]["default"] == [{"weight": s.weight} for s in steps]
+    assert SPEC["properties"]["steps"]["items"]["properties"]["approval"]["enum"] == [a.value for a in Approval]
+    assert Step(weight=10).approval is Approval.AUTO, "omitted, a step goes on by itself"
 
 
 def test_status_subresource_and_printer_columns() -> None:

@@ -231,3 +231,53 @@ def _rich_text(renderable: Any) -> str:
     out = io.StringIO()
     Console(file=out, width=120, color_system=None, force_terminal=False).print(renderable)
     return out.getvalue()
+
+
+def test_a_pause_shows_who_the_hold_it_keeps_and_the_command_that_resumes() -> None:
+    status = progressing()  # step 2 (hold 5s) began at T0
+    status["paused"] = {"since": iso(T0 + timedelta(seconds=2)), "by": "alice", "reason": "checking dashboards"}
+    status["stepPausedFor"] = "1s"
+    view = render.summarize(rollout(status), [], T0 + timedelta(seconds=60))
+    assert view.hold_left == timedelta(seconds=4), "5s hold - 1s run (2s before this pause, 1s of it paused earlier)"
+    lines = render.to_lines(view)
+    assert lines[0] == "shop/order: Progressing, step 2/4 at 30%, hold 5s, PAUSED with 4.0s left"
+    assert (
+        "  WAITING  paused by alice 58s ago (checking dashboards); checks continue and a failing canary is still "
+        "rolled back; resume: coalmine resume order -n shop"
+    ) in lines
+    assert "resume: coalmine resume order -n shop" in _rich_text(render.to_renderable(view))
+
+
+def test_a_manual_step_past_its_hold_shows_the_command_that_promotes() -> None:
+    steps = [{"weight": 10, "hold": "8s"}, {"weight": 30, "approval": "manual"}, {"weight": 100}]
+    view = render.summarize(rollout(progressing(), steps=steps), [], T0 + timedelta(seconds=1))
+    assert render.waiting(view) == ("", ""), "its hold is not over yet"
+    view = render.summarize(rollout(progressing(), steps=steps), [], T0 + timedelta(seconds=20))
+    lines = render.to_lines(view)
+    assert "hold 5s over, waiting for promote" in lines[0]
+    assert "  WAITING  step 2 waits for a person (approval: manual); promote: coalmine promote order -n shop" in lines
+    assert "promote: coalmine promote order -n shop" in _rich_text(render.to_renderable(view))
+
+
+def test_the_last_request_shows_what_it_did_or_why_it_was_refused() -> None:
+    status = progressing()
+    status["lastRequest"] = {
+        "id": "6f1c",
+        "verb": "promote",
+        "full": True,
+        "by": "bob",
+        "handledAt": iso(T0 + timedelta(seconds=1)),
+        "result": "Refused",
+        "message": "the last check failed (success-rate 72.5% < 99%)",
+    }
+    view = render.summarize(rollout(status), [], T0 + timedelta(seconds=4))
+    assert (
+        "  request  promote --full by bob 3.0s ago: Refused: the last check failed (success-rate 72.5% < 99%)"
+        in render.to_lines(view)
+    )
+    status["message"] = "pause by bob: step 2/4 stays at 30%"
+    status["lastRequest"].update(verb="pause", full=False, result="Applied", message=status["message"])
+    view = render.summarize(rollout(status), [], T0 + timedelta(seconds=4))
+    assert "  request  pause by bob 3.0s ago: Applied" in render.to_lines(view), "said once, by the message"
+    before = render.fingerprint(rollout(progressing()), [])
+    assert render.fingerprint(rollout(status), []) != before, "a pipe watcher prints the request"

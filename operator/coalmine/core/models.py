@@ -7,13 +7,19 @@ defaults live on the Python side. They hold data only: no I/O, no clock, no kopf
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
 from pydantic.alias_generators import to_camel
+
+REQUEST_ANNOTATION = "coalmine.dev/request"  # where `coalmine promote|abort|pause|resume|retry` put a request
+REQUEST_KEYS = frozenset({"id", "verb", "full", "by", "reason", "at", "generation"})
+MAX_REQUEST_ID, MAX_REASON = 64, 1024
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -51,6 +57,13 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"a key appears twice: {next(k for k in keys if keys.count(k) > 1)!r}")
+    return dict(pairs)
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
 Timestamp = Annotated[datetime, PlainSerializer(format_time, return_type=str)]
 
@@ -82,9 +95,17 @@ class DestinationRuleRef(Model):
     name: str
 
 
+class Approval(enum.StrEnum):
+    """Whether a step goes on by itself once its hold is over, or waits for a person's `promote`."""
+
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
 class Step(Model):
     weight: int
     hold: Duration | None = None
+    approval: Approval = Approval.AUTO  # manual: after the hold, wait for `coalmine promote` (checks keep running)
 
 
 DEFAULT_STEPS = (Step(weight=10), Step(weight=30), Step(weight=50), Step(weight=100))
@@ -251,7 +272,8 @@ class AnalysisStatus(Model):
 
 
 class RollbackInfo(Model):
-    reason: str  # FailureLimit, NoData or ObjectsChanged
+    reason: str  # FailureLimit, NoData, ObjectsChanged or Aborted
+    by: str = ""  # who aborted (Aborted only)
     metric: str = ""
     value: FiniteFloat = None
     threshold: str = ""
@@ -260,10 +282,92 @@ class RollbackInfo(Model):
     message: str = ""  # where and why: "step 2/4 (30%): success-rate 79.8% < 99% ..."
 
 
+class Request(Model):
+    """A person's request to steer a rollout, as the CLI writes it in the annotation REQUEST_ANNOTATION.
+
+    `problem` is set when the annotation could not be read as a request: it is then refused with that
+    message (acknowledged once, under `id`, like any other)."""
+
+    id: str
+    verb: str = ""
+    full: bool = False  # promote --full: to 100 % at once
+    by: str = ""  # the user as the API server authenticated the CLI (SelfSubjectReview)
+    reason: str = ""
+    at: Timestamp | None = None  # when it was made (the CLI's clock)
+    generation: int | None = None  # the metadata.generation it was made for
+    problem: str = Field(default="", exclude=True)
+
+    @property
+    def command(self) -> str:
+        return f"{self.verb} --full" if self.full else self.verb
+
+    def to_annotation(self) -> str:
+        """Compact JSON, the form `from_annotation` reads."""
+        body = self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, mode="json")
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_annotation(cls, raw: str) -> Request:
+        """Read the annotation strictly: a JSON object with only the known keys, each once, of the right
+        type. Anything else is a Request with a `problem` (refused with that message), never an exception;
+        without a usable id its id is a digest of the text, so it is acknowledged once all the same."""
+        digest = "sha256:" + hashlib.sha256(raw.encode()).hexdigest()[:16]
+        try:
+            body = json.loads(raw, object_pairs_hook=_unique_keys)
+        except ValueError as exc:
+            return cls(id=digest, problem=f"annotation {REQUEST_ANNOTATION} cannot be read: {exc}")
+        if not isinstance(body, dict):
+            return cls(id=digest, problem=f"annotation {REQUEST_ANNOTATION} is not a JSON object")
+        ident = body.get("id")
+        if not isinstance(ident, str) or not 0 < len(ident) <= MAX_REQUEST_ID:
+            ident = digest
+        verb = body.get("verb") if isinstance(body.get("verb"), str) else ""
+        unknown = sorted(set(body) - REQUEST_KEYS)
+        if unknown:
+            return cls(id=ident, verb=verb, problem=f"annotation {REQUEST_ANNOTATION}: unknown field {unknown[0]!r}")
+        if ident == digest:
+            return cls(
+                id=ident,
+                verb=verb,
+                problem=f"annotation {REQUEST_ANNOTATION}: id must be a string of 1 to {MAX_REQUEST_ID} characters",
+            )
+        try:
+            request = cls.model_validate_json(raw, strict=True)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            return cls(id=ident, verb=verb, problem=f"annotation {REQUEST_ANNOTATION}: {where}: {first['msg']}")
+        if len(request.reason) > MAX_REASON:
+            return request.model_copy(
+                update={"problem": f"annotation {REQUEST_ANNOTATION}: reason is longer than {MAX_REASON} characters"}
+            )
+        return request
+
+
+class HandledRequest(Request):
+    """The last request the operator handled, which makes it handled exactly once."""
+
+    handled_at: Timestamp
+    result: str  # Applied or Refused
+    message: str = ""
+
+
 class HistoryEntry(Model):
     step_index: int
     weight: int
     started_at: Timestamp
+    request: Request | None = None  # the request that made this entry (promote, abort, pause, resume, retry)
+
+    @property
+    def starts_step(self) -> bool:
+        """The entry begins a step (a steering request that does not move on, such as pause, does not)."""
+        return self.request is None or self.request.verb in ("promote", "retry")
+
+
+class Pause(Model):
+    since: Timestamp
+    by: str = ""
+    reason: str = ""
 
 
 class Condition(Model):
@@ -282,6 +386,8 @@ class RolloutStatus(Model):
     step_label: str | None = None
     canary_weight: int | None = None
     step_started_at: Timestamp | None = None
+    paused: Pause | None = None  # set while paused: no further increase (checks and rollback keep running)
+    step_paused_for: Duration | None = None  # the current step's earlier pauses; its hold is longer by this
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     message: str | None = None
@@ -289,6 +395,7 @@ class RolloutStatus(Model):
     stable: Destination | None = None  # the stable this generation started with
     canary: Destination | None = None  # the canary canaryWeight is the share of (the last one started)
     history: tuple[HistoryEntry, ...] = ()
+    last_request: HandledRequest | None = None  # acknowledges the request annotation: handled once, then ignored
     rollback: RollbackInfo | None = None
     analysis: AnalysisStatus | None = None
     conditions: tuple[Condition, ...] = ()
@@ -328,13 +435,17 @@ class Rollout(Model):
     ref: Ref
     spec: RolloutSpec
     status: RolloutStatus
+    request: Request | None = None  # the steering request annotation, handled or not
 
     @classmethod
     def from_body(cls, body: Any) -> Rollout:
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        raw = annotations.get(REQUEST_ANNOTATION)
         return cls(
             ref=Ref.from_body(body),
             spec=RolloutSpec.model_validate(body.get("spec") or {}),
             status=RolloutStatus.from_body(body.get("status")),
+            request=Request.from_annotation(raw) if isinstance(raw, str) else None,
         )
 
     @property

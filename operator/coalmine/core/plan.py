@@ -23,8 +23,17 @@ Transitions (one per tick):
     Progressing --no data for maxNoData-------------------> RollingBack
     Progressing --owned objects changed (subset gone...)--> RollingBack
     Progressing --hold elapsed at the step's weight, last check passed--> next step, or Succeeded
+                (a step with approval: manual waits for promote instead; a paused rollout does not move on)
     RollingBack --canary at 0 on the routes---------------> RolledBack
     Succeeded / RolledBack: hold the weight until the next generation
+
+Requests a person makes (core/steering.py says when each can apply; a refused one is recorded and
+changes nothing else), each in the tick that first sees it, after the check and any rollback it calls for:
+
+    Progressing --promote (last check passed)-------------> next step now, or Succeeded (--full: at once)
+    Progressing --abort-----------------------------------> RollingBack (reason Aborted, who and why)
+    Progressing --pause / resume--------------------------> Progressing, paused / not (the hold continues)
+    RolledBack  --retry-----------------------------------> Progressing from the first step, same generation
 
 No clock, no I/O: `now` comes in as an argument.
 """
@@ -37,15 +46,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from coalmine.core import steering
 from coalmine.core.analysis import CheckResult, StepContext
 from coalmine.core.models import (
+    STARTED_PHASES,
     TERMINAL_PHASES,
     AnalysisStatus,
+    Approval,
     Condition,
     Destination,
+    HandledRequest,
     HistoryEntry,
     MetricResult,
+    Pause,
     Phase,
+    Request,
     RollbackInfo,
     Rollout,
     RolloutSpec,
@@ -60,6 +75,7 @@ from coalmine.core.validation import Backend, Problem, Resolution, RouteTraffic,
 RECHECK = timedelta(seconds=10)  # how often Pending and Invalid rollouts look again
 REFRESH_CHECKS = 3  # a run of passing checks is written to status at least every this many checks
 STUCK_RETRY_MIN, STUCK_RETRY_MAX = timedelta(seconds=1), timedelta(seconds=30)
+MAX_HISTORY = 100  # status.history keeps this many entries, the newest (requests can add any number)
 
 
 class EventType(enum.StrEnum):
@@ -85,6 +101,14 @@ class Reason(enum.StrEnum):
     UNEXPECTED_TRAFFIC = "UnexpectedTraffic"
     TRAFFIC_NOT_MOVED = "TrafficNotMoved"
     TRAFFIC_MOVED = "TrafficMoved"
+    WAITING_FOR_PROMOTION = "WaitingForPromotion"
+    # a person's requests (core/steering.py)
+    PROMOTED = "Promoted"
+    ABORTED = "Aborted"
+    PAUSED = "Paused"
+    RESUMED = "Resumed"
+    RETRIED = "Retried"
+    REQUEST_REFUSED = "RequestRefused"
 
 
 class RollbackReason(enum.StrEnum):
@@ -92,6 +116,7 @@ class RollbackReason(enum.StrEnum):
     FAIL_FAST = "FailFast"
     NO_DATA = "NoData"
     OBJECTS_CHANGED = "ObjectsChanged"
+    ABORTED = "Aborted"
 
 
 @dataclass(frozen=True)
@@ -290,7 +315,11 @@ def reject(
     base = status
     if status.observed_generation != generation:
         base = RolloutStatus(
-            conditions=status.conditions, stable=status.stable, canary=status.canary, canary_weight=status.canary_weight
+            conditions=status.conditions,
+            stable=status.stable,
+            canary=status.canary,
+            canary_weight=status.canary_weight,
+            last_request=status.last_request,
         )
     stalled = True if reason in (Reason.ROUTE_CLAIMED, Reason.UNEXPECTED_TRAFFIC) else None
     new = _with_phase(base, generation, now, phase, reason, message, stalled=stalled)
@@ -357,6 +386,7 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
         step_started_at=now,
         started_at=now,
         history=(HistoryEntry(step_index=index, weight=weight, started_at=now),),
+        last_request=status.last_request,
         conditions=status.conditions,
     )
     message = _step_message(spec, index)
@@ -398,6 +428,7 @@ def _already_promoted(rollout: Rollout, resolution: Resolution, canary: Backend,
         started_at=now,
         finished_at=now,
         history=(HistoryEntry(step_index=last, weight=100, started_at=now),),
+        last_request=rollout.status.last_request,
         conditions=rollout.status.conditions,
     )
     new = _with_phase(new, rollout.generation, now, Phase.SUCCEEDED, Reason.SUCCEEDED, message)
@@ -405,7 +436,11 @@ def _already_promoted(rollout: Rollout, resolution: Resolution, canary: Backend,
 
 
 def _step_message(spec: RolloutSpec, index: int) -> str:
-    return f"step {_step_label(spec, index)}: canary at {spec.steps[index].weight}%, holding {format_duration(spec.hold(index))}"
+    then = ", then waiting for promote" if spec.steps[index].approval is Approval.MANUAL else ""
+    return (
+        f"step {_step_label(spec, index)}: canary at {spec.steps[index].weight}%, "
+        f"holding {format_duration(spec.hold(index))}{then}"
+    )
 
 
 def _analysis_status(rollout: Rollout, check: CheckResult, now: datetime) -> AnalysisStatus:
@@ -485,8 +520,11 @@ def _rollback(
     reason: RollbackReason,
     culprit: MetricResult | None,
     why: str,
+    *,
+    by: str = "",
 ) -> Decision:
-    """Record the rollback first (RollingBack); `record_traffic` makes it RolledBack once the canary has 0."""
+    """Record the rollback first (RollingBack); `record_traffic` makes it RolledBack once the canary has 0.
+    A pause ends with it: there is nothing left to hold."""
     spec, status = rollout.spec, rollout.status
     index = status.step_index or 0
     where = f"step {_step_label(spec, index)} ({status.canary_weight}%): {why}"
@@ -494,6 +532,7 @@ def _rollback(
         where += f"; query: {culprit.query}"
     info = RollbackInfo(
         reason=reason,
+        by=by,
         metric=culprit.name if culprit else "",
         value=culprit.value if culprit else None,
         threshold=culprit.threshold if culprit else "",
@@ -501,7 +540,15 @@ def _rollback(
         at=now,
         message=where,
     )
-    new = status.model_copy(update={"rollback": info, "analysis": analysis, "traffic_retry_at": None})
+    new = status.model_copy(
+        update={
+            "rollback": info,
+            "analysis": analysis,
+            "traffic_retry_at": None,
+            "paused": None,
+            "step_paused_for": None,
+        }
+    )
     new = _with_phase(new, rollout.generation, now, Phase.ROLLING_BACK, Reason.ROLLING_BACK, f"rolling back at {where}")
     traffic, blocked = _writable(resolution, 0)
     return Decision(status=new, weight=0, traffic=traffic, blocked=blocked)
@@ -577,34 +624,83 @@ def _rollback_if_due(
 def _advance_if_done(
     rollout: Rollout, traffic: Traffic, analysis: AnalysisStatus | None, events: list[Event], now: datetime
 ) -> Decision | None:
-    """The hold is over at the step's weight and the last check of the step passed: next step or Succeeded."""
+    """The hold is over at the step's weight and the last check of the step passed: next step or Succeeded.
+
+    Not while paused, and not at a step with approval: manual (it waits for promote; `_hold` says so)."""
     spec, status = rollout.spec, rollout.status
-    index = status.step_index or 0
-    assert status.step_started_at is not None
-    at_weight = status.canary_weight == spec.steps[index].weight
-    passed = analysis is not None and analysis.verdict is Verdict.PASS and analysis.checked_at > status.step_started_at
-    if not (at_weight and passed and now >= status.step_started_at + spec.hold(index)):
+    if status.paused is not None or not _ready(rollout, analysis, now) or steering.gated(spec, status):
         return None
     assert analysis is not None
-    if index + 1 == len(spec.steps):
-        message = f"succeeded: canary at {status.canary_weight}% after {len(spec.steps)} steps; {_summary(analysis)}"
-        new = status.model_copy(update={"analysis": analysis, "finished_at": now})
+    return _advance(rollout, traffic, analysis, events, now)
+
+
+def _ready(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> bool:
+    """At the step's weight, its hold over (pauses not counted), and the last check of the step passed."""
+    spec, status = rollout.spec, rollout.status
+    assert status.step_started_at is not None
+    at_weight = status.canary_weight == spec.steps[status.step_index or 0].weight
+    passed = analysis is not None and analysis.verdict is Verdict.PASS and analysis.checked_at > status.step_started_at
+    return at_weight and passed and now >= steering.hold_end(spec, status, now)
+
+
+def _history(status: RolloutStatus, entry: HistoryEntry) -> tuple[HistoryEntry, ...]:
+    return (*status.history, entry)[-MAX_HISTORY:]
+
+
+def _advance(
+    rollout: Rollout,
+    traffic: Traffic,
+    analysis: AnalysisStatus,
+    events: list[Event],
+    now: datetime,
+    request: Request | None = None,
+) -> Decision:
+    """To the next step, or Succeeded after the last one (or at once for promote --full).
+
+    With a request (promote), the step begins now whatever is left of the hold, and the new step's
+    history entry names it."""
+    spec, status = rollout.spec, rollout.status
+    index = status.step_index or 0
+    last = len(spec.steps) - 1
+    full = request is not None and request.full
+    nxt = last if full else index + 1
+    promoted = []
+    if request is not None:
+        to = (
+            "Succeeded at 100%"
+            if full or index == last
+            else f"step {_step_label(spec, nxt)} ({spec.steps[nxt].weight}%)"
+        )
+        text = f"{_who(request, 'promote')}: step {_step_label(spec, index)} ({status.canary_weight}%) -> {to}"
+        if full and index < last:
+            text += ", skipping the remaining steps and their analysis"
+        promoted.append(Event(EventType.NORMAL, Reason.PROMOTED, text))
+    update: dict[str, object] = {"analysis": analysis, "paused": None, "step_paused_for": None}
+    if request is not None:
+        update["last_request"] = _handled(request, now, steering.APPLIED, promoted[0].message)
+    if index == last or full:
+        if request is None:
+            message = (
+                f"succeeded: canary at {status.canary_weight}% after {len(spec.steps)} steps; {_summary(analysis)}"
+            )
+        else:
+            message = f"succeeded: {promoted[0].message}; last check: {_summary(analysis)}"
+            entry = HistoryEntry(step_index=last, weight=100, started_at=now, request=request)
+            update.update(step_index=last, step_label=_step_label(spec, last), history=_history(status, entry))
+        new = status.model_copy(update={**update, "finished_at": now})
         new = _with_phase(new, rollout.generation, now, Phase.SUCCEEDED, Reason.SUCCEEDED, message)
         done = Event(EventType.NORMAL, Reason.SUCCEEDED, message)
-        return Decision(status=new, weight=100, traffic=traffic, events=(*events, done))
-    nxt = index + 1
+        return Decision(status=new, weight=100, traffic=traffic, events=(*events, *promoted, done))
     weight = spec.steps[nxt].weight
-    message = f"{_step_message(spec, nxt)}; step {_step_label(spec, index)} passed: {_summary(analysis)}"
-    new = status.model_copy(
-        update={
-            "step_index": nxt,
-            "step_label": _step_label(spec, nxt),
-            "step_started_at": now,
-            "analysis": analysis,
-            "history": (*status.history, HistoryEntry(step_index=nxt, weight=weight, started_at=now)),
-        }
+    why = f"promoted by {request.by or 'someone'}" if request is not None else f"step {_step_label(spec, index)} passed"
+    message = f"{_step_message(spec, nxt)}; {why}: {_summary(analysis)}"
+    entry = HistoryEntry(step_index=nxt, weight=weight, started_at=now, request=request)
+    update.update(
+        step_index=nxt, step_label=_step_label(spec, nxt), step_started_at=now, history=_history(status, entry)
     )
-    new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.STEP_ADVANCED, message)
+    new = _with_phase(
+        status.model_copy(update=update), rollout.generation, now, Phase.PROGRESSING, Reason.STEP_ADVANCED, message
+    )
     event = Event(
         EventType.NORMAL, Reason.STEP_ADVANCED, f"canary {status.canary_weight}% -> {weight}%: {_summary(analysis)}"
     )
@@ -612,9 +708,13 @@ def _advance_if_done(
         status=new,
         weight=weight,
         traffic=traffic,
-        events=(*events, event),
+        events=(*events, *promoted, event),
         wake_at=_next_check(now, None, spec.analysis.check_every),
     )
+
+
+def _reconciling_reason(status: RolloutStatus) -> str:
+    return next((c.reason for c in status.conditions if c.type == "Reconciling"), "")
 
 
 def _hold(
@@ -625,36 +725,65 @@ def _hold(
     events: list[Event],
     now: datetime,
 ) -> Decision:
+    """Stay at the step: hold, pause, or a manual gate whose hold is over (announced once, with the
+    command that releases it). The message is rewritten when a check says something new."""
     spec, status = rollout.spec, rollout.status
     index = status.step_index or 0
     assert status.step_started_at is not None
     every = spec.analysis.check_every
-    hold_end = status.step_started_at + spec.hold(index)
+    hold_end = steering.hold_end(spec, status, now)
+    label = _step_label(spec, index)
+    gate = status.paused is None and steering.gated(spec, status) and _ready(rollout, analysis, now)
     new = status
-    if check is not None and analysis is not None and not _routine_pass(status, analysis, now, every):
+    if gate and _reconciling_reason(status) != Reason.WAITING_FOR_PROMOTION:
+        assert analysis is not None
+        message = (
+            f"step {label}: canary at {status.canary_weight}%, hold done; waiting for promote "
+            f"({steering.command(rollout, 'promote')}); last check Pass: {_summary(analysis)}"
+        )
+        new = status.model_copy(update={"analysis": analysis})
+        if traffic_stalled(status) is None:
+            new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.WAITING_FOR_PROMOTION, message)
+        events = [*events, Event(EventType.NORMAL, Reason.WAITING_FOR_PROMOTION, message)]
+    elif check is not None and analysis is not None and not _routine_pass(status, analysis, now, every):
         if status.canary_weight != spec.steps[index].weight:
             ends = f"waiting for the routes to reach {spec.steps[index].weight}%"
+        elif status.paused is not None:
+            left = max(timedelta(0), hold_end - now)
+            ends = (
+                f"paused by {status.paused.by or 'someone'} with {format_duration(_whole(left))} of the hold left; "
+                f"resume with {steering.command(rollout, 'resume')}"
+            )
         elif now < hold_end:
             ends = f"hold ends {format_time(hold_end)}"
+        elif gate:
+            ends = f"hold done, waiting for promote ({steering.command(rollout, 'promote')})"
+        elif steering.gated(spec, status):
+            ends = "hold done, waiting for a passing check, then for promote"
         else:
             ends = "hold done, waiting for a passing check"
         message = (
-            f"step {_step_label(spec, index)}: canary at {status.canary_weight}%, {ends}; "
+            f"step {label}: canary at {status.canary_weight}%, {ends}; "
             f"last check {analysis.verdict.value}: {_summary(analysis)}"
         )
         if analysis.verdict in (Verdict.NO_DATA, Verdict.INCONCLUSIVE):
             message += f" ({check.reason})"
+        reason = Reason.PAUSED if status.paused else Reason.WAITING_FOR_PROMOTION if gate else Reason.ANALYSING
         new = status.model_copy(update={"analysis": analysis})
         if traffic_stalled(status) is None:
-            new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.ANALYSING, message)
+            new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, reason, message)
     wake = [_next_check(status.step_started_at, analysis.checked_at if analysis else None, every)]
-    if now < hold_end:
+    if now < hold_end and status.paused is None:
         wake.append(hold_end)
     if analysis is not None and analysis.no_data_since is not None:
         wake.append(max(now, analysis.no_data_since + spec.analysis.max_no_data))
     return Decision(
         status=new, weight=spec.steps[index].weight, traffic=traffic, events=tuple(events), wake_at=min(wake)
     )
+
+
+def _whole(value: timedelta) -> timedelta:
+    return timedelta(seconds=math.ceil(value.total_seconds()))
 
 
 def progress(
@@ -664,21 +793,142 @@ def progress(
     now: datetime,
     *,
     quiet_start: timedelta = timedelta(0),
+    request: Request | None = None,
 ) -> Decision:
-    """One tick of a Progressing rollout whose objects resolve, with the result of a check when one was due.
+    """One tick of a Progressing rollout whose objects resolve, with the result of a check when one was due,
+    and a person's request when one is pending.
 
     No data in the first `quiet_start` of a step (new series need a few scrapes before `rate`
-    sees them) holds the step like any no data, but posts no NoData warning.
+    sees them) holds the step like any no data, but posts no NoData warning. A check that calls for a
+    rollback wins over a request (which is then looked at in the next tick, against the rollback).
     """
     assert resolution.traffic is not None
     analysis, events = (
         _record_check(rollout, check, now, quiet_start) if check is not None else (rollout.status.analysis, [])
     )
-    return (
-        _rollback_if_due(rollout, resolution, check, analysis, now)
-        or _advance_if_done(rollout, resolution.traffic, analysis, events, now)
-        or _hold(rollout, resolution.traffic, check, analysis, events, now)
+    rollback = _rollback_if_due(rollout, resolution, check, analysis, now)
+    if rollback is not None:
+        return rollback
+    if request is not None:
+        checked = rollout.model_copy(update={"status": rollout.status.model_copy(update={"analysis": analysis})})
+        why = steering.refusal(checked, request)
+        if why is None:
+            return _steer(checked, resolution, request, analysis, events, now)
+        stay = _advance_if_done(rollout, resolution.traffic, analysis, events, now) or _hold(
+            rollout, resolution.traffic, check, analysis, events, now
+        )
+        return _refuse(stay, request, why, now)
+    return _advance_if_done(rollout, resolution.traffic, analysis, events, now) or _hold(
+        rollout, resolution.traffic, check, analysis, events, now
     )
+
+
+# --- requests a person makes (core/steering.py says when each applies) ------------------------------
+
+
+def _who(request: Request, verb: str) -> str:
+    by = request.by or "someone"
+    why = f" ({request.reason})" if request.reason else ""
+    return f"{request.command or verb} by {by}{why}"
+
+
+def _handled(request: Request, now: datetime, result: str, message: str) -> HandledRequest:
+    return HandledRequest(**request.model_dump(exclude={"problem"}), handled_at=now, result=result, message=message)
+
+
+def _refuse(decision: Decision, request: Request, why: str, now: datetime) -> Decision:
+    """The tick's own decision, with the request recorded as refused (it changes nothing else)."""
+    record = _handled(request, now, steering.REFUSED, why)
+    what = request.command or "request"
+    event = Event(EventType.WARNING, Reason.REQUEST_REFUSED, f"{what} by {request.by or 'someone'} refused: {why}")
+    status = decision.status.model_copy(update={"last_request": record})
+    return replace(decision, status=status, events=(*decision.events, event))
+
+
+def _steer(
+    rollout: Rollout,
+    resolution: Resolution,
+    request: Request,
+    analysis: AnalysisStatus | None,
+    events: list[Event],
+    now: datetime,
+) -> Decision:
+    """Apply a request `steering.refusal` let through, to a Progressing rollout."""
+    spec, status = rollout.spec, rollout.status
+    traffic = resolution.traffic
+    assert traffic is not None
+    assert status.step_started_at is not None
+    index = status.step_index or 0
+    label, weight = _step_label(spec, index), spec.steps[index].weight
+    if request.verb == "promote":
+        assert analysis is not None
+        return _advance(rollout, traffic, analysis, events, now, request)
+    if request.verb == "abort":
+        canary = f" {status.canary.subset}" if status.canary is not None else ""
+        text = f"{_who(request, 'abort')}: canary{canary} {status.canary_weight}% -> 0% at step {label}"
+        why = f"aborted by {request.by or 'someone'}" + (f": {request.reason}" if request.reason else "")
+        decision = _rollback(rollout, resolution, analysis, now, RollbackReason.ABORTED, None, why, by=request.by)
+        entry = HistoryEntry(step_index=index, weight=0, started_at=now, request=request)
+        new = decision.status.model_copy(
+            update={"history": _history(status, entry), "last_request": _handled(request, now, steering.APPLIED, text)}
+        )
+        aborted = Event(EventType.WARNING, Reason.ABORTED, text)
+        return replace(decision, status=new, events=(*events, aborted))
+    entry = HistoryEntry(step_index=index, weight=weight, started_at=now, request=request)
+    if request.verb == "pause":
+        left = format_duration(_whole(max(timedelta(0), steering.hold_end(spec, status, now) - now)))
+        text = (
+            f"{_who(request, 'pause')}: step {label} stays at {status.canary_weight}% with {left} of the hold left; "
+            f"checks continue and a failing canary is still rolled back; resume with {steering.command(rollout, 'resume')}"
+        )
+        update: dict[str, object] = {"paused": Pause(since=now, by=request.by, reason=request.reason)}
+        reason = Reason.PAUSED
+    else:  # resume
+        paused = steering.paused_for(status, now)
+        end = status.step_started_at + spec.hold(index) + paused
+        ends = f"hold ends {format_time(end)}" if now < end else "hold done"
+        text = f"{_who(request, 'resume')}: step {label} at {status.canary_weight}% goes on, {ends}"
+        update = {"paused": None, "step_paused_for": paused}
+        reason = Reason.RESUMED
+    update.update(
+        analysis=analysis,
+        history=_history(status, entry),
+        last_request=_handled(request, now, steering.APPLIED, text),
+    )
+    new = status.model_copy(update=update)
+    if traffic_stalled(status) is None:
+        new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, reason, text)
+    wake = [_next_check(status.step_started_at, analysis.checked_at if analysis else None, spec.analysis.check_every)]
+    if request.verb == "resume":
+        wake.append(max(now, steering.hold_end(spec, new, now)))
+    return Decision(
+        status=new,
+        weight=weight,
+        traffic=traffic,
+        events=(*events, Event(EventType.NORMAL, reason, text)),
+        wake_at=min(wake),
+    )
+
+
+def _retry(rollout: Rollout, resolution: Resolution, request: Request, now: datetime) -> Decision:
+    """RolledBack, same generation: start again by the start rules (routes on the stable: step 1), with
+    the stable this generation started with, keeping the history."""
+    status = rollout.status
+    fresh = RolloutStatus(
+        observed_generation=rollout.generation,
+        stable=status.stable,
+        canary=status.canary,
+        canary_weight=status.canary_weight,
+        conditions=status.conditions,
+    )
+    again = start(rollout.model_copy(update={"status": fresh}), resolution, now)
+    new = again.status
+    text = f"{_who(request, 'retry')}: generation {rollout.generation} starts again: {new.message}"
+    history = status.history
+    if new.phase in STARTED_PHASES and new.history:
+        history = _history(status, new.history[-1].model_copy(update={"request": request}))
+    new = new.model_copy(update={"history": history, "last_request": _handled(request, now, steering.APPLIED, text)})
+    return replace(again, status=new, events=(Event(EventType.NORMAL, Reason.RETRIED, text), *again.events))
 
 
 def _routine_pass(status: RolloutStatus, analysis: AnalysisStatus, now: datetime, every: timedelta) -> bool:
@@ -741,19 +991,38 @@ def _decide(
     rollout: Rollout, resolution: Resolution, check: CheckResult | None, now: datetime, policy: Policy
 ) -> Decision:
     problem = resolution.problem
+    request = steering.pending(rollout)
     if problem is not None and problem.claimed_by:
-        return reject(rollout.status, rollout.generation, problem, now)  # another Rollout's route: never write
+        # another Rollout's route: never write
+        return _unstarted(rollout, reject(rollout.status, rollout.generation, problem, now), request, now)
     if needs_start(rollout):
-        return start(rollout, resolution, now)
+        return _unstarted(rollout, start(rollout, resolution, now), request, now)
     phase = rollout.status.phase
     if phase is Phase.PROGRESSING:
-        if problem is not None:
+        if problem is not None:  # a pending request is looked at in the next tick, against the rollback
             why = f"the objects it runs on changed: {problem.message}"
             return _rollback(
                 rollout, resolution, rollout.status.analysis, now, RollbackReason.OBJECTS_CHANGED, None, why
             )
-        return progress(rollout, resolution, check, now, quiet_start=policy.quiet_start)
-    return _settle(rollout, resolution, None if phase is Phase.ROLLING_BACK else now + policy.resync)
+        return progress(rollout, resolution, check, now, quiet_start=policy.quiet_start, request=request)
+    settled = _settle(rollout, resolution, None if phase is Phase.ROLLING_BACK else now + policy.resync)
+    if request is None:
+        return settled
+    refused = steering.refusal(rollout, request)
+    if refused is None:  # retry, the one request a finished rollout takes
+        return _retry(rollout, resolution, request, now)
+    return _refuse(settled, request, refused, now)
+
+
+def _unstarted(rollout: Rollout, decision: Decision, request: Request | None, now: datetime) -> Decision:
+    """A start (or a look again at a rollout waiting to start) with a request pending: a generation the
+    operator had not seen yet, or one that starts in this tick, takes it in the next tick; one that stays
+    Pending or Invalid refuses it (nothing has started that it could apply to)."""
+    seen = rollout.status.observed_generation == rollout.generation
+    if request is None or not seen or decision.status.phase in STARTED_PHASES:
+        return decision
+    why = steering.refusal(rollout.model_copy(update={"status": decision.status}), request)
+    return _refuse(decision, request, why or "the rollout has not started", now)
 
 
 # --- after the traffic write ---------------------------------------------------------------------------
@@ -784,7 +1053,8 @@ def _record_traffic(rollout: Rollout, wanted: int | None, outcome: TrafficOutcom
     if wanted is not None and outcome.at_weight:
         update: dict[str, object] = {"canary_weight": wanted, "traffic_retry_at": None}
         if stall is not None and status.phase is Phase.PROGRESSING:
-            update["step_started_at"] = now  # the step's hold counts from when its traffic arrived
+            update["step_started_at"] = now  # the step's hold counts from when its traffic arrived ...
+            update["step_paused_for"] = None  # ... and so do its pauses (steering.paused_for)
         new = status.model_copy(update=update)
         if status.phase is Phase.ROLLING_BACK:
             assert status.rollback is not None

@@ -81,6 +81,24 @@ class RollbackRow:
 
 
 @dataclass(frozen=True)
+class PauseRow:
+    since: datetime | None
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """The last request the operator handled (status.lastRequest)."""
+
+    command: str  # "promote", "promote --full", ...
+    by: str
+    result: str  # Applied or Refused
+    message: str
+    at: datetime | None  # when it was handled
+
+
+@dataclass(frozen=True)
 class RolloutView:
     """Everything shown for one Rollout, already computed for a given `now`."""
 
@@ -95,7 +113,9 @@ class RolloutView:
     step: int | None  # 1-based
     step_weights: tuple[int, ...]
     hold: timedelta | None
-    hold_left: timedelta | None
+    hold_left: timedelta | None  # pauses do not count: a paused hold keeps what it had left
+    paused: PauseRow | None
+    manual: bool  # the current step waits for promote once its hold is over
     checked_at: datetime | None
     check_verdict: str | None
     window: str | None
@@ -107,6 +127,7 @@ class RolloutView:
     metrics: tuple[MetricRow, ...]
     rollback: RollbackRow | None
     message: str
+    last_request: RequestRow | None = None
     events: tuple[EventRow, ...] = field(default=())
     now: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
 
@@ -171,12 +192,26 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
     step_index = status.get("stepIndex")
     step = step_index + 1 if isinstance(step_index, int) else None
     hold: timedelta | None = None
+    manual = False
     if isinstance(step_index, int) and 0 <= step_index < len(steps):
         hold = _duration(steps[step_index].get("hold")) or interval
+        manual = steps[step_index].get("approval") == "manual"
+    pause: Mapping[str, Any] | None = status.get("paused")
+    paused = (
+        PauseRow(
+            since=parse_time(pause.get("since")), by=str(pause.get("by") or ""), reason=str(pause.get("reason") or "")
+        )
+        if isinstance(pause, Mapping)
+        else None
+    )
     hold_left: timedelta | None = None
     started = parse_time(status.get("stepStartedAt"))
     if phase == "Progressing" and hold is not None and started is not None:
-        hold_left = max(timedelta(0), started + hold - now)
+        # As core.steering.hold_end: the step's earlier pauses and the current one do not count.
+        pauses = _duration(status.get("stepPausedFor")) or timedelta(0)
+        if paused is not None and paused.since is not None:
+            pauses += max(timedelta(0), now - max(paused.since, started))
+        hold_left = max(timedelta(0), started + hold + pauses - now)
 
     check: Mapping[str, Any] = status.get("analysis") or {}
     metrics = tuple(
@@ -204,6 +239,18 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
         if rb
         else None
     )
+    handled: Mapping[str, Any] | None = status.get("lastRequest")
+    last_request = (
+        RequestRow(
+            command=str(handled.get("verb") or "?") + (" --full" if handled.get("full") else ""),
+            by=str(handled.get("by") or ""),
+            result=str(handled.get("result") or ""),
+            message=str(handled.get("message") or ""),
+            at=parse_time(handled.get("handledAt")),
+        )
+        if isinstance(handled, Mapping)
+        else None
+    )
     observed = status.get("observedGeneration")
     generation = meta.get("generation")
     ordered = sorted(events, key=lambda e: e.time or datetime.min.replace(tzinfo=UTC))
@@ -220,6 +267,8 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
         step_weights=tuple(_int(s.get("weight"), 0) for s in steps),
         hold=hold,
         hold_left=hold_left,
+        paused=paused,
+        manual=manual,
         checked_at=parse_time(check.get("checkedAt")),
         check_verdict=str(check["verdict"]) if check.get("verdict") else None,
         window=str(check["window"]) if check.get("window") else None,
@@ -231,6 +280,7 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
         metrics=metrics,
         rollback=rollback,
         message=str(status.get("message") or ""),
+        last_request=last_request,
         events=tuple(ordered[-MAX_EVENTS:]),
         now=now,
     )
@@ -248,7 +298,10 @@ def fingerprint(obj: Mapping[str, Any], events: Iterable[EventRow]) -> tuple[Any
         meta.get("namespace"),
         meta.get("name"),
         meta.get("generation"),
-        *(repr(status.get(k)) for k in ("phase", "observedGeneration", "stepIndex", "canaryWeight", "rollback")),
+        *(
+            repr(status.get(k))
+            for k in ("phase", "observedGeneration", "stepIndex", "canaryWeight", "rollback", "paused", "lastRequest")
+        ),
         check.get("verdict"),
         check.get("consecutiveFailures"),
         tuple((m.get("name"), m.get("verdict")) for m in check.get("metrics") or []),
@@ -315,9 +368,51 @@ def hold_text(view: RolloutView) -> str:
         return ""
     if view.hold_left is None:
         return f"hold {format_hold(view.hold)}"
+    if view.paused is not None:
+        return f"hold {format_hold(view.hold)}, PAUSED with {format_seconds(view.hold_left)} left"
     if view.hold_left > timedelta(0):
         return f"hold {format_hold(view.hold)}, {format_seconds(view.hold_left)} left"
+    if view.manual:
+        passed = view.check_verdict == "Pass"
+        return f"hold {format_hold(view.hold)} over, waiting for {'promote' if passed else 'a passing check, then promote'}"
     return f"hold {format_hold(view.hold)} over, waiting for a passing check"
+
+
+def command(view: RolloutView, verb: str) -> str:
+    """What a person runs to steer this Rollout (as core.steering.command)."""
+    return f"coalmine {verb} {view.name} -n {view.namespace}" if view.namespace else f"coalmine {verb} {view.name}"
+
+
+def waiting(view: RolloutView) -> tuple[str, str]:
+    """A pause or a manual gate, and the command that releases it (("", "") when neither)."""
+    if view.phase != "Progressing":
+        return "", ""
+    if view.paused is not None:
+        by = f" by {view.paused.by}" if view.paused.by else ""
+        why = f" ({view.paused.reason})" if view.paused.reason else ""
+        what = (
+            f"paused{by} {format_age(view.paused.since, view.now)}{why}; checks continue and a failing canary is "
+            "still rolled back"
+        )
+        return what, f"resume: {command(view, 'resume')}"
+    if view.manual and view.hold_left is not None and view.hold_left <= timedelta(0):
+        return f"step {view.step} waits for a person (approval: manual)", f"promote: {command(view, 'promote')}"
+    return "", ""
+
+
+def waiting_text(view: RolloutView) -> str:
+    what, how = waiting(view)
+    return f"{what}; {how}" if what else ""
+
+
+def request_text(view: RolloutView) -> str:
+    """The last request and what came of it (its message only when the status message is not that)."""
+    r = view.last_request
+    if r is None:
+        return ""
+    by = f" by {r.by}" if r.by else ""
+    said = f": {r.message}" if r.message and r.message not in view.message else ""
+    return f"{r.command}{by} {format_age(r.at, view.now)}: {r.result}{said}"
 
 
 def check_text(view: RolloutView) -> str:
@@ -374,8 +469,10 @@ def to_lines(view: RolloutView) -> list[str]:
         f"  traffic  route {routes}: stable {view.stable} {100 - view.canary_weight}% "
         f"{text_bar(view.canary_weight)} canary {view.canary} {view.canary_weight}%",
         f"  steps    {steps_text(view).replace('→', '->')}",
-        f"  check    {check_text(view)}",
     ]
+    if waiting := waiting_text(view):
+        lines.append(f"  WAITING  {waiting}")
+    lines.append(f"  check    {check_text(view)}")
     for m in view.metrics:
         reason = f"  ({m.reason})" if m.reason and m.verdict != "Pass" else ""
         lines.append(f"  metric   {m.label:<14} {m.shown():>12}  {m.threshold:<8} {m.verdict}{reason}")
@@ -385,6 +482,8 @@ def to_lines(view: RolloutView) -> list[str]:
             lines.append(f"           query: {view.rollback.query}")
     elif view.message:
         lines.append(f"  message  {view.message}")
+    if request := request_text(view):
+        lines.append(f"  request  {request}")
     for e in view.events:
         lines.append(
             f"  event    {format_age(e.time, view.now):>10}  {e.type:<7} {e.reason:<15} {short_message(e.message)}"
@@ -429,6 +528,10 @@ def to_renderable(view: RolloutView) -> RenderableType:
     routes = ", ".join(view.routes) or "the only route"
     parts.append(Text(f"route {routes}: stable █ / canary ▒", style="dim"))
     parts.append(weight_bar(view))
+    what, how = waiting(view)
+    if what:
+        parts.append(Text(what, style="bold cyan", overflow="fold"))
+        parts.append(Text(how, style="bold cyan"))
 
     check = Text(check_text(view), style=VERDICT_STYLE.get(view.check_verdict or "", "dim"))
     parts.append(check)
@@ -455,6 +558,9 @@ def to_renderable(view: RolloutView) -> RenderableType:
             parts.append(Text(f"query: {view.rollback.query}", style="dim red", overflow="fold"))
     elif view.message:
         parts.append(Text(view.message, style="dim", overflow="fold"))
+    if request := request_text(view):
+        style = "red" if view.last_request is not None and view.last_request.result == "Refused" else "dim"
+        parts.append(Text(f"last request: {request}", style=style, overflow="fold"))
     if view.events:
         events = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold dim", title_justify="left")
         events.add_column("age", justify="right", no_wrap=True)
