@@ -489,7 +489,11 @@ def _rollback(
     """Record the rollback first (RollingBack); `record_traffic` makes it RolledBack once the canary has 0."""
     spec, status = rollout.spec, rollout.status
     index = status.step_index or 0
-    where = f"step {_step_label(spec, index)} ({status.canary_weight}%): {why}"
+    # The weight the routes have as read in this tick: a record lost between a traffic write and its
+    # recording (a crash, a cut connection) must not put a stale weight into the rollback's status.
+    observed = share_of(resolution.routes, status.canary, rollout.namespace) if status.canary is not None else None
+    weight = status.canary_weight if observed is None else observed
+    where = f"step {_step_label(spec, index)} ({weight}%): {why}"
     if culprit is not None and culprit.query:
         where += f"; query: {culprit.query}"
     info = RollbackInfo(
@@ -501,7 +505,9 @@ def _rollback(
         at=now,
         message=where,
     )
-    new = status.model_copy(update={"rollback": info, "analysis": analysis, "traffic_retry_at": None})
+    new = status.model_copy(
+        update={"rollback": info, "analysis": analysis, "traffic_retry_at": None, "canary_weight": weight}
+    )
     new = _with_phase(new, rollout.generation, now, Phase.ROLLING_BACK, Reason.ROLLING_BACK, f"rolling back at {where}")
     traffic, blocked = _writable(resolution, 0)
     return Decision(status=new, weight=0, traffic=traffic, blocked=blocked)
