@@ -128,6 +128,10 @@ def seconds(text: str) -> float:
     return float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
 
 
+class Skipped(Exception):
+    """A fault that cannot be injected now (e.g. no leader to kill): not counted as injected."""
+
+
 def log(message: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -317,6 +321,7 @@ class Run:
     sources: dict[str, str] = field(default_factory=dict)  # VS key -> stable in "Git"
     advised: list[str] = field(default_factory=list)  # VS keys under the advised GitOps actor
     counts: Counter[str] = field(default_factory=Counter)
+    stale: dict[str, float] = field(default_factory=dict)  # VS key -> since when a meshsim routes by an old copy
     errors: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     _seq: Any = field(default_factory=itertools.count)
@@ -357,7 +362,9 @@ class Run:
         )
 
     def start_meshsims(self, namespaces: list[str], traffic: list[Member]) -> None:
-        count = max(1, math.ceil(len(namespaces) / 2))
+        # One a namespace (25 services): meshsim renders every series on each scrape, and a bigger one
+        # misses the 1 s scrape deadline on a busy machine (Prometheus then has no data for the checks).
+        count = len(namespaces)
         for k in range(count):
             mine = namespaces[k::count]
             services = [
@@ -410,7 +417,38 @@ class Run:
         while self.holder() is None:
             assert time.monotonic() < deadline, "no replica took the Lease in 120 s"
             time.sleep(0.2)
-        log(f"operators up, {self.holder()} leads")
+        leader = self.holder()
+        log(f"operators up, {leader.identity if leader else 'nobody'} leads")
+
+    # the harness watching itself: is the simulated traffic what the routes say?
+
+    def sample_harness(self) -> None:
+        """Prometheus's scrapes of meshsim (failed scrapes are checks without data), and whether each meshsim
+        routes by the VirtualServices as etcd has them now (a stale one sends traffic the routes no longer do)."""
+        assert self.history is not None
+        try:
+            answer = httpx.get(
+                f"{self.info.prometheus_url}/api/v1/query", params={"query": 'up{job=~"chaos-meshsim.*"}'}, timeout=5
+            ).json()
+            for series in answer["data"]["result"]:
+                self.counts["meshsim scrapes sampled"] += 1
+                self.counts["meshsim scrapes failed"] += series["value"][1] == "0"
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass  # Prometheus stopped by a fault
+        for meshsim in self.meshsims:
+            try:
+                seen = meshsim.client.mesh().get("virtualservices", {})
+            except httpx.HTTPError:
+                continue
+            for key, rv in seen.items():
+                current = self.history.revision("virtualservices", key)
+                self.counts["meshsim VirtualServices sampled"] += 1
+                if current is not None and int(rv) < current:
+                    self.stale.setdefault(key, time.time())
+                else:
+                    self.stale.pop(key, None)
+        lagging = [k for k, since in self.stale.items() if time.time() - since > 10]
+        self.counts["meshsim VirtualServices stale > 10 s"] += len(lagging)
 
     # reads
 
@@ -660,7 +698,7 @@ class Run:
     def kill(self, *, leader: bool) -> tuple[float, float, str]:
         holder = self.holder()
         if holder is None:
-            raise RuntimeError("nobody leads: no kill now")
+            raise Skipped("nobody leads at the moment (a failover is under way): no kill now")
         victim = holder if leader else next(r for r in self.replicas if r is not holder)
         start = time.time()
         old_identity = victim.identity
@@ -690,7 +728,7 @@ class Run:
         rng = self.rng
         side, what = kind.split("-", 1)
         holder = self.holder()
-        target = rng.choice(["leader", "follower", "both"])
+        target = rng.choice(["leader", "follower", "both"]) if holder is not None else "both"
         slots = [r.slot for r in self.replicas]
         if target != "both" and holder is not None:
             slots = [holder.slot] if target == "leader" else [r.slot for r in self.replicas if r is not holder]
@@ -769,6 +807,10 @@ class Run:
     def run_fault(self, kind: str) -> None:
         try:
             start, end, detail = self.fault(kind)
+        except Skipped as skipped:
+            self.counts[f"{kind} skipped"] += 1
+            log(f"{kind} skipped: {skipped}")
+            return
         except Exception:
             self.errors.append(f"fault {kind}: {traceback.format_exc()}")
             return
@@ -841,7 +883,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=seconds, default=600.0, help="seconds during which faults start (600)")
     parser.add_argument("--tail", type=seconds, default=90.0, help="seconds after that, with no fault and no release")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--fault-gap", type=seconds, default=8.0, help="mean seconds between fault starts")
+    parser.add_argument("--fault-gap", type=seconds, default=15.0, help="mean seconds between fault starts (15)")
     parser.add_argument("--kinds", default=",".join(KINDS), help="fault kinds to inject (comma-separated)")
     parser.add_argument("--each-once", action="store_true", help="each kind once, in a seeded order")
     parser.add_argument("--short", action="store_true", help="the short form: 12 Rollouts, each fault once, ~3 min")
@@ -909,10 +951,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             while time.time() < end:
                 time.sleep(min(15.0, max(0.0, end - time.time())))
+                run.sample_harness()
                 phases = Counter(
                     (run.history.get("rollouts", m.key) or {}).get("status", {}).get("phase") for m in run.members
                 )
-                log(f"t={time.time() - begin:4.0f}s phases {dict(phases)}; faults so far {len(run.faults)}")
+                log(
+                    f"t={time.time() - begin:4.0f}s phases {dict(phases)}; faults so far {len(run.faults)}; "
+                    f"meshsim scrapes failed {run.counts['meshsim scrapes failed']}/"
+                    f"{run.counts['meshsim scrapes sampled']}, stale VirtualServices {len(run.stale)}"
+                )
         finally:
             run.stop.set()
             threads[1].join(timeout=300)  # the scheduler waits for the faults in flight to undo themselves

@@ -21,8 +21,10 @@ status-true        At every revision at which the operator wrote the owned route
                    of them is the status's `canaryWeight` or the weight its decision asks (the write in
                    flight between the two). After a write of the GitOps actor the status may lag until
                    the operator acts again; that is the fight, counted, not a violation.
-invalid-untouched  No operator write to the owned routes while the generation is not started (Invalid,
-                   Pending, or a spec change not yet picked up).
+invalid-untouched  No operator write to a VirtualService while its Rollout's status says Invalid or Pending
+                   (or has no phase yet). Until the operator has picked up a spec change, the last
+                   generation's record is in force (a tick that read the Rollout just before the change
+                   acts on it): its writes are judged by weights-on-record against that record.
 history            Within a generation `status.history` only grows, and each entry is the step after the
                    one before it, at that step's weight: no step skipped, none repeated.
 rollback-bound     Every canary made to fail (meshsim answers 50 % errors once it reached its failing
@@ -183,18 +185,18 @@ class RolloutView:
         return None if any(i is None for i in found) else [i for i in found if i is not None]
 
     @property
-    def needs_start(self) -> bool:
-        return self.status.get("observedGeneration") != self.generation or self.status.get("phase") in (
-            None,
-            "Pending",
-            "Invalid",
-        )
+    def waiting(self) -> bool:
+        """The operator has judged this generation and it may not move traffic: Invalid or Pending (or no status)."""
+        return self.status.get("phase") in (None, "Pending", "Invalid")
 
     def on_record(self) -> set[int]:
-        """canaryWeight, and the weight the recorded decision asks of the routes (see the module doc)."""
+        """canaryWeight, and the weight the recorded decision asks of the routes (see the module doc).
+
+        A spec change the operator has not picked up yet leaves the last generation's record in force: a
+        tick that read the Rollout before the change acts on that record, and may write its weight."""
         status = self.status
         allowed = {int(status["canaryWeight"])} if status.get("canaryWeight") is not None else set()
-        if self.needs_start:
+        if self.waiting:
             return allowed
         phase = status.get("phase")
         if phase in ("RollingBack", "RolledBack"):
@@ -453,7 +455,7 @@ class Checker:
         if write.key in self.vs_reverted:
             self.found.fight[f"{self.vs_reverted.pop(write.key)} restores"] += 1
         self.found.judged["invalid-untouched"] += 1
-        waiting = [r for r in owners if r.needs_start or r.owned_routes(write.obj) is None]
+        waiting = [r for r in owners if r.waiting or r.owned_routes(write.obj) is None]
         if waiting or not owners:
             who = waiting[0] if waiting else None
             self.violate(

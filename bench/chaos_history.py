@@ -77,6 +77,7 @@ class History:
         self.start_revision = start_revision
         self.writes: list[Write] = []
         self.latest: dict[tuple[str, str], dict[str, Any]] = {}  # (plural, ns/name) -> the object now
+        self.revisions: dict[tuple[str, str], int] = {}  # (plural, ns/name) -> its resourceVersion now
         self.reconnects = 0
         self.compacted: list[str] = []  # watches that lost history (not expected: resumed within seconds)
         self._lock = threading.Lock()
@@ -155,8 +156,14 @@ class History:
             self.writes.append(Write(revision, time.time(), plural, namespace, name, obj))
             if obj is None:
                 self.latest.pop((plural, f"{namespace}/{name}"), None)
+                self.revisions.pop((plural, f"{namespace}/{name}"), None)
             else:
                 self.latest[plural, f"{namespace}/{name}"] = obj
+                self.revisions[plural, f"{namespace}/{name}"] = revision
+
+    def revision(self, plural: str, key: str) -> int | None:
+        with self._lock:
+            return self.revisions.get((plural, key))
 
     def get(self, plural: str, key: str) -> dict[str, Any] | None:
         with self._lock:
