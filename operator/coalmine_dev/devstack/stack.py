@@ -459,11 +459,20 @@ def start_process(state_dir: Path, name: str, timeout: float = START_TIMEOUT) ->
         check = _http_ok(f"{info.apiserver_url}/readyz", info.admin_token)
     else:
         argv, check = _prometheus_argv(info), _http_ok(f"{info.prometheus_url}/-/ready")
-    pid = _spawn(state_dir, name, argv)
-    info = info.model_copy(update={"pids": {**info.pids, name: pid}})
-    _save(info)
-    _wait_ready(state_dir, name, pid, check, timeout)
-    return info
+    deadline = time.monotonic() + timeout
+    while True:
+        pid = _spawn(state_dir, name, argv)
+        info = info.model_copy(update={"pids": {**info.pids, name: pid}})
+        _save(info)
+        try:
+            _wait_ready(state_dir, name, pid, check, max(1.0, deadline - time.monotonic()))
+            return info
+        except StackError as error:
+            # The recorded port is in the ephemeral range: while the process was down, a client dialling it
+            # (or any outgoing connection) may hold it for a moment. Wait for it, as a restarted pod would.
+            if "address already in use" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def start_prometheus(state_dir: Path, timeout: float = START_TIMEOUT) -> StackInfo:
