@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import itertools
 import json
 import math
@@ -75,7 +76,7 @@ from chaos_checker import (
     percentile,
     recovery_times,
 )
-from chaos_history import History
+from chaos_history import History, Write
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -833,7 +834,7 @@ def scan_logs(paths: list[Path]) -> dict[str, int]:
     return dict(counts)
 
 
-def quiet_moments(faults: list[Fault], start: float, end: float, every: float = 7.0, calm: float = 30.0) -> list[float]:
+def quiet_moments(faults: list[Fault], start: float, end: float, every: float = 7.0, calm: float = 10.0) -> list[float]:
     """Moments no fault touched in the `calm` seconds before: the "no fault" row's floor."""
     moments = []
     t = start + calm
@@ -919,6 +920,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=Path("chaos-output"))
     parser.add_argument("--state-dir", type=Path, help="a running devstack to use (default: start one)")
+    parser.add_argument(
+        "--judge", type=Path, metavar="DIR", help="judge a finished run again from its --output folder (no stack)"
+    )
     args = parser.parse_args(argv)
     args.prometheus_down, args.actor_for, args.blackhole_for = (10.0, 90.0), (10.0, 60.0), (10.0, 40.0)
     if args.short:
@@ -935,6 +939,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.judge is not None:
+        data, writes = load(args.judge)
+        return judge(args.judge, data, writes)
     rng = random.Random(args.seed)
     scrape, every = seconds(args.scrape_interval), seconds(args.check_every)
     rollback_bound = 2 * scrape + args.failure_limit * every + 2.0 + args.bound_slack
@@ -987,24 +994,71 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(path, output / "logs" / path.name)
 
     writes = run.history.sorted_writes()
+    data = {
+        "command": "bench/chaos.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "members": {m.key: m.kind for m in run.members},
+        "begin": begin,
+        "faults_until": faults_until,
+        "stopped_at": stopped_at,
+        "bounds": {"rollback": rollback_bound, "stuck": stuck_bound},
+        "seconds": {"faults": args.duration, "tail": args.tail, "run": round(stopped_at - begin, 1)},
+        "faults": [vars(f) for f in run.faults],
+        "injections": [vars(i) for i in run.injections],
+        "scenario": dict(run.counts),
+        "scenario_errors": run.errors,
+        "operator_logs": log_counts,
+        "reconcile_errors_total_of_live_replicas": reconcile_errors,
+        "history": {
+            "writes": len(writes),
+            "watch_reconnects": run.history.reconnects,
+            "compacted": run.history.compacted,
+        },
+    }
+    (output / "run.json").write_text(json.dumps(data, indent=1, default=str))
+    with gzip.open(output / "history.jsonl.gz", "wt") as out:
+        for w in writes:
+            out.write(json.dumps([w.revision, w.at, w.plural, w.namespace, w.name, w.obj]) + "\n")
+    return judge(output, data, writes)
+
+
+def load(output: Path) -> tuple[dict[str, Any], list[Write]]:
+    """A finished run's record, as main() saved it (`--judge DIR` judges it again)."""
+    data = json.loads((output / "run.json").read_text())
+    with gzip.open(output / "history.jsonl.gz", "rt") as lines:
+        writes = [Write(*json.loads(line)) for line in lines]
+    return data, writes
+
+
+def judge(output: Path, data: dict[str, Any], writes: list[Write]) -> int:
+    """Replay the run's writes through the checker; print and write the table and the findings."""
+    faults = [Fault(**f) for f in data["faults"]]
+    injections = [Injection(**i) for i in data["injections"]]
+    bounds = data["bounds"]
     checker = Checker(
-        writes, run.faults, run.injections, rollback_bound=rollback_bound, stuck_bound=stuck_bound, run_end=stopped_at
+        writes,
+        faults,
+        injections,
+        rollback_bound=bounds["rollback"],
+        stuck_bound=bounds["stuck"],
+        run_end=data["stopped_at"],
     )
     found = checker.run()
-    silent = {m.key for m in run.members if m.kind == "no-traffic"}
-    recovery = recovery_times(writes, [f.end for f in run.faults], horizon=180.0, no_data=silent)
-    baseline = recovery_times(writes, quiet_moments(run.faults, begin, faults_until), horizon=180.0, no_data=silent)
-    rows = table(run.faults, found, recovery, baseline, margin=30.0)
+    silent = {k for k, kind in data["members"].items() if kind == "no-traffic"}
+    recovery = recovery_times(writes, [f.end for f in faults], horizon=180.0, no_data=silent)
+    baseline = recovery_times(
+        writes, quiet_moments(faults, data["begin"], data["faults_until"]), horizon=180.0, no_data=silent
+    )
+    rows = table(faults, found, recovery, baseline, margin=30.0)
     rollback = [t for _, t in found.rollback_seconds]
     summary = {
-        "command": "bench/chaos.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "rollouts": Counter(m.kind for m in run.members),
-        "seconds": {"faults": args.duration, "tail": args.tail, "run": round(stopped_at - begin, 1)},
-        "bounds": {"rollback": rollback_bound, "stuck": stuck_bound},
+        "command": data["command"],
+        "rollouts": Counter(data["members"].values()),
+        "seconds": data["seconds"],
+        "bounds": bounds,
         "violations_by_invariant": {i: sum(v.invariant == i for v in found.violations) for i in INVARIANTS},
         "judged": dict(found.judged),
         "failing_canaries": {
-            "injected": len(run.injections),
+            "injected": len(injections),
             "rolled_back": len(rollback),
             "seconds_p50_p99_max": [
                 percentile(rollback, 50),
@@ -1015,17 +1069,14 @@ def main(argv: list[str] | None = None) -> int:
         "virtualservice_writes": dict(found.writes),
         "gitops_fight": dict(found.fight),
         "generations_ended": dict(found.outcomes),
-        "scenario": dict(run.counts),
-        "operator_logs": log_counts,
-        "reconcile_errors_total_of_live_replicas": reconcile_errors,
-        "history": {
-            "writes": len(writes),
-            "watch_reconnects": run.history.reconnects,
-            "compacted": run.history.compacted,
-        },
-        "faults": [vars(f) for f in run.faults],
+        "scenario": data["scenario"],
+        "operator_logs": data["operator_logs"],
+        "reconcile_errors_total_of_live_replicas": data["reconcile_errors_total_of_live_replicas"],
+        "history": data["history"],
+        "faults": data["faults"],
+        "recovery_seconds": recovery,
         "violations": [vars(v) for v in found.violations],
-        "scenario_errors": run.errors,
+        "scenario_errors": data["scenario_errors"],
         "table": rows,
     }
     (output / "chaos-report.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -1051,10 +1102,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}: {json.dumps(summary[key], default=str)}")
     for violation in found.violations[:30]:
         print(f"VIOLATION {violation.invariant} {violation.key} rev {violation.revision}: {violation.detail}")
-    for error in run.errors[:10]:
+    for error in data["scenario_errors"][:10]:
         print(f"SCENARIO ERROR {error}")
     print(f"report: {output / 'chaos-report.json'}, table: {output / 'chaos-table.md'}")
-    return 1 if found.violations or run.errors else 0
+    return 1 if found.violations or data["scenario_errors"] else 0
 
 
 if __name__ == "__main__":

@@ -678,8 +678,8 @@ def recovery_times(
 
 
 def clean(faults: Sequence[Fault], recovery: Sequence[float | None]) -> list[bool]:
-    """Whether each fault's recovery was measured alone: no other disruptive fault overlapped the fault or
-    the time it took to recover (overlapping faults stretch each other's recovery)."""
+    """Whether each fault's recovery was measured alone: no other disruptive fault was active in the 5 s
+    before it ended or during its recovery (overlapping faults stretch each other's recovery)."""
     result = []
     for i, fault in enumerate(faults):
         took = recovery[i]
@@ -687,7 +687,7 @@ def clean(faults: Sequence[Fault], recovery: Sequence[float | None]) -> list[boo
         others = [
             f
             for j, f in enumerate(faults)
-            if j != i and f.kind not in NOT_DISRUPTIVE and f.start <= until and f.end >= fault.start
+            if j != i and f.kind not in NOT_DISRUPTIVE and f.start <= until and f.end >= fault.end - 5.0
         ]
         result.append(took is not None and not others)
     return result

@@ -26,6 +26,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +101,9 @@ WEBHOOK_NAME = "validation.istio.io"  # the name istiod registers its webhook un
 # Popen objects of processes this Python process started, so they are reaped (no zombies, no
 # "still running" warnings) when `down` runs in the same process, e.g. in a pytest session.
 _children: dict[int, subprocess.Popen[bytes]] = {}
+# stack.json is read, changed and written back by stop_process and start_process; threads of one process
+# (bench/chaos.py restarts the API server while Prometheus is down) must not write back each other's stale pids.
+_record_lock = threading.Lock()
 
 
 class StackError(RuntimeError):
@@ -462,8 +466,7 @@ def start_process(state_dir: Path, name: str, timeout: float = START_TIMEOUT) ->
     deadline = time.monotonic() + timeout
     while True:
         pid = _spawn(state_dir, name, argv)
-        info = info.model_copy(update={"pids": {**info.pids, name: pid}})
-        _save(info)
+        info = _record_pid(state_dir, name, pid)
         try:
             _wait_ready(state_dir, name, pid, check, max(1.0, deadline - time.monotonic()))
             return info
@@ -487,9 +490,19 @@ def stop_process(state_dir: Path, name: str, *, kill: bool = False) -> StackInfo
     info = _require(state_dir)
     if (pid := info.pids.get(name)) is not None:
         _stop(pid, name, grace=0.0 if kill else STOP_GRACE)
-    info = info.model_copy(update={"pids": {k: v for k, v in info.pids.items() if k != name}})
-    _save(info)
-    return info
+    return _record_pid(state_dir, name, None)
+
+
+def _record_pid(state_dir: Path, name: str, pid: int | None) -> StackInfo:
+    """Record (or, with None, forget) one process's pid in stack.json, leaving every other entry as it is now."""
+    with _record_lock:
+        info = _require(state_dir)
+        pids = {k: v for k, v in info.pids.items() if k != name}
+        if pid is not None:
+            pids[name] = pid
+        info = info.model_copy(update={"pids": pids})
+        _save(info)
+        return info
 
 
 def restart_process(
