@@ -926,7 +926,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.prometheus_down, args.actor_for, args.blackhole_for = (10.0, 90.0), (10.0, 60.0), (10.0, 40.0)
     if args.short:
-        args.rollouts, args.duration, args.tail, args.each_once, args.fault_gap = 12, 100.0, 70.0, True, 4.0
+        args.rollouts, args.duration, args.tail, args.each_once, args.fault_gap = 12, 80.0, 60.0, True, 4.0
         args.max_no_data = "30s"
         args.lease_duration, args.renew_deadline, args.retry_period = "4s", "3s", "1s"
         args.prometheus_down, args.actor_for, args.blackhole_for = (10.0, 15.0), (8.0, 15.0), (5.0, 10.0)
