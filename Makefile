@@ -26,9 +26,10 @@ $(STAMP): pyproject.toml tools/devkit/pyproject.toml
 	touch $@
 
 # kube-apiserver, etcd, kubectl, kube-controller-manager, kube-scheduler, kwok and the Istio validation
-# webhook built from Go modules (cached by version; a no-op when built).
+# webhook built from Go modules, and toxiproxy for the chaos run (cached by version; a no-op when built).
 binaries:
 	tools/build-control-plane.sh
+	tools/build-toxiproxy.sh
 
 # Flagger and Argo Rollouts from their Go modules, for bench/peers.py (not part of `make test`).
 peers:

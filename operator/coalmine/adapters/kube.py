@@ -179,6 +179,10 @@ class KubeApi:
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(f"Rollout {namespace}/{name} changed since resourceVersion {resource_version}") from exc
+            if exc.status == 404:  # deleted while its tick ran: nothing to record, the watch says it is gone
+                raise Conflict(
+                    f"Rollout {namespace}/{name} was deleted since resourceVersion {resource_version}"
+                ) from exc
             raise
         return result
 

@@ -23,6 +23,9 @@ MAX_REQUEST_ID, MAX_REASON = 64, 1024
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Go's time.Duration, the longest duration Kubernetes tools parse (2562047h47m16.854775807s): longer ones
+# do not fit a timedelta, or put a deadline past the year 9999.
+MAX_DURATION_SECONDS = (2**63 - 1) / 1e9
 
 
 def parse_duration(text: str) -> timedelta:
@@ -38,6 +41,8 @@ def parse_duration(text: str) -> timedelta:
         pos = match.end()
     if not text or pos != len(text):
         raise ValueError(f"{text!r} is not a duration like 30s, 2m or 1h30m")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"{text!r} is longer than the longest duration, 2562047h")
     return timedelta(seconds=seconds)
 
 

@@ -527,7 +527,11 @@ def _rollback(
     A pause ends with it: there is nothing left to hold."""
     spec, status = rollout.spec, rollout.status
     index = status.step_index or 0
-    where = f"step {_step_label(spec, index)} ({status.canary_weight}%): {why}"
+    # The weight the routes have as read in this tick: a record lost between a traffic write and its
+    # recording (a crash, a cut connection) must not put a stale weight into the rollback's status.
+    observed = share_of(resolution.routes, status.canary, rollout.namespace) if status.canary is not None else None
+    weight = status.canary_weight if observed is None else observed
+    where = f"step {_step_label(spec, index)} ({weight}%): {why}"
     if culprit is not None and culprit.query:
         where += f"; query: {culprit.query}"
     info = RollbackInfo(
@@ -545,6 +549,7 @@ def _rollback(
             "rollback": info,
             "analysis": analysis,
             "traffic_retry_at": None,
+            "canary_weight": weight,
             "paused": None,
             "step_paused_for": None,
         }

@@ -436,7 +436,10 @@ def _find_dr(spec: RolloutSpec, namespace: str, host: str, rules: Sequence[JsonD
         return found
     matching = [r for r in rules if same_host(r.get("spec", {}).get("host", ""), host, namespace)]
     if not matching:
-        raise _fail(f"no DestinationRule in namespace {namespace} has host {host}", waiting=True)
+        raise _fail(
+            f"spec.destinationRule: omitted, and no DestinationRule in namespace {namespace} has host {host}",
+            waiting=True,
+        )
     if len(matching) > 1:
         names = ", ".join(sorted(r["metadata"]["name"] for r in matching))
         raise _fail(

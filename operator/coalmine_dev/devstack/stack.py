@@ -26,6 +26,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +101,9 @@ WEBHOOK_NAME = "validation.istio.io"  # the name istiod registers its webhook un
 # Popen objects of processes this Python process started, so they are reaped (no zombies, no
 # "still running" warnings) when `down` runs in the same process, e.g. in a pytest session.
 _children: dict[int, subprocess.Popen[bytes]] = {}
+# stack.json is read, changed and written back by stop_process and start_process; threads of one process
+# (bench/chaos.py restarts the API server while Prometheus is down) must not write back each other's stale pids.
+_record_lock = threading.Lock()
 
 
 class StackError(RuntimeError):
@@ -381,8 +385,9 @@ def _spawn(state_dir: Path, name: str, argv: list[str]) -> int:
 
 
 def _stop(pid: int, name: str, grace: float = STOP_GRACE) -> None:
-    """SIGTERM the process group of `pid`, SIGKILL after `grace` seconds, return once it is gone."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+    """SIGTERM the process group of `pid`, SIGKILL after `grace` seconds (at once with 0), return once it is gone."""
+    signals = ((signal.SIGTERM, grace),) if grace > 0 else ()
+    for sig, wait in (*signals, (signal.SIGKILL, 5.0)):
         if not is_alive(pid, name):
             return
         try:
@@ -441,26 +446,79 @@ def _prometheus_argv(info: StackInfo) -> list[str]:
     ]
 
 
+# What `start_process` can bring back: the processes whose state is all in the state folder and stack.json.
+RESTARTABLE = ("etcd", "kube-apiserver", "prometheus")
+
+
+def start_process(state_dir: Path, name: str, timeout: float = START_TIMEOUT) -> StackInfo:
+    """(Re)start etcd, kube-apiserver or Prometheus with the recorded port, flags and data (etcd's data,
+    the API server's certificate, Prometheus's TSDB are kept); wait until it answers. A no-op when it runs.
+
+    Clients keep working across a restart: same URLs, same CA, same tokens."""
+    info = _require(state_dir)
+    if name not in RESTARTABLE:
+        raise StackError(f"cannot restart {name!r}: only {', '.join(RESTARTABLE)}")
+    if is_alive(info.pids.get(name, -1), name):
+        return info
+    if name == "etcd":
+        argv, check = etcd_argv(binaries.etcd(), info), _etcd_healthy(info.etcd_url)
+    elif name == "kube-apiserver":
+        argv = apiserver_argv(binaries.kube_apiserver(), info)
+        check = _http_ok(f"{info.apiserver_url}/readyz", info.admin_token)
+    else:
+        argv, check = _prometheus_argv(info), _http_ok(f"{info.prometheus_url}/-/ready")
+    deadline = time.monotonic() + timeout
+    while True:
+        pid = _spawn(state_dir, name, argv)
+        info = _record_pid(state_dir, name, pid)
+        try:
+            _wait_ready(state_dir, name, pid, check, max(1.0, deadline - time.monotonic()))
+            return info
+        except StackError as error:
+            # The recorded port is in the ephemeral range: while the process was down, a client dialling it
+            # (or any outgoing connection) may hold it for a moment. Wait for it, as a restarted pod would.
+            if "address already in use" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
 def start_prometheus(state_dir: Path, timeout: float = START_TIMEOUT) -> StackInfo:
     """(Re)start Prometheus with the recorded port, config and data; wait until it is ready."""
-    info = _require(state_dir)
-    if is_alive(info.pids.get("prometheus", -1), "prometheus"):
-        return info
-    pid = _spawn(state_dir, "prometheus", _prometheus_argv(info))
-    info = info.model_copy(update={"pids": {**info.pids, "prometheus": pid}})
-    _save(info)
-    _wait_ready(state_dir, "prometheus", pid, _http_ok(f"{info.prometheus_url}/-/ready"), timeout)
-    return info
+    return start_process(state_dir, "prometheus", timeout)
 
 
-def stop_process(state_dir: Path, name: str) -> StackInfo:
-    """Stop one of the stack's processes (e.g. to test what happens without it) and forget its pid."""
+def stop_process(state_dir: Path, name: str, *, kill: bool = False) -> StackInfo:
+    """Stop one of the stack's processes (e.g. to test what happens without it) and forget its pid.
+
+    `kill`: SIGKILL at once, as a crash (default: SIGTERM, then SIGKILL after a grace period)."""
     info = _require(state_dir)
     if (pid := info.pids.get(name)) is not None:
-        _stop(pid, name)
-    info = info.model_copy(update={"pids": {k: v for k, v in info.pids.items() if k != name}})
-    _save(info)
-    return info
+        _stop(pid, name, grace=0.0 if kill else STOP_GRACE)
+    return _record_pid(state_dir, name, None)
+
+
+def _record_pid(state_dir: Path, name: str, pid: int | None) -> StackInfo:
+    """Record (or, with None, forget) one process's pid in stack.json, leaving every other entry as it is now."""
+    with _record_lock:
+        info = _require(state_dir)
+        pids = {k: v for k, v in info.pids.items() if k != name}
+        if pid is not None:
+            pids[name] = pid
+        info = info.model_copy(update={"pids": pids})
+        _save(info)
+        return info
+
+
+def restart_process(
+    state_dir: Path, name: str, *, kill: bool = False, down_for: float = 0.0, timeout: float = START_TIMEOUT
+) -> StackInfo:
+    """Stop etcd, kube-apiserver or Prometheus (SIGKILL with `kill`), wait `down_for` seconds, start it again
+    on the same port with the same data, and wait until it answers."""
+    if name not in RESTARTABLE:
+        raise StackError(f"cannot restart {name!r}: only {', '.join(RESTARTABLE)}")
+    stop_process(state_dir, name, kill=kill)
+    time.sleep(down_for)
+    return start_process(state_dir, name, timeout)
 
 
 def stop_prometheus(state_dir: Path) -> StackInfo:
@@ -613,6 +671,47 @@ def _nodes_schedulable(info: StackInfo, problems: dict[str, str]) -> Callable[[]
 # --- process command lines ---------------------------------------------------------------------
 
 
+def etcd_argv(binary: Path, info: StackInfo) -> list[str]:
+    """etcd on the recorded ports, its data in <state>/etcd (kept across a restart)."""
+    peer_url = f"http://127.0.0.1:{info.ports['etcd-peer']}"
+    return [
+        str(binary),
+        "--name=default",
+        f"--data-dir={info.state_dir / 'etcd'}",
+        f"--listen-client-urls={info.etcd_url}",
+        f"--advertise-client-urls={info.etcd_url}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=default={peer_url}",
+        "--unsafe-no-fsync=true",
+        "--log-level=warn",
+    ]
+
+
+def apiserver_argv(binary: Path, info: StackInfo) -> list[str]:
+    """kube-apiserver on the recorded port; it self-signs into <state>/pki once and reuses that certificate."""
+    state_dir = info.state_dir
+    return [
+        str(binary),
+        f"--etcd-servers={info.etcd_url}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={info.ports['kube-apiserver']}",
+        f"--cert-dir={state_dir / 'pki'}",
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--authorization-mode=RBAC",
+        "--allow-privileged=true",
+        "--disable-admission-plugins=ServiceAccount",
+        f"--service-account-issuer={info.apiserver_url}",
+        f"--service-account-key-file={state_dir / 'sa.key'}",
+        f"--service-account-signing-key-file={state_dir / 'sa.key'}",
+        f"--token-auth-file={state_dir / 'tokens.csv'}",
+        "--endpoint-reconciler-type=none",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
 def _kube_component_argv(binary: Path, info: StackInfo, name: str) -> list[str]:
     """Flags kube-controller-manager and kube-scheduler share: admin kubeconfig, loopback, no election."""
     kubeconfig = str(info.kubeconfig)
@@ -743,7 +842,6 @@ def up(
     webhook_ca = write_webhook_tls(state_dir / "istio-validation") if istio_validation else b""
 
     etcd_url = f"http://127.0.0.1:{ports['etcd']}"
-    peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
     info = StackInfo(
         state_dir=state_dir,
         kubeconfig=kubeconfig,
@@ -769,43 +867,8 @@ def up(
         _save(info)  # recorded at once, so `down` can clean up even if we die here
 
     try:
-        spawn(
-            "etcd",
-            [
-                str(found.etcd),
-                "--name=default",
-                f"--data-dir={state_dir / 'etcd'}",
-                f"--listen-client-urls={etcd_url}",
-                f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=default={peer_url}",
-                "--unsafe-no-fsync=true",
-                "--log-level=warn",
-            ],
-        )
-        spawn(
-            "kube-apiserver",
-            [
-                str(found.kube_apiserver),
-                f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={ports['kube-apiserver']}",
-                f"--cert-dir={state_dir / 'pki'}",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--authorization-mode=RBAC",
-                "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
-                f"--service-account-issuer={apiserver_url}",
-                f"--service-account-key-file={state_dir / 'sa.key'}",
-                f"--service-account-signing-key-file={state_dir / 'sa.key'}",
-                f"--token-auth-file={state_dir / 'tokens.csv'}",
-                "--endpoint-reconciler-type=none",
-                "--profiling=false",
-                "--v=1",
-            ],
-        )
+        spawn("etcd", etcd_argv(found.etcd, info))
+        spawn("kube-apiserver", apiserver_argv(found.kube_apiserver, info))
         spawn("prometheus", _prometheus_argv(info))
         if validator is not None:
             spawn("istio-validation", istio_validation_argv(validator, info))
