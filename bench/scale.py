@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -316,6 +317,7 @@ def run(args: argparse.Namespace) -> None:
             "etcd": [info.pids["etcd"]],
         }
         cpu_start = {name: sum(cpu_seconds(p) for p in pids) for name, pids in watched.items()}
+        cpu_start["bench"] = own_cpu()
         machine_start = machine_cpu()
         mesh_counts_start = {m.job: m.client.counts()["total"] for m in meshsims}
 
@@ -367,6 +369,8 @@ def run(args: argparse.Namespace) -> None:
         items = list_rollouts(custom, samples)
         elapsed = time.monotonic() - t0
         cpu_end = {name: sum(cpu_seconds(p) for p in pids) for name, pids in watched.items()}
+        cpu_end["bench"] = own_cpu()
+        load = os.getloadavg()
         machine_end = machine_cpu()
         mesh_counts_end = {m.job: m.client.counts()["total"] for m in meshsims}
         errors = [
@@ -385,10 +389,11 @@ def run(args: argparse.Namespace) -> None:
             created_in,
             elapsed,
             check_every,
-            {k: 100 * (cpu_end[k] - cpu_start[k]) / elapsed for k in watched},
+            {k: 100 * (cpu_end[k] - cpu_start[k]) / elapsed for k in cpu_end},
             100 * (machine_end[0] - machine_start[0]) / max(1.0, machine_end[1] - machine_start[1]),
             sum(mesh_counts_end[j] - mesh_counts_start[j] for j in mesh_counts_end) / elapsed,
             errors,
+            load,
         )
 
 
@@ -414,6 +419,21 @@ def api_latency(steady: Snapshot, end: Snapshot) -> str:
     return ", ".join(parts) + " ms (bucket upper bounds)"
 
 
+def tick_phases(steady: Snapshot, end: Snapshot) -> str:
+    parts = []
+    for phase in ("late", "queued", "prometheus", "status", "traffic", "events"):
+        name = "coalmine_tick_phase_seconds"
+        count = total(end.operator, f"{name}_count", phase=phase) - total(steady.operator, f"{name}_count", phase=phase)
+        p50, p99 = (histogram_quantile(q, steady.operator, end.operator, name, phase=phase) for q in (0.5, 0.99))
+        parts.append(f"{phase} {p50 * 1000:.0f}/{p99 * 1000:.0f} ms ({count:.0f})")
+    return ", ".join(parts)
+
+
+def own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def report(
     args: argparse.Namespace,
     fleet: Fleet,
@@ -430,6 +450,7 @@ def report(
     machine_percent: float,
     mesh_rps: float,
     op_errors: list[str],
+    load: tuple[float, float, float],
 ) -> None:
     n = len(fleet.services)
     counts = phases(items)
@@ -534,15 +555,51 @@ def report(
                 " ms (bucket upper bounds)",
             ),
             ("API requests per check", f"{api_total / max(checks, 1):.2f}"),
+            (
+                "check lag p50 / p99 (operator's coalmine_check_lag_seconds, every check)",
+                " / ".join(
+                    f"{histogram_quantile(q, steady.operator, end.operator, 'coalmine_check_lag_seconds') * 1000:.0f}"
+                    for q in (0.5, 0.99)
+                )
+                + " ms (bucket upper bounds)",
+            ),
+            (
+                "event loop lag p50 / p99 (100 ms sleep)",
+                " / ".join(
+                    f"{histogram_quantile(q, steady.operator, end.operator, 'coalmine_event_loop_lag_seconds') * 1000:.0f}"
+                    for q in (0.5, 0.99)
+                )
+                + " ms",
+            ),
+            ("tick phases p50 / p99, count", tick_phases(steady, end)),
         ]
     else:
         rows.append(("steady window", "never: not every Rollout reached Progressing within the run"))
     rows += [
         ("CPU over the run, % of one core", ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())),
+        ("harness CPU (meshsim + this script), % of one core", f"{cpu['meshsim'] + cpu['bench']:.0f}"),
+        ("load average at the end (1 / 5 / 15 min)", " / ".join(f"{x:.2f}" for x in load)),
         ("machine CPU over the run (2 cores = 100 %)", f"{machine_percent:.0f} %"),
         ("meshsim achieved rps (all services)", f"{mesh_rps:.0f} (configured {args.rps * n:.0f})"),
         ("operator ERROR log lines", str(len(op_errors))),
     ]
+    if args.record:
+        figures = {
+            "rollouts": n,
+            "check_every": args.check_every,
+            "replicas": getattr(args, "replicas", 1),
+            "rss_max_mib": max(samples.rss_mib),
+            "lag_p50_ms": percentile(lags, 50) * 1000,
+            "lag_p99_ms": percentile(lags, 99) * 1000,
+            "overshoot_p50_s": percentile(overshoot, 50),
+            "overshoot_p99_s": percentile(overshoot, 99),
+            "succeeded": counts["Succeeded"],
+            "load": load,
+            "at": f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
+            "rows": rows,
+        }
+        with Path(args.record).open("a") as out:
+            out.write(json.dumps(figures) + "\n")
     width = max(len(k) for k, _ in rows)
     print(f"\nscale benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     for label, text in rows:
@@ -565,6 +622,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=180.0, help="seconds from the first Rollout created")
     parser.add_argument("--sample", type=float, default=2.0, help="seconds between /proc samples")
     parser.add_argument("--list-every", type=float, default=5.0, help="seconds between LISTs of the Rollouts")
+    parser.add_argument("--record", help="append the figures as a JSON line to this file (bench/scale_plot.py)")
     args = parser.parse_args()
     try:
         run(args)

@@ -11,8 +11,10 @@ never claims a weight the routes do not have.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,6 +51,18 @@ class Ports:
     prometheus: PrometheusClient
     settings: Settings
     clock: Callable[[], datetime]
+    # Where a tick's time goes (phase, seconds): prometheus, status, traffic, events; and check_lag
+    # (a check's moment after its grid point). runtime.py feeds these to /metrics.
+    observe: Callable[[str, float], None] = field(default=lambda phase, seconds: None)
+
+
+@contextmanager
+def _timed(ports: Ports, phase: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        ports.observe(phase, time.perf_counter() - started)
 
 
 @dataclass(frozen=True)
@@ -116,8 +130,12 @@ async def tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim] = ())
     check = None
     if plan.wants_check(rollout, resolution, now):
         assert resolution.target is not None
-        check = await _check(rollout, resolution.target, now, ports)
+        with _timed(ports, "prometheus"):
+            check = await _check(rollout, resolution.target, now, ports)
         now = ports.clock()
+        every = rollout.spec.analysis.check_every.total_seconds()
+        if every > 0:
+            ports.observe("check_lag", now.timestamp() % every)
     decision = plan.decide(rollout, resolution, check, now, ports.settings.policy)
     return await _commit(rollout, body, decision, vs, resolution, ports, logger)
 
@@ -145,7 +163,8 @@ async def _write_status(
         return {}
     patch = merge_patch(old.to_wire(), new.to_wire())
     try:
-        return await ports.kube.patch_rollout_status(ref.namespace, ref.name, ref.resource_version, patch)
+        with _timed(ports, "status"):
+            return await ports.kube.patch_rollout_status(ref.namespace, ref.name, ref.resource_version, patch)
     except Conflict as exc:
         # Another writer (or our own previous tick) got there first: decide again on fresh data.
         logger.info("status not written, will re-read: %s", exc)
@@ -167,7 +186,8 @@ async def _commit(
     latest = written or body
     current = rollout.model_copy(update={"status": decision.status, "ref": Ref.from_body(latest)})
 
-    outcome = await _traffic(current, decision, vs, resolution, ports, logger)
+    with _timed(ports, "traffic"):
+        outcome = await _traffic(current, decision, vs, resolution, ports, logger)
     follow = plan.record_traffic(current, decision.weight, outcome, ports.clock(), ports.settings.policy)
     again = await _write_status(current.ref, current.status, follow.status, ports, logger)
     if again is None:
@@ -175,7 +195,8 @@ async def _commit(
     latest = again or latest
     # Events last: a rollback waits for nothing but the status and VirtualService writes.
     events = (*decision.events, *follow.events)
-    await _post_events(Ref.from_body(latest), events, ports, logger)
+    with _timed(ports, "events"):
+        await _post_events(Ref.from_body(latest), events, ports, logger)
     wakes = [w for w in (decision.wake_at, follow.wake_at) if w is not None]
     return Outcome(
         body=(again or written) or None, wake_at=min(wakes) if wakes else None, status=follow.status, events=events

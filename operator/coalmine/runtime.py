@@ -68,6 +68,7 @@ class Operator:
     _task: asyncio.Task[None] | None = None
     elector: LeaseElector | None = None
     _election_task: asyncio.Task[None] | None = None
+    _loop_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         try:
@@ -82,7 +83,9 @@ class Operator:
             ),
             settings=self.config.settings,
             clock=utcnow,
+            observe=metrics.observe,
         )
+        self._loop_task = asyncio.create_task(_watch_loop_lag(), name="coalmine event loop lag")
         if self.config.election is None:
             self._lead()
             return
@@ -93,7 +96,10 @@ class Operator:
     def _lead(self) -> None:
         """Start ticking every known Rollout (their deadlines come from their status)."""
         self.scheduler = Scheduler(
-            self.tick, concurrency=self.config.tick_concurrency, granularity=self.config.granularity
+            self.tick,
+            concurrency=self.config.tick_concurrency,
+            granularity=self.config.granularity,
+            observe=metrics.observe,
         )
         for key in self.bodies:
             self.scheduler.poke(key)
@@ -108,6 +114,8 @@ class Operator:
             self._task.cancel()  # stop() still awaits it
 
     async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
         if self._election_task is not None:  # releases the Lease, so a peer takes over at once
             self._election_task.cancel()
             await asyncio.gather(self._election_task, return_exceptions=True)
@@ -186,6 +194,16 @@ class Operator:
         if outcome.status is not None:
             metrics.record(namespace, str(body["metadata"].get("name")), outcome.status, outcome.events)
         return outcome.wake_at
+
+
+async def _watch_loop_lag(period: float = 0.1) -> None:
+    """Measure how late the event loop runs a sleep: time the loop spends on other work (JSON, pydantic,
+    kopf's watch) delays every tick by as much."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(period)
+        metrics.LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - started - period))
 
 
 def _request(body: dict[str, Any] | None) -> Any:
