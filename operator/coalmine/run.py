@@ -55,6 +55,12 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         "namespace of the Lease; default $POD_NAMESPACE, else coalmine-system",
     ),
     ("--lease-name", ELECTION_DEFAULTS.name, "name of the Lease"),
+    (
+        "--shards",
+        str(DEFAULTS.shards),
+        "with leader election: split Rollouts into this many shards, one Lease each (<lease-name>-shard-K), "
+        "shared fairly by the replicas; 1: one leader acts on all",
+    ),
     ("--lease-duration", _seconds(ELECTION_DEFAULTS.lease_duration), "a leader silent this long is replaced"),
     (
         "--renew-deadline",
@@ -67,7 +73,7 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         "how often the leader renews and followers look at the Lease",
     ),
 )
-_INTEGERS = frozenset({"--prometheus-concurrency", "--health-port", "--metrics-port"})
+_INTEGERS = frozenset({"--prometheus-concurrency", "--shards", "--health-port", "--metrics-port"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +177,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         health_port=args.health_port,
         metrics_port=args.metrics_port,
         election=election,
+        shards=max(1, args.shards),
     )
 
 
