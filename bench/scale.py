@@ -180,7 +180,7 @@ def histogram_quantile(q: float, before: dict[Any, float], after: dict[Any, floa
 @dataclass
 class Endpoints:
     info: devstack.StackInfo
-    operator_metrics: str
+    operator_metrics: list[str]  # one per replica; their samples are added up
 
     def apiserver(self) -> dict[Any, float]:
         headers = {"Authorization": f"Bearer {self.info.admin_token}"}
@@ -190,7 +190,11 @@ class Endpoints:
         return scrape(f"{self.info.prometheus_url}/metrics")
 
     def operator(self) -> dict[Any, float]:
-        return scrape(self.operator_metrics)
+        merged: dict[Any, float] = {}
+        for url in self.operator_metrics:
+            for key, value in scrape(url).items():
+                merged[key] = merged.get(key, 0.0) + value
+        return merged
 
 
 @dataclass
@@ -220,7 +224,14 @@ class Samples:
 
 def list_rollouts(custom: client.CustomObjectsApi, samples: Samples) -> list[dict[str, Any]]:
     samples.lists += 1
-    answer: Any = custom.list_cluster_custom_object(*COALMINE, "rollouts")
+    for attempt in range(5):  # a starved API server answers a big LIST with 504 now and then
+        try:
+            answer: Any = custom.list_cluster_custom_object(*COALMINE, "rollouts", _request_timeout=120)
+            break
+        except ApiException as exc:
+            if exc.status < 500 or attempt == 4:
+                raise
+            time.sleep(2)
     items: list[dict[str, Any]] = answer["items"]
     for item in items:
         check = (item.get("status") or {}).get("analysis") or {}
@@ -298,19 +309,29 @@ def run(args: argparse.Namespace) -> None:
         meshsims = start_meshsims(fleet, args, info, workdir, procs)
         print(f"{len(meshsims)} meshsims scraped, {args.rps:g} rps per service", flush=True)
 
-        metrics_port, health_port = free_port(), free_port()
-        op_argv = operator_argv(
-            info, fleet.namespaces, "--metrics-port", str(metrics_port), "--health-port", str(health_port)
-        )
-        operator = procs.start("operator", op_argv, workdir / "operator.log", kube_env(info))
-        wait_healthy(f"http://127.0.0.1:{health_port}/healthz", operator)
-        op = operator.pid
-        endpoints = Endpoints(info, f"http://127.0.0.1:{metrics_port}/metrics")
+        urls, pids = [], []
+        for r in range(args.replicas):
+            metrics_port, health_port = free_port(), free_port()
+            extra = ["--metrics-port", str(metrics_port), "--health-port", str(health_port)]
+            if args.replicas > 1 or args.shards > 1:
+                extra += ["--leader-election", "--lease-namespace", "default", "--shards", str(args.shards)]
+                extra += ["--lease-name", "coalmine-bench"]
+            log = workdir / f"operator-{r}.log"
+            env = {**kube_env(info), "POD_NAME": f"bench-operator-{r}"}
+            operator = procs.start(f"operator-{r}", operator_argv(info, fleet.namespaces, *extra), log, env)
+            wait_healthy(f"http://127.0.0.1:{health_port}/healthz", operator)
+            urls.append(f"http://127.0.0.1:{metrics_port}/metrics")
+            pids.append(operator.pid)
+        op = pids[0]
+        endpoints = Endpoints(info, urls)
         idle = proc_status(op)
-        print(f"operator {op} up: RSS {idle.get('VmRSS', 0) / 1024:.0f} MiB, {idle.get('Threads')} threads", flush=True)
+        print(
+            f"{len(pids)} operator(s) {pids} up: RSS {idle.get('VmRSS', 0) / 1024:.0f} MiB, {idle.get('Threads')} threads",
+            flush=True,
+        )
 
         watched = {
-            "operator": [op],
+            "operator": pids,
             "meshsim": [m.pid for m in meshsims],
             "prometheus": [info.pids["prometheus"]],
             "kube-apiserver": [info.pids["kube-apiserver"]],
@@ -335,18 +356,18 @@ def run(args: argparse.Namespace) -> None:
 
         steady: Snapshot | None = None
         steady_at_progress = 0.0
-        last_cpu, last_machine, last_t = cpu_seconds(op), machine_cpu(), time.monotonic()
+        last_cpu, last_machine, last_t = sum(map(cpu_seconds, pids)), machine_cpu(), time.monotonic()
         next_list = time.monotonic()
         items: list[dict[str, Any]] = []
         # From the last create, not the first: on a busy machine creating 1,000 Rollouts can take minutes.
         while time.monotonic() - t0 < created_in + args.duration:
             time.sleep(args.sample)
             now = time.monotonic()
-            status = proc_status(op)
-            assert status, "the operator exited"
-            cpu, machine = cpu_seconds(op), machine_cpu()
-            samples.rss_mib.append(status["VmRSS"] / 1024)
-            samples.threads.append(status["Threads"])
+            statuses = [proc_status(p) for p in pids]
+            assert all(statuses), "an operator exited"
+            cpu, machine = sum(map(cpu_seconds, pids)), machine_cpu()
+            samples.rss_mib.append(max(st["VmRSS"] for st in statuses) / 1024)  # the largest replica
+            samples.threads.append(max(st["Threads"] for st in statuses))
             samples.cpu_percent.append(100 * (cpu - last_cpu) / (now - last_t))
             samples.machine_percent.append(
                 100 * (machine[0] - last_machine[0]) / max(1.0, machine[1] - last_machine[1])
@@ -375,7 +396,10 @@ def run(args: argparse.Namespace) -> None:
         machine_end = machine_cpu()
         mesh_counts_end = {m.job: m.client.counts()["total"] for m in meshsims}
         errors = [
-            line for line in (workdir / "operator.log").read_text(errors="replace").splitlines() if "ERROR" in line
+            line
+            for r in range(args.replicas)
+            for line in (workdir / f"operator-{r}.log").read_text(errors="replace").splitlines()
+            if "ERROR" in line
         ]
 
         report(
@@ -484,6 +508,7 @@ def report(
         ("all Progressing after (max startedAt - first create)", f"{to_progressing:.1f} s"),
         ("phases at the end", ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))),
         ("Succeeded within the run", f"{counts['Succeeded']} of {n} in {elapsed:.0f} s"),
+        ("operator replicas / shards", f"{args.replicas} / {args.shards} (RSS and threads: the largest replica)"),
         (
             "operator RSS (max / end)",
             f"{max(samples.rss_mib):.0f} / {samples.rss_mib[-1]:.0f} MiB",
@@ -588,7 +613,8 @@ def report(
         figures = {
             "rollouts": n,
             "check_every": args.check_every,
-            "replicas": getattr(args, "replicas", 1),
+            "replicas": args.replicas,
+            "shards": args.shards,
             "rss_max_mib": max(samples.rss_mib),
             "lag_p50_ms": percentile(lags, 50) * 1000,
             "lag_p99_ms": percentile(lags, 99) * 1000,
@@ -623,6 +649,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=180.0, help="seconds from the last Rollout created")
     parser.add_argument("--sample", type=float, default=2.0, help="seconds between /proc samples")
     parser.add_argument("--list-every", type=float, default=5.0, help="seconds between LISTs of the Rollouts")
+    parser.add_argument("--replicas", type=int, default=1, help="operator processes (more than 1: with --shards)")
+    parser.add_argument("--shards", type=int, default=1, help="shards (one Lease each) the replicas share")
     parser.add_argument("--record", help="append the figures as a JSON line to this file (bench/scale_plot.py)")
     args = parser.parse_args()
     try:
