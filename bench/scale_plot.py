@@ -25,7 +25,7 @@ def load(path: Path) -> list[dict[str, Any]]:
 def plot(runs: list[dict[str, Any]], output: Path) -> list[Path]:
     series: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        label = f"{run.get('replicas', 1)} replica(s), checkEvery {run['check_every']}"
+        label = run.get("label") or f"{run.get('replicas', 1)} replica(s), checkEvery {run['check_every']}"
         series[label].append(run)
     written = []
     panels = (
@@ -53,7 +53,7 @@ def plot(runs: list[dict[str, Any]], output: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-        loads = ", ".join(f"{r['rollouts']}: {r['load'][0]:.1f}" for r in runs)
+        loads = ", ".join(f"{r['rollouts']}: {r['load'][0]:.1f}" for r in runs if r.get("load"))
         ax.set_title(f"bench/scale.py on 2 shared cores (load average at the end: {loads})", fontsize=7)
         fig.tight_layout()
         path = output / name
