@@ -41,7 +41,7 @@ class OperatorConfig:
     scrape_interval: timedelta = timedelta(seconds=15)
     resync: timedelta = timedelta(seconds=60)
     granularity: timedelta = timedelta(milliseconds=100)
-    tick_concurrency: int = 512  # ticks mostly wait for the API server: 1,000 due on one grid point start together
+    tick_concurrency: int = 128
     prometheus_concurrency: int = 16
     prometheus_timeout: float = 5.0
     listen_address: str = "0.0.0.0"
