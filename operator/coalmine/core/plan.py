@@ -491,6 +491,9 @@ def step_context(rollout: Rollout, now: datetime, scrape_interval: timedelta) ->
 def _summary(check: AnalysisStatus) -> str:
     parts = []
     for m in check.metrics:
+        if m.verdict is Verdict.SKIPPED:
+            parts.append(f"{m.name} skipped")
+            continue
         value = "no data" if m.value is None else f"{m.value:.4g}"
         parts.append(f"{m.name} {value} ({m.threshold})")
     return ", ".join(parts)
