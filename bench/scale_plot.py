@@ -25,7 +25,9 @@ def load(path: Path) -> list[dict[str, Any]]:
 def plot(runs: list[dict[str, Any]], output: Path) -> list[Path]:
     series: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        label = run.get("label") or f"{run.get('replicas', 1)} replica(s), checkEvery {run['check_every']}"
+        label = run.get("label") or (
+            f"{run.get('replicas', 1)} replica(s), {run.get('shards', 1)} shard(s), {run.get('at', '')[:10]}"
+        )
         series[label].append(run)
     written = []
     panels = (
