@@ -120,9 +120,54 @@ class PrometheusRef(Model):
     address: str | None = None
 
 
+# gRPC status codes by name (grpc/grpc doc/statuscodes.md): a gRPC request answered with any code but OK
+# (0) is a failure, whatever its HTTP status (gRPC answers errors with HTTP 200), unless listed in
+# successRate.grpcSuccessCodes.
+GRPC_CODES = {
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
+
+
+def _grpc_code(value: Any) -> str:
+    """A gRPC code by name (NOT_FOUND) or number (5), as its number in Istio's grpc_response_status label."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in GRPC_CODES.values():
+        return str(value)
+    text = str(value).strip()
+    if text.isdigit() and int(text) in GRPC_CODES.values():
+        return str(int(text))
+    if text.upper() in GRPC_CODES:
+        return str(GRPC_CODES[text.upper()])
+    raise ValueError(f"{value!r} is not a gRPC status code (a name such as NOT_FOUND, or 0 to 16)")
+
+
+GrpcCode = Annotated[str, BeforeValidator(_grpc_code)]
+
+
 class SuccessRate(Model):
     min: float = 99.0  # percent; the absolute guard rail
     max_drop_vs_stable: float | None = None  # percentage points below the stable's, on the same window
+    grpc_success_codes: tuple[GrpcCode, ...] = ()  # gRPC codes besides OK that are not failures, as numbers
+
+    @property
+    def grpc_ok(self) -> tuple[str, ...]:
+        """The grpc_response_status values that are not failures: OK and the listed ones, in order."""
+        return tuple(sorted({"0", *self.grpc_success_codes}, key=int))
 
 
 class Latency(Model):

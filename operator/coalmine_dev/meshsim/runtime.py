@@ -19,9 +19,10 @@ HTTP API (JSON unless noted):
                                                  ready endpoints of the Services followed
   GET  /counts                                   requests sent since start / last reset
   POST /counts/reset
-  PUT  /destinations/<ns>/<host>/<subset>        {errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode}
+  PUT  /destinations/<ns>/<host>/<subset>        {errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode,
+                                                  grpcErrorRatio, grpcErrorCode}
   DELETE /destinations/<ns>/<host>/<subset>      back to defaultDestination
-  PUT  /services/<ns>/<host>                     {rps, headers: [{weight, headers}], sourceWorkload, ...}
+  PUT  /services/<ns>/<host>                     {rps, headers: [{weight, headers}], sourceWorkload, protocol, ...}
   DELETE /services/<ns>/<host>                   stop sending to it
 """
 
@@ -118,11 +119,11 @@ def istio_labels(record: RequestRecord, reporter: str) -> tuple[str, ...]:
         svc_ns,
         canonical_service,
         revision,
-        "http",
+        service.protocol,
         str(record.response_code),
         record.response_flags,
-        "mutual_tls" if reporter == "destination" else "unknown",
-        "",
+        "mutual_tls" if reporter in ("destination", "waypoint") else "unknown",
+        record.grpc_status,
     )
 
 
@@ -147,12 +148,18 @@ class IstioMetrics:
 
     def record(self, records: list[RequestRecord]) -> None:
         """Emit `reporter="source"` for every routed request, `reporter="destination"` for those that
-        reached a destination (a no-route or missing cluster never reaches a pod)."""
+        reached a destination (a no-route or missing cluster never reaches a pod); for an ambient
+        service, `reporter="waypoint"` for every routed request and nothing else."""
         counts: Tally[tuple[str, ...]] = Tally()
         for record in records:
             if not record.routed:
                 continue
-            reporters = ("source", "destination") if record.reached_destination else ("source",)
+            if record.service.mode == "ambient":
+                reporters: tuple[str, ...] = ("waypoint",)
+            elif record.reached_destination:
+                reporters = ("source", "destination")
+            else:
+                reporters = ("source",)
             for reporter in reporters:
                 labels = istio_labels(record, reporter)
                 counts[labels] += 1

@@ -35,6 +35,7 @@ class RequestRecord:
     response_flags: str
     duration_ms: float
     offset_s: float  # arrival time within the slice
+    grpc_status: str = ""  # gRPC requests answered 200: "0" or the error code; "" otherwise, as Istio's label
 
     @property
     def reached_destination(self) -> bool:
@@ -111,7 +112,12 @@ def simulate_request(
         return RequestRecord(service, decision, code, decision.response_flags, 0.0, offset_s)
     behaviour = config.behaviour(decision.destination.key)
     code = sample_response_code(rng, behaviour)
-    return RequestRecord(service, decision, code, "-", sample_latency(rng, behaviour.latency), offset_s)
+    latency = sample_latency(rng, behaviour.latency)
+    grpc_status = ""
+    if service.protocol == "grpc" and code == 200:
+        failed = behaviour.grpc_error_ratio > 0 and rng.random() < behaviour.grpc_error_ratio
+        grpc_status = str(behaviour.grpc_error_code) if failed else "0"
+    return RequestRecord(service, decision, code, "-", latency, offset_s, grpc_status)
 
 
 def generate_slice(
