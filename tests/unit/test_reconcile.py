@@ -63,6 +63,18 @@ class FakeKube:
     async def post_event(self, ref: Ref, *, type_: str, reason: str, message: str, now: datetime) -> None:
         self.calls.append(f"event:{reason}")
 
+    # the router-generic names reconcile.py calls (a VirtualService here)
+    async def get_route(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get_virtual_service(namespace, name)
+
+    read_route = get_route
+
+    async def patch_route(self, plural: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self.patch_virtual_service(namespace, name, ops)
+
+    async def get_labels(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
+        return {}  # no mesh labels: the preflight finds nothing to say
+
 
 class FakePrometheus:
     def __init__(self, success_rate: float) -> None:
