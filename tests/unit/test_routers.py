@@ -7,7 +7,8 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from builders import rollout as build, spec
+from builders import rollout as build
+from builders import spec
 
 from coalmine.core import httproute, preflight, validation
 from coalmine.core.models import HTTP_ROUTE
