@@ -95,6 +95,7 @@ def simulate_request(
     config: MeshsimConfig,
     offset_s: float = 0.0,
     endpoints: EndpointIndex = EMPTY,
+    http_routes: Sequence[Mapping[str, Any]] = (),
 ) -> RequestRecord:
     request = routing.Request(headers=pick_headers(rng, service.headers), uri=service.uri)
     decision = routing.route_request(
@@ -106,6 +107,7 @@ def simulate_request(
         rng,
         client_namespace=service.client_namespace,
         endpoints=endpoints,
+        http_routes=http_routes,
     )
     if decision.outcome != routing.OK or decision.destination is None:
         code = decision.response_code or 404
@@ -127,6 +129,7 @@ def generate_slice(
     destination_rules: Sequence[Mapping[str, Any]],
     duration_s: float,
     endpoints: EndpointIndex = EMPTY,
+    http_routes: Sequence[Mapping[str, Any]] = (),
 ) -> list[RequestRecord]:
     """All requests of all configured services arriving within one slice of `duration_s` seconds.
 
@@ -137,6 +140,8 @@ def generate_slice(
         service = config.services[key]
         for offset in poisson_arrivals(rng, service.rps, duration_s):
             records.append(
-                simulate_request(rng, service, virtual_services, destination_rules, config, offset, endpoints)
+                simulate_request(
+                    rng, service, virtual_services, destination_rules, config, offset, endpoints, http_routes
+                )
             )
     return records
