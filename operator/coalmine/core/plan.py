@@ -643,10 +643,12 @@ def _advance_if_done(
 
 
 def _ready(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> bool:
-    """At the step's weight, its hold over (pauses not counted), and the last check of the step passed."""
+    """At the step's weight and in force (no TrafficNotMoved stall: an HTTPRoute its controller has not
+    accepted yet has the weight but not the traffic), its hold over (pauses not counted), and the last
+    check of the step passed."""
     spec, status = rollout.spec, rollout.status
     assert status.step_started_at is not None
-    at_weight = status.canary_weight == spec.steps[status.step_index or 0].weight
+    at_weight = status.canary_weight == spec.steps[status.step_index or 0].weight and traffic_stalled(status) is None
     passed = analysis is not None and analysis.verdict is Verdict.PASS and analysis.checked_at > status.step_started_at
     return at_weight and passed and now >= steering.hold_end(spec, status, now)
 

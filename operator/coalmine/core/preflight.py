@@ -102,7 +102,7 @@ def check(
 
 def _ambient(ns_ambient: bool, labels: Labels | None) -> bool:
     mode = (labels or {}).get(DATAPLANE_MODE)
-    return mode == "ambient" or (ns_ambient and mode != "none" and labels is not None)
+    return mode == "ambient" or (ns_ambient and mode != "none")
 
 
 def summary(problems: Sequence[str]) -> str:
