@@ -20,7 +20,7 @@ HTTP API (JSON unless noted):
   GET  /counts                                   requests sent since start / last reset
   POST /counts/reset
   PUT  /destinations/<ns>/<host>/<subset>        {errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode,
-                                                  grpcErrorRatio, grpcErrorCode}
+                                                 sidecarless, grpcErrorRatio, grpcErrorCode}
   DELETE /destinations/<ns>/<host>/<subset>      back to defaultDestination
   PUT  /services/<ns>/<host>                     {rps, headers: [{weight, headers}], sourceWorkload, protocol, ...}
   DELETE /services/<ns>/<host>                   stop sending to it
@@ -99,12 +99,12 @@ def istio_labels(record: RequestRecord, reporter: str) -> tuple[str, ...]:
     """The label values Istio's stats filter would attach to this request, in ISTIO_LABELS order."""
     service = record.service
     dest = record.decision.destination
-    if record.reached_destination and dest is not None:
+    if record.reported_by_destination and dest is not None:
         known = dest.version != "unknown"
         workload = f"{dest.host}-{dest.version}" if known else dest.host
         workload_ns, app, version = dest.namespace, dest.host, dest.version
         canonical_service, revision = dest.host, dest.version if known else "latest"
-    else:  # no upstream host was chosen: Istio reports unknown destination workload labels
+    else:  # no upstream host was chosen, or it has no sidecar to exchange metadata with: unknown labels
         workload = workload_ns = app = version = canonical_service = revision = "unknown"
     svc_ns, svc_name = (dest.namespace, dest.host) if dest is not None else (service.namespace, service.host)
     return (
@@ -150,7 +150,7 @@ class IstioMetrics:
 
     def record(self, records: list[RequestRecord]) -> None:
         """Emit `reporter="source"` for every routed request, `reporter="destination"` for those that
-        reached a destination (a no-route or missing cluster never reaches a pod); for an ambient
+        reached a pod with a sidecar (a no-route or missing cluster never reaches a pod); for an ambient
         service, `reporter="waypoint"` for every routed request and nothing else."""
         counts: Tally[tuple[str, ...]] = Tally()
         for record in records:
@@ -158,7 +158,7 @@ class IstioMetrics:
                 continue
             if record.service.mode == "ambient":
                 reporters: tuple[str, ...] = ("waypoint",)
-            elif record.reached_destination:
+            elif record.reported_by_destination:
                 reporters = ("source", "destination")
             else:
                 reporters = ("source",)

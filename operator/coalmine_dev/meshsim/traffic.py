@@ -35,12 +35,18 @@ class RequestRecord:
     response_flags: str
     duration_ms: float
     offset_s: float  # arrival time within the slice
+    sidecar: bool = True  # False: served by a pod without a sidecar (see DestinationBehaviour.sidecarless)
     grpc_status: str = ""  # gRPC requests answered 200: "0" or the error code; "" otherwise, as Istio's label
 
     @property
     def reached_destination(self) -> bool:
-        """True when a destination pod would have seen it (and reported it as `reporter=destination`)."""
+        """True when a destination pod would have seen it."""
         return self.decision.outcome == routing.OK
+
+    @property
+    def reported_by_destination(self) -> bool:
+        """True when that pod's sidecar reports it (`reporter="destination"`) and shared its workload labels."""
+        return self.reached_destination and self.sidecar
 
     @property
     def routed(self) -> bool:
@@ -114,12 +120,13 @@ def simulate_request(
         return RequestRecord(service, decision, code, decision.response_flags, 0.0, offset_s)
     behaviour = config.behaviour(decision.destination.key)
     code = sample_response_code(rng, behaviour)
+    sidecar = not (behaviour.sidecarless > 0 and rng.random() < behaviour.sidecarless)
     latency = sample_latency(rng, behaviour.latency)
     grpc_status = ""
     if service.protocol == "grpc" and code == 200:
         failed = behaviour.grpc_error_ratio > 0 and rng.random() < behaviour.grpc_error_ratio
         grpc_status = str(behaviour.grpc_error_code) if failed else "0"
-    return RequestRecord(service, decision, code, "-", latency, offset_s, grpc_status)
+    return RequestRecord(service, decision, code, "-", latency, offset_s, sidecar, grpc_status)
 
 
 def generate_slice(
