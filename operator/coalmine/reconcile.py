@@ -145,8 +145,12 @@ async def _preflight(
     """When a generation starts: what the mesh lacks for the checks to have data (core/preflight.py)."""
     ns = rollout.namespace
     names = sorted({validation.short_host(b.host) for b in (traffic.stable, traffic.canary)})
-    namespace_labels = await ports.kube.get_labels("Namespace", "", ns)
-    services = {name: await ports.kube.get_labels("Service", ns, name) for name in names}
+    try:
+        namespace_labels = await ports.kube.get_labels("Namespace", "", ns)
+        services = {name: await ports.kube.get_labels("Service", ns, name) for name in names}
+    except Refused as exc:  # RBAC without namespaces/services get: start without the preflight, say why
+        _logger(rollout.ref).warning("preflight skipped, the API server refused a read: %s", exc)
+        return resolution
     problems = preflight.check(traffic.kind, ns, namespace_labels, services, route)
     if not problems:
         return resolution

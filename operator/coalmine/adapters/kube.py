@@ -166,6 +166,8 @@ class KubeApi:
         except ApiException as exc:
             if exc.status == 404:
                 return None
+            if exc.status == 403:  # an install whose RBAC predates the preflight
+                raise Refused(_server_message(exc)) from exc
             raise
         return dict((meta.labels if meta is not None else None) or {})
 
