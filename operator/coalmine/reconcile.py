@@ -31,6 +31,7 @@ log = logging.getLogger("coalmine.reconcile")
 VS_WRITE_ATTEMPTS = 5
 RETRY_CONFLICT = timedelta(milliseconds=200)
 ACCEPT_WAIT = timedelta(seconds=2)  # how long a tick waits for a route's controller to take its write
+ACCEPT_POLL = timedelta(milliseconds=100)
 ACCEPT_BOUND = timedelta(seconds=30)  # after this, the message asks whether a controller runs at all
 
 
@@ -321,9 +322,11 @@ async def _taken(
     if traffic.kind != HTTP_ROUTE or rollout.status.phase is not Phase.PROGRESSING:
         return plan.TrafficOutcome(at_weight=True, observed=weight)
     why = router.not_ready(route)
-    deadline = ports.clock() + (ACCEPT_WAIT if wrote else timedelta(0))
-    while why is not None and ports.clock() < deadline:
-        await asyncio.sleep(0.1)
+    polls = round(ACCEPT_WAIT / ACCEPT_POLL) if wrote else 0
+    for _ in range(polls):
+        if why is None:
+            break
+        await asyncio.sleep(ACCEPT_POLL.total_seconds())
         fresh = await ports.kube.read_route(router.plural, traffic.namespace, traffic.virtual_service)
         if fresh is None:
             break

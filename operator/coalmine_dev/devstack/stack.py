@@ -596,7 +596,9 @@ def _server_side_apply(http: httpx.Client, path: str, doc: dict[str, Any], what:
 def _apply_crds(info: StackInfo, docs: list[dict[str, Any]], timeout: float) -> None:
     """Server-side apply each CRD (idempotent), then wait until every one is Established."""
     base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    with _api(info) as http:
+    # A large CRD with many CEL rules (Gateway API's HTTPRoute) takes the API server seconds to compile;
+    # on a loaded machine more than the default 10 s per request.
+    with _api(info, timeout=max(10.0, timeout)) as http:
         for doc in docs:
             _server_side_apply(http, f"{base}/{doc['metadata']['name']}", doc, f"CRD {doc['metadata']['name']}")
         deadline = time.monotonic() + timeout
