@@ -38,7 +38,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from coalmine.core import hooks, notify
-from coalmine.core.models import NotificationStatus, Subscription
+from coalmine.core.models import NotificationStatus, Subscription, WebhookType
 
 log = logging.getLogger("coalmine.webhooks")
 
@@ -347,7 +347,8 @@ class Dispatcher:
             self._results.setdefault(uid, {})[hook.name] = result
         finally:
             self._running.discard(running)
-        self.poke(key)
+        if hook.type is not WebhookType.DURING_STEP or hook.gating:
+            self.poke(key)  # an answer a decision waits for (or a post-rollout record): now; the rest: next tick
 
     def deliver(self, key: str, uid: str, entries: Sequence[NotificationStatus]) -> None:
         for entry in entries:
