@@ -13,8 +13,10 @@ no credentials, cookies or proxy settings are used, and each call is bounded by 
 Notification channels come from the operator's own config (a Secret), so their URLs are trusted and
 not held to the allowlist; they get the same client rules otherwise.
 
-`Dispatcher` runs calls and deliveries as background tasks, at most `concurrency` at once, one per
-(webhook, key) or (notification, channel) at a time, and keeps their results until a tick folds
+`Dispatcher` runs calls and deliveries as background tasks, at most `concurrency` calls and as many
+deliveries at once (two pools, so slow webhooks never hold up notifications), one call per webhook of a
+Rollout at a time (a during-step webhook still answering when the next check comes is not called for
+that check) and one delivery per (notification, channel), and keeps their results until a tick folds
 them into the status (core/hooks.fold, core/notify.fold). A tick never awaits any of it.
 """
 
@@ -284,19 +286,21 @@ class Dispatcher:
     _running: set[tuple[str, ...]] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _poster: Poster | None = None
-    _limit: asyncio.Semaphore | None = None
+    _limit: asyncio.Semaphore | None = None  # webhook calls
+    _notify_limit: asyncio.Semaphore | None = None  # deliveries: slow user webhooks never hold them up
 
     def _start(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _http(self) -> tuple[Poster, asyncio.Semaphore]:
+    def _http(self, notifications: bool = False) -> tuple[Poster, asyncio.Semaphore]:
         if self._poster is None:
             self._poster = Poster()
-        if self._limit is None:
+        if self._limit is None or self._notify_limit is None:
             self._limit = asyncio.Semaphore(self.concurrency)
-        return self._poster, self._limit
+            self._notify_limit = asyncio.Semaphore(self.concurrency)
+        return self._poster, self._notify_limit if notifications else self._limit
 
     def observed(self, uid: str) -> tuple[list[hooks.Result], list[notify.Outcome]]:
         """The answers and delivery outcomes of a Rollout not known to be in its status (fold is idempotent)."""
@@ -319,9 +323,12 @@ class Dispatcher:
 
     def call(self, key: str, uid: str, calls: Sequence[hooks.Call]) -> None:
         for call in calls:
-            running = ("hook", uid, call.webhook.name, call.key)
-            if running in self._running:
+            running = ("hook", uid, call.webhook.name)  # one call per webhook of a Rollout at a time: a slow
+            if running in self._running:  # during-step skips checks instead of piling up calls
                 continue
+            answered = self._results.get(uid, {}).get(call.webhook.name)
+            if answered is not None and answered.key == call.key:
+                continue  # answered while the tick that asked ran; the next tick records it
             self._running.add(running)
             self._start(self._call(key, uid, call, running), f"webhook {key} {call.webhook.name}")
 
@@ -366,7 +373,7 @@ class Dispatcher:
                 error = f"no channel {entry.channel!r} in the operator's notifications config"
                 self.report("notification", entry.channel, "Failed")
             else:
-                poster, limit = self._http()
+                poster, limit = self._http(notifications=True)
                 body = notify.body(channel.kind.value, entry)
                 delay = self.backoff
                 while attempts < DELIVERY_ATTEMPTS:
