@@ -154,7 +154,8 @@ def test_gates_hold_then_pass_post_rollout_and_notifications_once_across_a_resta
     receiver.wait("/pre-rollout", 2, 20)
     status = shop.status()
     assert status["phase"] == "Pending"
-    assert "waiting for pre-rollout webhook accept" in status["message"]
+    assert "pre-rollout webhook accept" in status["message"]
+    assert "must answer 2xx before the first shift; last answer: HTTP 503" in status["message"]
     assert record(status, "accept")["result"] == "Fail"
     assert shop.primary_weights() == {"v1": 100}, "nothing moves before the pre-rollout webhook says yes"
     first = receiver.calls("/pre-rollout")[0].body

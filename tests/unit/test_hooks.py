@@ -29,7 +29,7 @@ def test_pre_rollout_holds_the_start_until_a_2xx_then_starts() -> None:
     mesh = Mesh()
     r, _ = tick(make(spec(webhooks=[hook("accept", "pre-rollout", timeout="30s")])), mesh, T0)
     assert r.status.phase is Phase.PENDING
-    assert "waiting for pre-rollout webhook accept" in (r.status.message or "")
+    assert "pre-rollout webhook accept" in (r.status.message or "")
     assert mesh.canary() == 0, "nothing moves before the webhook says yes"
     calls = hooks.due(r, T0)
     assert [(c.webhook.name, c.key) for c in calls] == [("accept", "g1")]
@@ -113,7 +113,7 @@ def test_gating_during_step_holds_only_when_gating() -> None:
     assert r.status.step_index == 1, "not gating: recorded, never holds"
     r, mesh = _at_step_one_ready([hook("load", "during-step", gating=True)])
     assert r.status.step_index == 0
-    assert "gating during-step webhook load" in (r.status.message or "")
+    assert "waiting for gating during-step webhook load" in (r.status.message or "")
     calls = hooks.during(r, T0 + 30 * S)
     r = answer(r, calls, True, T0 + 30 * S + timedelta(milliseconds=300))
     r, _ = tick(r, mesh, T0 + 31 * S)
@@ -129,3 +129,16 @@ def test_post_rollout_is_due_once_per_outcome() -> None:
     assert [c.key.split("/")[1] for c in calls] == ["Succeeded"]
     r = answer(r, calls, True, T0 + 201 * S)
     assert hooks.due(r, T0 + 300 * S) == []
+
+
+def test_bad_webhooks_are_invalid_naming_the_field() -> None:
+    mesh = Mesh()
+    bad = [hook("a", "pre-step"), hook("a", "post-rollout")]
+    r, _ = tick(make(spec(webhooks=bad)), mesh, T0)
+    assert r.status.phase is Phase.INVALID
+    assert r.status.message == "invalid: spec.webhooks[1].name: 'a' is used twice"
+    r, _ = tick(make(spec(webhooks=[hook("a", "pre-step", gating=True)])), mesh, T0)
+    assert r.status.message == "invalid: spec.webhooks[0].gating: applies to during-step webhooks only, not pre-step"
+    r, _ = tick(make(spec(webhooks=[hook("a", "pre-step", timeout="0s")])), mesh, T0)
+    assert r.status.message == "invalid: spec.webhooks[0].timeout: must be longer than 0"
+    assert mesh.canary() == 0

@@ -105,7 +105,7 @@ def _describe(record: WebhookStatus | None) -> str:
     if record.result == REFUSED:
         return f"refused: {record.message}"
     code = f"HTTP {record.code}" if record.code is not None else "no answer"
-    return f"{code}{': ' + record.message if record.message else ''} (attempt {record.attempts})"
+    return f"{code}{': ' + record.message if record.message else ''}"
 
 
 # --- what the recorded answers allow ----------------------------------------------------------------
@@ -141,8 +141,8 @@ def start_gate(rollout: Rollout, now: datetime) -> Gate | None:
                 failed=True,
             )
         return Gate(
-            f"waiting for pre-rollout webhook {hook.name} ({hook.url}) to answer 2xx before the first shift: "
-            f"{_describe(mine)}"
+            f"pre-rollout webhook {hook.name} ({hook.url}) must answer 2xx before the first shift; "
+            f"last answer: {_describe(mine)}"
         )
     return None
 
@@ -158,14 +158,17 @@ def step_gate(rollout: Rollout) -> str | None:
             record = _record(status, hook.name)
             if record is None or record.key != key or record.result != PASS:
                 mine = record if record is not None and record.key == key else None
-                return f"waiting for pre-step webhook {hook.name} ({hook.url}) to answer 2xx: {_describe(mine)}"
+                return f"waiting for pre-step webhook {hook.name} ({hook.url}) to answer 2xx; last answer: {_describe(mine)}"
     for hook in _of(rollout, WebhookType.DURING_STEP):
         if not hook.gating:
             continue
         record = _record(status, hook.name)
         mine = record if record is not None and record.key.startswith(key + "/") else None
         if mine is None or mine.result != PASS:
-            return f"gating during-step webhook {hook.name} ({hook.url}) has no 2xx for this check: {_describe(mine)}"
+            return (
+                f"waiting for gating during-step webhook {hook.name} ({hook.url}) to answer 2xx in this step; "
+                f"last answer: {_describe(mine)}"
+            )
     return None
 
 

@@ -329,7 +329,11 @@ def reject(
     new = _with_phase(base, generation, now, phase, reason, message, stalled=stalled)
     events: tuple[Event, ...] = ()
     if new.message != status.message or new.phase != status.phase:
-        kind = EventType.NORMAL if reason is Reason.WAITING_FOR_OBJECTS else EventType.WARNING
+        kind = (
+            EventType.NORMAL
+            if reason in (Reason.WAITING_FOR_OBJECTS, Reason.WAITING_FOR_WEBHOOK)
+            else EventType.WARNING
+        )
         events = (Event(kind, reason, message),)
     return Decision(status=new, events=events, wake_at=now + RECHECK)
 
