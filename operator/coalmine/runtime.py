@@ -68,6 +68,7 @@ class Operator:
     istio: IstioCache = field(default_factory=IstioCache)
     scheduler: Scheduler | None = None
     ports: reconcile.Ports | None = None
+    dispatcher: Dispatcher | None = None  # webhook calls and notifications, off the ticks
     _api: k8s_client.ApiClient | None = None
     _task: asyncio.Task[None] | None = None
     elector: LeaseElector | None = None
@@ -79,6 +80,14 @@ class Operator:
         except k8s_config.ConfigException:
             await k8s_config.load_kube_config()
         self._api = k8s_client.ApiClient()
+        self.dispatcher = Dispatcher(
+            allow=self.config.webhook_allow,
+            concurrency=self.config.webhook_concurrency,
+            config=self.config.notifications,
+            clock=utcnow,
+            poke=self._poke,
+            report=metrics.delivery,
+        )
         self.ports = reconcile.Ports(
             kube=KubeApi(self._api, component=self.config.identity, cache=self.istio),
             prometheus=PrometheusClient(
@@ -86,14 +95,7 @@ class Operator:
             ),
             settings=self.config.settings,
             clock=utcnow,
-            dispatcher=Dispatcher(
-                allow=self.config.webhook_allow,
-                concurrency=self.config.webhook_concurrency,
-                config=self.config.notifications,
-                clock=utcnow,
-                poke=self._poke,
-                report=metrics.delivery,
-            ),
+            dispatcher=self.dispatcher,
         )
         if self.config.election is None:
             self._lead()
@@ -133,8 +135,8 @@ class Operator:
             await asyncio.gather(self._task, return_exceptions=True)
         if self.ports is not None:
             await self.ports.prometheus.close()
-            if self.ports.dispatcher is not None:
-                await self.ports.dispatcher.close()
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
         if self._api is not None:
             await self._api.close()
 
@@ -151,8 +153,8 @@ class Operator:
         if event_type == "DELETED":
             gone = self.bodies.pop(key, None)
             self.claims.get(namespace, {}).pop(name, None)
-            if gone is not None and self.ports is not None and self.ports.dispatcher is not None:
-                self.ports.dispatcher.forget(str(gone["metadata"].get("uid", "")))
+            if gone is not None and self.dispatcher is not None:
+                self.dispatcher.forget(str(gone["metadata"].get("uid", "")))
             metrics.forget(namespace, name)
             if self.scheduler is not None:
                 self.scheduler.forget(key)
@@ -202,7 +204,12 @@ class Operator:
             except Exception:
                 metrics.RECONCILE_ERRORS.inc()
                 raise
-        if outcome.body is not None and resource_version(outcome.body) > resource_version(self.bodies.get(key, body)):
+        known = self.bodies.get(key)
+        if outcome.gone and known is not None and known["metadata"].get("uid") == body["metadata"].get("uid"):
+            self.observe("DELETED", known)  # its DELETED event may have been missed (a watch gap)
+            return None
+        # Only a Rollout still known: one deleted while its tick ran must not come back from the tick's write.
+        if known is not None and outcome.body is not None and resource_version(outcome.body) > resource_version(known):
             self.bodies[key] = outcome.body
         if outcome.status is not None:
             metrics.record(namespace, str(body["metadata"].get("name")), outcome.status, outcome.events)
