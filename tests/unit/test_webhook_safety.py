@@ -118,3 +118,27 @@ def test_teams_message_is_an_adaptive_card() -> None:
     assert (card["type"], card["version"]) == ("AdaptiveCard", "1.4")
     facts = {f["title"]: f["value"] for f in card["body"][2]["facts"]}
     assert facts["Failed"] == "success-rate = 60 (threshold >= 95%)"
+
+
+def test_events_are_queued_once_per_subscribed_channel_and_delivered_entries_stay_delivered() -> None:
+    from coalmine.core.models import RolloutStatus, Subscription
+    from coalmine.core.plan import Event, EventType, Reason
+
+    at = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    events = [
+        Event(EventType.WARNING, Reason.ROLLED_BACK, "rolled back at step 2/4"),
+        Event(EventType.NORMAL, Reason.STEP_ADVANCED, "not a notification"),
+    ]
+    subs = [Subscription(channel="ops", on=(NotifyEvent.ROLLED_BACK,)), Subscription(channel="team", on=())]
+    status = notify.queue(None, RolloutStatus(), 2, events, subs, at, namespace="shop", name="order")
+    assert [(n.channel, n.event, n.result) for n in status.notifications] == [
+        ("ops", NotifyEvent.ROLLED_BACK, "Pending")
+    ]
+    again = notify.queue(None, status, 2, events, subs, at, namespace="shop", name="order")
+    assert again.notifications == status.notifications, "the same event at the same time is queued once"
+    (entry,) = notify.pending(status)
+    done = notify.Outcome(entry.id, entry.channel, notify.DELIVERED, 1, at)
+    status = notify.fold(status, [done])
+    assert notify.pending(status) == []
+    failed = notify.Outcome(entry.id, entry.channel, notify.FAILED, 5, at, "HTTP 500")
+    assert notify.fold(status, [failed]) == status, "a Delivered entry is never changed again"
