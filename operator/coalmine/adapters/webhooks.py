@@ -26,11 +26,13 @@ import asyncio
 import contextlib
 import enum
 import fnmatch
+import functools
 import ipaddress
 import json
 import logging
 import socket
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +58,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 class Refused(Exception):
     """The allowlist refuses the URL (the message says why and what would allow it)."""
+
+
+class Unresolved(Exception):
+    """An allowed name that does not resolve now (a Service not created yet): a failed call, tried again."""
 
 
 def _special(address: IPAddress) -> str:
@@ -129,7 +135,7 @@ class Allowlist:
             raise Refused(f"{url}: host {host} is not allowed by --webhook-allow ({self})")
         addresses = await (resolve or _resolve)(host, port)
         if not addresses:
-            raise Refused(f"{url}: {host} does not resolve")
+            raise Unresolved(f"{url}: {host} does not resolve")
         for address in addresses:
             kind = _special(address)
             if kind and not self._listed(address):
@@ -139,9 +145,16 @@ class Allowlist:
         return parsed, addresses[0]
 
 
+# Webhook host names are resolved on threads of their own: a slow DNS answer for a user's URL must never
+# take the threads the rest of the operator resolves with (the event loop's default executor).
+_DNS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="coalmine-webhook-dns")
+
+
 async def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().run_in_executor(
+            _DNS, functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        )
     except OSError:
         return []
     seen: list[IPAddress] = []
@@ -337,7 +350,11 @@ class Dispatcher:
         started = self.clock()
         try:
             try:
-                url, address = await self.allow.check(hook.url, self.resolve)
+                async with asyncio.timeout(hook.timeout.total_seconds()):
+                    url, address = await self.allow.check(hook.url, self.resolve)
+            except (TimeoutError, Unresolved) as exc:
+                message = str(exc) or f"{hook.url}: the host name did not resolve within the timeout"
+                result = hooks.Result(hook.name, call.key, hooks.FAIL, started, self.clock(), None, message)
             except Refused as exc:
                 result = hooks.Result(hook.name, call.key, hooks.REFUSED, started, self.clock(), None, str(exc))
             else:
