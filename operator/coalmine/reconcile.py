@@ -22,7 +22,7 @@ from coalmine.adapters.kube import Conflict, Gone, KubeApi, Refused, Unavailable
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.adapters.webhooks import Dispatcher
 from coalmine.core import analysis, hooks, notify, plan, validation, virtualservice
-from coalmine.core.models import Ref, Rollout, RolloutStatus, Subscription
+from coalmine.core.models import Phase, Ref, Rollout, RolloutStatus, Subscription
 from coalmine.core.validation import Claim, Cluster, Problem, Resolution, Target, Traffic
 
 log = logging.getLogger("coalmine.reconcile")
@@ -158,7 +158,7 @@ def _dispatch(
     after = before.model_copy(update={"status": status})
     key = f"{before.namespace}/{before.name}"
     calls = hooks.due(after, now)
-    if checked_at is not None:
+    if checked_at is not None and status.phase is Phase.PROGRESSING:  # not for the check that rolled back
         calls += hooks.during(before, checked_at)
     dispatcher.call(key, before.ref.uid, calls)
     dispatcher.deliver(key, before.ref.uid, notify.pending(status))
