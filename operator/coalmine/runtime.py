@@ -24,6 +24,7 @@ from coalmine import metrics, reconcile
 from coalmine.adapters.election import ElectionConfig, LeaseElector, ShardedElection
 from coalmine.adapters.kube import IstioCache, KubeApi, resource_version
 from coalmine.adapters.prometheus import PrometheusClient
+from coalmine.adapters.webhooks import Allowlist, Dispatcher, NotificationsConfig
 from coalmine.core.models import REQUEST_ANNOTATION
 from coalmine.core.sharding import shard_of
 from coalmine.core.validation import Claim
@@ -50,6 +51,9 @@ class OperatorConfig:
     identity: str = "coalmine"  # the Event source component
     election: ElectionConfig | None = None  # None: act at once, alone (local runs, tests)
     shards: int = 1  # > 1 (with election): one Lease per shard, replicas share them (core/sharding.py)
+    webhook_allow: Allowlist = field(default_factory=Allowlist)  # what Rollouts' webhooks may call
+    webhook_concurrency: int = 16  # webhook calls and notification deliveries in flight at once
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)  # channels, default
 
     @property
     def settings(self) -> reconcile.Settings:
@@ -66,6 +70,7 @@ class Operator:
     istio: IstioCache = field(default_factory=IstioCache)
     schedulers: dict[int, Scheduler] = field(default_factory=dict)  # shard -> its scheduler, while acting on it
     ports: reconcile.Ports | None = None
+    dispatcher: Dispatcher | None = None  # webhook calls and notifications, off the ticks
     _api: k8s_client.ApiClient | None = None
     _election_api: k8s_client.ApiClient | None = None  # its own connections: renewals never queue behind ticks
     _tasks: dict[int, asyncio.Task[None]] = field(default_factory=dict)
@@ -80,6 +85,14 @@ class Operator:
         except k8s_config.ConfigException:
             await k8s_config.load_kube_config()
         self._api = k8s_client.ApiClient()
+        self.dispatcher = Dispatcher(
+            allow=self.config.webhook_allow,
+            concurrency=self.config.webhook_concurrency,
+            config=self.config.notifications,
+            clock=utcnow,
+            poke=self._poke,
+            report=metrics.delivery,
+        )
         self.ports = reconcile.Ports(
             kube=KubeApi(self._api, component=self.config.identity, cache=self.istio),
             prometheus=PrometheusClient(
@@ -88,6 +101,7 @@ class Operator:
             settings=self.config.settings,
             clock=utcnow,
             observe=metrics.observe,
+            dispatcher=self.dispatcher,
         )
         self._loop_task = asyncio.create_task(_watch_loop_lag(), name="coalmine event loop lag")
         election = self.config.election
@@ -160,6 +174,12 @@ class Operator:
     def _scheduler_for(self, key: str) -> Scheduler | None:
         return self.schedulers.get(self.shard(key)) if self.schedulers else None
 
+    def _poke(self, key: str) -> None:
+        """A webhook answered or a notification went out: the Rollout records it now."""
+        scheduler = self._scheduler_for(key)
+        if scheduler is not None and key in self.bodies:
+            scheduler.poke(key)
+
     async def stop(self) -> None:
         if self._loop_task is not None:
             self._loop_task.cancel()
@@ -171,6 +191,8 @@ class Operator:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         if self.ports is not None:
             await self.ports.prometheus.close()
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
         if self._api is not None:
             await self._api.close()
         if self._election_api is not None:
@@ -187,8 +209,10 @@ class Operator:
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         key = f"{namespace}/{name}"
         if event_type == "DELETED":
-            self.bodies.pop(key, None)
+            gone = self.bodies.pop(key, None)
             self.claims.get(namespace, {}).pop(name, None)
+            if gone is not None and self.dispatcher is not None:
+                self.dispatcher.forget(str(gone["metadata"].get("uid", "")))
             metrics.forget(namespace, name)
             scheduler = self._scheduler_for(key)
             if scheduler is not None:
@@ -216,7 +240,7 @@ class Operator:
         if not self.istio.observe(plural, event_type, obj):
             return  # an echo of our own write, already in the cache
         meta = obj.get("metadata", {})
-        only = meta.get("name") if plural == "virtualservices" else None
+        only = meta.get("name") if plural in ("virtualservices", "httproutes") else None
         self._poke_namespace(str(meta.get("namespace")), virtual_service=only)
 
     def _poke_namespace(self, namespace: str, virtual_service: str | None = None) -> None:
