@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from coalmine.adapters.kube import Conflict, KubeApi, Refused, Unavailable
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.core import analysis, plan, validation, virtualservice
-from coalmine.core.models import Ref, Rollout, RolloutStatus
+from coalmine.core.models import Capacity, Phase, Ref, Rollout, RolloutStatus
 from coalmine.core.validation import Claim, Cluster, Problem, Resolution, Target, Traffic
 
 log = logging.getLogger("coalmine.reconcile")
@@ -112,7 +112,8 @@ async def tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim] = ())
 
     vs = await ports.kube.get_virtual_service(ref.namespace, rollout.spec.virtual_service.name)
     rules = await ports.kube.list_destination_rules(ref.namespace)
-    resolution = validation.resolve(rollout, Cluster(vs, rules, claims))
+    workloads = await ports.kube.get_workloads(ref.namespace) if _gated(rollout) else None
+    resolution = validation.resolve(rollout, Cluster(vs, rules, claims, workloads))
     check = None
     if plan.wants_check(rollout, resolution, now):
         assert resolution.target is not None
@@ -120,6 +121,14 @@ async def tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim] = ())
         now = ports.clock()
     decision = plan.decide(rollout, resolution, check, now, ports.settings.policy)
     return await _commit(rollout, body, decision, vs, resolution, ports, logger)
+
+
+def _gated(rollout: Rollout) -> bool:
+    """Whether the tick needs the namespace's workloads: a rollout that may still shift traffic, with
+    readiness on (a finished one needs none, so its namespace's pods are never listed for it)."""
+    r = rollout.spec.readiness
+    on = r.min_ready > 0 or r.capacity is Capacity.PROPORTIONAL
+    return on and (plan.needs_start(rollout) or rollout.status.phase is Phase.PROGRESSING)
 
 
 async def _check(rollout: Rollout, target: Target, now: datetime, ports: Ports) -> analysis.CheckResult:

@@ -55,6 +55,12 @@ def test_cluster_role_is_exactly_what_the_operator_uses(rendered: dict[tuple[str
         ("networking.istio.io", "destinationrules", "get", ""),
         ("networking.istio.io", "destinationrules", "list", ""),
         ("networking.istio.io", "destinationrules", "watch", ""),
+        # readiness (spec.readiness): read only
+        *(
+            (group, resource, verb, "")
+            for group, resource in (("", "services"), ("", "pods"), ("discovery.k8s.io", "endpointslices"))
+            for verb in ("get", "list", "watch")
+        ),
         ("", "events", "create", ""),
     }
     role = rendered["Role", "coalmine-leader-election"]

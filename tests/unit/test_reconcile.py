@@ -38,6 +38,9 @@ class FakeKube:
     async def list_destination_rules(self, namespace: str) -> list[dict[str, Any]]:
         return [destination_rule()]
 
+    async def get_workloads(self, namespace: str) -> None:
+        return None  # not watched: readiness is not judged (tests/unit/test_readiness.py judges it)
+
     async def patch_virtual_service(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         self.calls.append("vs")
         if self.unavailable:

@@ -203,6 +203,21 @@ class UnexpectedTraffic(enum.StrEnum):
     RESET = "Reset"  # start from the first step anyway: the routes get exactly stable and canary
 
 
+class Capacity(enum.StrEnum):
+    """How much ready capacity the canary needs before a shift, beyond readiness.minReady."""
+
+    NONE = "none"  # minReady ready pods, whatever the weight
+    PROPORTIONAL = "proportional"  # also the next weight's share of the stable's ready pods (rounded up)
+
+
+class Readiness(Model):
+    """Shifts wait for the canary to have ready pods (EndpointSlices of the destination's Service)."""
+
+    min_ready: int = 1  # 0 turns the gate off
+    capacity: Capacity = Capacity.NONE
+    timeout: Duration = timedelta(minutes=10)  # waiting longer than this rolls back (WaitingForCanary)
+
+
 class RolloutSpec(Model):
     virtual_service: VirtualServiceRef
     stable: Destination | None = None  # omitted: whatever serves the routes when the generation starts
@@ -211,6 +226,7 @@ class RolloutSpec(Model):
     steps: tuple[Step, ...] = DEFAULT_STEPS
     analysis: Analysis = Analysis()
     on_unexpected_traffic: UnexpectedTraffic = UnexpectedTraffic.WAIT
+    readiness: Readiness = Readiness()
 
     def hold(self, index: int) -> timedelta:
         return self.steps[index].hold or self.analysis.interval
@@ -276,8 +292,19 @@ class AnalysisStatus(Model):
     metrics: tuple[MetricResult, ...] = ()
 
 
+class ReadinessStatus(Model):
+    """Ready pods of each side as last seen (None: the host is not a Service with a selector here, so
+    its pods cannot be counted and shifts are not gated), and a shift waiting for the canary's."""
+
+    canary_ready: int | None = None
+    stable_ready: int | None = None
+    needed: int | None = None  # ready canary pods the next shift needs (while waiting) or the current weight
+    waiting_since: Timestamp | None = None  # set while a shift waits for the canary (WaitingForCanary)
+    message: str = ""
+
+
 class RollbackInfo(Model):
-    reason: str  # FailureLimit, NoData, ObjectsChanged or Aborted
+    reason: str  # FailureLimit, FailFast, NoData, ObjectsChanged, WaitingForCanary or Aborted
     by: str = ""  # who aborted (Aborted only)
     metric: str = ""
     value: FiniteFloat = None
@@ -403,6 +430,7 @@ class RolloutStatus(Model):
     last_request: HandledRequest | None = None  # acknowledges the request annotation: handled once, then ignored
     rollback: RollbackInfo | None = None
     analysis: AnalysisStatus | None = None
+    readiness: ReadinessStatus | None = None
     conditions: tuple[Condition, ...] = ()
 
     @classmethod

@@ -53,6 +53,7 @@ from coalmine.core.models import (
     TERMINAL_PHASES,
     AnalysisStatus,
     Approval,
+    Capacity,
     Condition,
     Destination,
     HandledRequest,
@@ -60,6 +61,7 @@ from coalmine.core.models import (
     MetricResult,
     Pause,
     Phase,
+    ReadinessStatus,
     Request,
     RollbackInfo,
     Rollout,
@@ -70,7 +72,7 @@ from coalmine.core.models import (
     format_duration,
     format_time,
 )
-from coalmine.core.validation import Backend, Problem, Resolution, RouteTraffic, Traffic, share_of
+from coalmine.core.validation import Backend, Problem, Ready, Resolution, RouteTraffic, Traffic, share_of
 
 RECHECK = timedelta(seconds=10)  # how often Pending and Invalid rollouts look again
 REFRESH_CHECKS = 3  # a run of passing checks is written to status at least every this many checks
@@ -102,6 +104,7 @@ class Reason(enum.StrEnum):
     TRAFFIC_NOT_MOVED = "TrafficNotMoved"
     TRAFFIC_MOVED = "TrafficMoved"
     WAITING_FOR_PROMOTION = "WaitingForPromotion"
+    WAITING_FOR_CANARY = "WaitingForCanary"  # a shift waits for the canary's ready pods (spec.readiness)
     # a person's requests (core/steering.py)
     PROMOTED = "Promoted"
     ABORTED = "Aborted"
@@ -116,6 +119,7 @@ class RollbackReason(enum.StrEnum):
     FAIL_FAST = "FailFast"
     NO_DATA = "NoData"
     OBJECTS_CHANGED = "ObjectsChanged"
+    WAITING_FOR_CANARY = "WaitingForCanary"
     ABORTED = "Aborted"
 
 
@@ -172,7 +176,20 @@ def desired_weight(rollout: Rollout) -> int | None:
         return 0
     if status.phase is Phase.SUCCEEDED:
         return 100
-    return rollout.spec.steps[status.step_index or 0].weight
+    index = status.step_index or 0
+    if waiting_for_canary(status) is not None:
+        return _weight_before(rollout.spec, index)
+    return rollout.spec.steps[index].weight
+
+
+def waiting_for_canary(status: RolloutStatus) -> datetime | None:
+    """Since when the current step's shift waits for the canary's ready pods (None: it does not)."""
+    return status.readiness.waiting_since if status.readiness is not None else None
+
+
+def _weight_before(spec: RolloutSpec, index: int) -> int:
+    """The weight the routes keep while step `index` waits for the canary: the step before's, or 0."""
+    return spec.steps[index - 1].weight if index > 0 else 0
 
 
 def _step_label(spec: RolloutSpec, index: int) -> str:
@@ -208,6 +225,7 @@ def wants_check(rollout: Rollout, resolution: Resolution, now: datetime) -> bool
         not needs_start(rollout)
         and rollout.status.phase is Phase.PROGRESSING
         and resolution.target is not None
+        and desired_weight(rollout) != 0  # a first shift waiting for the canary: nothing to judge yet
         and now >= next_check_at(rollout)
     )
 
@@ -285,6 +303,90 @@ def traffic_stalled(status: RolloutStatus) -> Condition | None:
         ),
         None,
     )
+
+
+# --- readiness (spec.readiness) ------------------------------------------------------------------------
+
+
+def _needed(spec: RolloutSpec, ready: Ready | None, weight: int) -> int | None:
+    """Ready canary pods `weight` needs; None: the canary's pods cannot be counted (no gate)."""
+    if ready is None or ready.canary is None or weight <= 0:
+        return None
+    need = spec.readiness.min_ready
+    if spec.readiness.capacity is Capacity.PROPORTIONAL and ready.stable is not None:
+        need = max(need, math.ceil(round(ready.stable * weight / 100, 6)))
+    return need
+
+
+def _short(spec: RolloutSpec, ready: Ready | None, weight: int) -> str:
+    """Why the canary cannot take `weight` yet ("" when it can, or when its pods cannot be counted)."""
+    need = _needed(spec, ready, weight)
+    if need is None or ready is None or ready.canary is None or ready.canary >= need:
+        return ""
+    rule = f"readiness.minReady {spec.readiness.min_ready}"
+    if spec.readiness.capacity is Capacity.PROPORTIONAL and ready.stable is not None:
+        rule += f", capacity proportional to the stable's {ready.stable} ready"
+    return f"the canary has {ready.canary} ready pods in Service {ready.service}, and {weight}% needs {need} ({rule})"
+
+
+def _readiness_status(spec: RolloutSpec, status: RolloutStatus, ready: Ready) -> ReadinessStatus:
+    """The ready pods as seen now, for the status (the waiting clock is kept)."""
+    weight = spec.steps[status.step_index or 0].weight
+    need = _needed(spec, ready, weight)
+    if ready.canary is None:
+        message = f"not checked ({ready.why}): shifts do not wait for ready pods"
+    else:
+        stable = "?" if ready.stable is None else str(ready.stable)
+        message = (
+            f"canary {ready.canary} ready, stable {stable} ready in Service {ready.service}; {weight}% needs {need}"
+        )
+    return ReadinessStatus(
+        canary_ready=ready.canary,
+        stable_ready=ready.stable,
+        needed=need,
+        waiting_since=waiting_for_canary(status),
+        message=message,
+    )
+
+
+def _waiting_message(spec: RolloutSpec, index: int, short: str, since: datetime) -> str:
+    before = _weight_before(spec, index)
+    deadline = since + spec.readiness.timeout
+    return (
+        f"step {_step_label(spec, index)}: canary stays at {before}% until it has ready pods for "
+        f"{spec.steps[index].weight}%: {short}; rolls back at {format_time(deadline)} "
+        f"(readiness.timeout {format_duration(spec.readiness.timeout)}) unless they come"
+    )
+
+
+def _enter_waiting(
+    rollout: Rollout, status: RolloutStatus, index: int, short: str, now: datetime
+) -> tuple[RolloutStatus, datetime]:
+    """Step `index` begins, but its shift waits for the canary: the routes keep the weight before."""
+    spec = rollout.spec
+    readiness = (status.readiness or ReadinessStatus()).model_copy(update={"waiting_since": now})
+    new = status.model_copy(update={"readiness": readiness})
+    message = _waiting_message(spec, index, short, now)
+    new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.WAITING_FOR_CANARY, message)
+    wake = min(now + spec.readiness.timeout, now + RECHECK)
+    return new, wake
+
+
+def _with_canary_ready(check: CheckResult, weight: int | None, ready: Ready | None) -> CheckResult:
+    """A canary with traffic and no ready pod fails the check, whatever Prometheus says (its users get 503)."""
+    if ready is None or ready.canary is None or not weight:
+        return check
+    ok = ready.canary > 0
+    row = MetricResult(
+        name="canary-ready",
+        value=float(ready.canary),
+        threshold=">= 1 ready pod",
+        verdict=Verdict.PASS if ok else Verdict.FAIL,
+        reason="" if ok else f"no ready pod in Service {ready.service} while the canary has {weight}% of the traffic",
+    )
+    if ok:
+        return replace(check, metrics=(*check.metrics, row))
+    return replace(check, verdict=Verdict.FAIL, reason="", metrics=(*check.metrics, row))
 
 
 # --- transitions -----------------------------------------------------------------------------------
@@ -377,6 +479,7 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
 
     weight = spec.steps[index].weight
     observed = share_of(routes, traffic.canary, rollout.namespace)
+    short = _short(spec, resolution.ready, weight) if (observed or 0) < weight else ""
     new = RolloutStatus(
         stable=_destination(traffic.stable),
         canary=_destination(traffic.canary),
@@ -393,6 +496,24 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
     if index:
         message += f" (the canary already had {weight}% of the routes: resumed at this step, nothing moved)"
     new = _with_phase(new, gen, now, Phase.PROGRESSING, Reason.STEP_STARTED, message)
+    if short:
+        new, wake = _enter_waiting(rollout, new, index, short, now)
+        assert new.message is not None
+        return Decision(
+            status=new,
+            weight=_weight_before(spec, index),
+            traffic=traffic,
+            events=(
+                Event(
+                    EventType.NORMAL,
+                    Reason.ROLLOUT_STARTED,
+                    f"generation {gen}: {traffic.stable.subset} -> {traffic.canary.subset}, "
+                    f"steps {', '.join(str(s.weight) for s in spec.steps)}; waiting for the canary's ready pods",
+                ),
+                Event(EventType.NORMAL, Reason.WAITING_FOR_CANARY, new.message),
+            ),
+            wake_at=wake,
+        )
     event = Event(
         EventType.NORMAL,
         Reason.ROLLOUT_STARTED,
@@ -552,6 +673,7 @@ def _rollback(
             "canary_weight": weight,
             "paused": None,
             "step_paused_for": None,
+            "readiness": status.readiness.model_copy(update={"waiting_since": None}) if status.readiness else None,
         }
     )
     new = _with_phase(new, rollout.generation, now, Phase.ROLLING_BACK, Reason.ROLLING_BACK, f"rolling back at {where}")
@@ -627,7 +749,12 @@ def _rollback_if_due(
 
 
 def _advance_if_done(
-    rollout: Rollout, traffic: Traffic, analysis: AnalysisStatus | None, events: list[Event], now: datetime
+    rollout: Rollout,
+    traffic: Traffic,
+    analysis: AnalysisStatus | None,
+    events: list[Event],
+    now: datetime,
+    ready: Ready | None = None,
 ) -> Decision | None:
     """The hold is over at the step's weight and the last check of the step passed: next step or Succeeded.
 
@@ -636,7 +763,7 @@ def _advance_if_done(
     if status.paused is not None or not _ready(rollout, analysis, now) or steering.gated(spec, status):
         return None
     assert analysis is not None
-    return _advance(rollout, traffic, analysis, events, now)
+    return _advance(rollout, traffic, analysis, events, now, ready=ready)
 
 
 def _ready(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> bool:
@@ -659,8 +786,13 @@ def _advance(
     events: list[Event],
     now: datetime,
     request: Request | None = None,
+    *,
+    ready: Ready | None = None,
 ) -> Decision:
     """To the next step, or Succeeded after the last one (or at once for promote --full).
+
+    A next step whose weight the canary has too few ready pods for (spec.readiness) begins waiting
+    for them (WaitingForCanary): the routes keep this step's weight until the pods are there.
 
     With a request (promote), the step begins now whatever is left of the hold, and the new step's
     history entry names it."""
@@ -706,6 +838,22 @@ def _advance(
     new = _with_phase(
         status.model_copy(update=update), rollout.generation, now, Phase.PROGRESSING, Reason.STEP_ADVANCED, message
     )
+    short = _short(spec, ready, weight)
+    if short:
+        new, wake = _enter_waiting(rollout, new, nxt, short, now)
+        assert new.message is not None
+        why_event = Event(
+            EventType.NORMAL,
+            Reason.WAITING_FOR_CANARY,
+            f"{why}: {_summary(analysis)}; {new.message}",
+        )
+        return Decision(
+            status=new,
+            weight=spec.steps[index].weight,
+            traffic=traffic,
+            events=(*events, *promoted, why_event),
+            wake_at=min(wake, _next_check(now, None, spec.analysis.check_every)),
+        )
     event = Event(
         EventType.NORMAL, Reason.STEP_ADVANCED, f"canary {status.canary_weight}% -> {weight}%: {_summary(analysis)}"
     )
@@ -808,24 +956,97 @@ def progress(
     rollback wins over a request (which is then looked at in the next tick, against the rollback).
     """
     assert resolution.traffic is not None
+    ready = resolution.ready
+    if check is not None:
+        check = _with_canary_ready(check, rollout.status.canary_weight, ready)
     analysis, events = (
         _record_check(rollout, check, now, quiet_start) if check is not None else (rollout.status.analysis, [])
     )
     rollback = _rollback_if_due(rollout, resolution, check, analysis, now)
     if rollback is not None:
         return rollback
+    if waiting_for_canary(rollout.status) is not None:
+        return _wait_for_canary(rollout, resolution, analysis, events, now, request)
     if request is not None:
         checked = rollout.model_copy(update={"status": rollout.status.model_copy(update={"analysis": analysis})})
         why = steering.refusal(checked, request)
+        short = _short(rollout.spec, ready, 100) if request.verb == "promote" and request.full else ""
+        if why is None and short:
+            why = f"promote --full would give the canary 100% now: {short}"
         if why is None:
             return _steer(checked, resolution, request, analysis, events, now)
-        stay = _advance_if_done(rollout, resolution.traffic, analysis, events, now) or _hold(
+        stay = _advance_if_done(rollout, resolution.traffic, analysis, events, now, ready) or _hold(
             rollout, resolution.traffic, check, analysis, events, now
         )
         return _refuse(stay, request, why, now)
-    return _advance_if_done(rollout, resolution.traffic, analysis, events, now) or _hold(
+    return _advance_if_done(rollout, resolution.traffic, analysis, events, now, ready) or _hold(
         rollout, resolution.traffic, check, analysis, events, now
     )
+
+
+def _wait_for_canary(
+    rollout: Rollout,
+    resolution: Resolution,
+    analysis: AnalysisStatus | None,
+    events: list[Event],
+    now: datetime,
+    request: Request | None,
+) -> Decision:
+    """A step whose shift waits for the canary's ready pods: shift once they are there, roll back
+    (WaitingForCanary) once readiness.timeout has passed without them. Meanwhile the routes keep the
+    weight before, checks of a canary that already has traffic go on, and only abort applies."""
+    spec, status = rollout.spec, rollout.status
+    traffic = resolution.traffic
+    assert traffic is not None
+    since = waiting_for_canary(status)
+    assert since is not None
+    index = status.step_index or 0
+    weight, before = spec.steps[index].weight, _weight_before(spec, index)
+    if request is not None and request.verb == "abort" and steering.refusal(rollout, request) is None:
+        return _steer(rollout, resolution, request, analysis, events, now)
+    short = _short(spec, resolution.ready, weight)
+    deadline = since + spec.readiness.timeout
+    if short and now >= deadline:
+        why = (
+            f"waited {format_duration(_whole(now - since))} for the canary's ready pods "
+            f"(readiness.timeout {format_duration(spec.readiness.timeout)}): {short}"
+        )
+        decision = _rollback(rollout, resolution, analysis, now, RollbackReason.WAITING_FOR_CANARY, None, why)
+    elif not short:
+        readiness = (status.readiness or ReadinessStatus()).model_copy(update={"waiting_since": None})
+        new = status.model_copy(
+            update={"readiness": readiness, "analysis": analysis, "step_started_at": now, "step_paused_for": None}
+        )
+        message = _step_message(spec, index)
+        new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.STEP_STARTED, message)
+        ready = resolution.ready
+        count = ready.canary if ready is not None else None
+        moved = Event(
+            EventType.NORMAL,
+            Reason.STEP_STARTED,
+            f"the canary has {count} ready pods: canary {before}% -> {weight}% at step {_step_label(spec, index)}",
+        )
+        decision = Decision(
+            status=new,
+            weight=weight,
+            traffic=traffic,
+            events=(*events, moved),
+            wake_at=_next_check(now, None, spec.analysis.check_every),
+        )
+    else:
+        new = status.model_copy(update={"analysis": analysis})
+        message = _waiting_message(spec, index, short, since)
+        if traffic_stalled(status) is None and message != status.message:
+            new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.WAITING_FOR_CANARY, message)
+        wake = [deadline, now + RECHECK]
+        if before:
+            assert status.step_started_at is not None
+            last = analysis.checked_at if analysis is not None else None
+            wake.append(_next_check(status.step_started_at, last, spec.analysis.check_every))
+        decision = Decision(status=new, weight=before, traffic=traffic, events=tuple(events), wake_at=min(wake))
+    if request is None:
+        return decision
+    return _refuse(decision, request, f"step {_step_label(spec, index)} waits for the canary's ready pods", now)
 
 
 # --- requests a person makes (core/steering.py says when each applies) ------------------------------
@@ -867,7 +1088,7 @@ def _steer(
     label, weight = _step_label(spec, index), spec.steps[index].weight
     if request.verb == "promote":
         assert analysis is not None
-        return _advance(rollout, traffic, analysis, events, now, request)
+        return _advance(rollout, traffic, analysis, events, now, request, ready=resolution.ready)
     if request.verb == "abort":
         canary = f" {status.canary.subset}" if status.canary is not None else ""
         text = f"{_who(request, 'abort')}: canary{canary} {status.canary_weight}% -> 0% at step {label}"
@@ -983,6 +1204,11 @@ def decide(
 ) -> Decision:
     """The one decision of a tick."""
     decision = _decide(rollout, resolution, check, now, policy)
+    ready = resolution.ready
+    if decision.status.phase is Phase.PROGRESSING and ready is not None:
+        record = _readiness_status(rollout.spec, decision.status, ready)
+        if record != decision.status.readiness:
+            decision = replace(decision, status=decision.status.model_copy(update={"readiness": record}))
     retry_at = rollout.status.traffic_retry_at
     unchanged = decision.weight is not None and decision.weight == desired_weight(rollout)
     if decision.traffic is not None and retry_at is not None and now < retry_at and unchanged:

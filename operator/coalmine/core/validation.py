@@ -186,12 +186,35 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Workloads:
+    """A namespace's Services, EndpointSlice endpoints and Pod labels, as the watch delivered them."""
+
+    selectors: Mapping[str, bool]  # Service name -> it has a selector (so its pods are known)
+    endpoints: Mapping[str, Sequence[tuple[bool, str | None]]]  # Service name -> (ready, Pod name) per endpoint
+    pod_labels: Mapping[str, Mapping[str, str]]  # Pod name -> labels
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Ready pods of each side: ready endpoints of the host's Service whose Pod carries every label of
+    the side's subset. None for a side whose host is not a Service with a selector in the Rollout's
+    namespace (its pods cannot be counted; `why` says so)."""
+
+    canary: int | None
+    stable: int | None
+    service: str = ""
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class Cluster:
-    """What the Rollout's namespace holds: its VirtualService, DestinationRules and the other Rollouts."""
+    """What the Rollout's namespace holds: its VirtualService, DestinationRules and the other Rollouts,
+    and its workloads (None: not observed, so readiness is not judged)."""
 
     virtual_service: JsonDict | None
     destination_rules: Sequence[JsonDict] = ()
     claims: Sequence[Claim] = ()
+    workloads: Workloads | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +225,7 @@ class Resolution:
     traffic: Traffic | None = None  # stage 2
     servable: frozenset[str] = field(default_factory=frozenset)  # "stable"/"canary" with a subset in the DR
     target: Target | None = None  # stage 3
+    ready: Ready | None = None  # with the target, when the workloads were observed
 
 
 def short_host(host: str) -> str:
@@ -518,6 +542,44 @@ def _target(spec: RolloutSpec, namespace: str, rules: Sequence[JsonDict], traffi
     return Target(traffic=traffic, destination_rule=dr["metadata"]["name"], stable=stable, canary=canary)
 
 
+def host_namespace(host: str, namespace: str) -> str:
+    """The namespace a host's Service lives in: `order` is in the Rollout's, `order.shop...` in shop."""
+    parts = host.split(".")
+    return parts[1] if len(parts) > 1 else namespace
+
+
+def count_ready(workloads: Workloads, service: str, labels: Mapping[str, str]) -> int | None:
+    """Ready endpoints of `service` whose Pod carries every one of `labels`, as istiod builds a subset's
+    endpoints; an endpoint whose ready condition is unset counts as ready (the API's "unknown"). None
+    when the Service does not exist or has no selector (its endpoints are not tied to pods)."""
+    if not workloads.selectors.get(service):
+        return None
+    count = 0
+    for ready, pod in workloads.endpoints.get(service, ()):
+        have = workloads.pod_labels.get(pod or "", {})
+        if ready and pod is not None and all(have.get(k) == str(v) for k, v in labels.items()):
+            count += 1
+    return count
+
+
+def _ready(namespace: str, rules: Sequence[JsonDict], spec: RolloutSpec, target: Target, workloads: Workloads) -> Ready:
+    counts: dict[str, int | None] = {}
+    whys = []
+    for role, side in (("canary", target.canary), ("stable", target.stable)):
+        service = short_host(side.host)
+        if host_namespace(side.host, namespace) != namespace:
+            counts[role] = None
+            whys.append(f"{role} host {side.host} is in another namespace")
+            continue
+        dr = _find_dr(spec, namespace, side.host, rules)
+        labels = (_subset(dr, side.subset) or {}).get("labels") or {}
+        counts[role] = count_ready(workloads, service, labels)
+        if counts[role] is None:
+            whys.append(f"no Service {namespace}/{service} with a selector")
+    service = f"{namespace}/{short_host(target.canary.host)}"
+    return Ready(canary=counts["canary"], stable=counts["stable"], service=service, why="; ".join(dict.fromkeys(whys)))
+
+
 # --- the edge ---------------------------------------------------------------------------------------------
 
 
@@ -554,7 +616,10 @@ def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
         target = replace(target, shared_by=_shared_by(http, owned, traffic))
     except _Unresolved as exc:
         return Resolution(problem=exc.problem, routes=routes, canary=canary, traffic=traffic, servable=servable)
-    return Resolution(routes=routes, canary=canary, traffic=traffic, servable=servable, target=target)
+    ready = None
+    if cluster.workloads is not None:
+        ready = _ready(namespace, cluster.destination_rules, spec, target, cluster.workloads)
+    return Resolution(routes=routes, canary=canary, traffic=traffic, servable=servable, target=target, ready=ready)
 
 
 def observe_routes(vs: JsonDict | None, names: Sequence[str | None]) -> tuple[RouteTraffic, ...]:
