@@ -244,7 +244,13 @@ async def _move_traffic(
 
     for _ in range(VS_WRITE_ATTEMPTS):
         try:
-            ops = virtualservice.weight_patch(vs, traffic, weight)
+            ops = virtualservice.weight_patch(
+                vs,
+                traffic,
+                weight,
+                match_name=validation.match_route_name(rollout.name),
+                match=plan.desired_match(rollout),
+            )
         except virtualservice.RouteGone as exc:
             return plan.TrafficOutcome(at_weight=False, observed=seen(vs), error=str(exc))
         if not ops:

@@ -108,7 +108,8 @@ class Approval(enum.StrEnum):
 
 
 class Step(Model):
-    weight: int
+    weight: int = 0  # 0 only in an A/B step (match), which comes before every weight step
+    match: tuple[dict[str, Any], ...] | None = None  # A/B: Istio HTTPMatchRequests; matching users go to the canary
     hold: Duration | None = None
     approval: Approval = Approval.AUTO  # manual: after the hold, wait for `coalmine promote` (checks keep running)
 
@@ -428,6 +429,7 @@ class RolloutStatus(Model):
     canary: Destination | None = None  # the canary canaryWeight is the share of (the last one started)
     history: tuple[HistoryEntry, ...] = ()
     last_request: HandledRequest | None = None  # acknowledges the request annotation: handled once, then ignored
+    match_route: str | None = None  # the operator's A/B route in the VirtualService, as last written or seen
     rollback: RollbackInfo | None = None
     analysis: AnalysisStatus | None = None
     readiness: ReadinessStatus | None = None

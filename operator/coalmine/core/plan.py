@@ -45,8 +45,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from coalmine.core import steering
+from coalmine.core import steering, validation
 from coalmine.core.analysis import CheckResult, StepContext
 from coalmine.core.models import (
     STARTED_PHASES,
@@ -182,6 +183,20 @@ def desired_weight(rollout: Rollout) -> int | None:
     return rollout.spec.steps[index].weight
 
 
+def desired_match(rollout: Rollout) -> tuple[dict[str, Any], ...] | None:
+    """The match the operator's A/B route must have (None: the route must not exist): only while an A/B
+    step is in progress, not while it waits for the canary's pods, never after a rollback or success."""
+    status = rollout.status
+    if needs_start(rollout) or status.phase is not Phase.PROGRESSING or waiting_for_canary(status) is not None:
+        return None
+    return rollout.spec.steps[status.step_index or 0].match
+
+
+def _gate_weight(spec: RolloutSpec, index: int) -> int:
+    """The weight a step's readiness is judged for: an A/B step sends users too, judged as 1 %."""
+    return spec.steps[index].weight or 1
+
+
 def waiting_for_canary(status: RolloutStatus) -> datetime | None:
     """Since when the current step's shift waits for the canary's ready pods (None: it does not)."""
     return status.readiness.waiting_since if status.readiness is not None else None
@@ -225,7 +240,7 @@ def wants_check(rollout: Rollout, resolution: Resolution, now: datetime) -> bool
         not needs_start(rollout)
         and rollout.status.phase is Phase.PROGRESSING
         and resolution.target is not None
-        and desired_weight(rollout) != 0  # a first shift waiting for the canary: nothing to judge yet
+        and not (waiting_for_canary(rollout.status) and desired_weight(rollout) == 0)  # nothing to judge yet
         and now >= next_check_at(rollout)
     )
 
@@ -372,9 +387,9 @@ def _enter_waiting(
     return new, wake
 
 
-def _with_canary_ready(check: CheckResult, weight: int | None, ready: Ready | None) -> CheckResult:
+def _with_canary_ready(check: CheckResult, status: RolloutStatus, ready: Ready | None) -> CheckResult:
     """A canary with traffic and no ready pod fails the check, whatever Prometheus says (its users get 503)."""
-    if ready is None or ready.canary is None or not weight:
+    if ready is None or ready.canary is None or not (status.canary_weight or status.match_route):
         return check
     ok = ready.canary > 0
     row = MetricResult(
@@ -382,7 +397,7 @@ def _with_canary_ready(check: CheckResult, weight: int | None, ready: Ready | No
         value=float(ready.canary),
         threshold=">= 1 ready pod",
         verdict=Verdict.PASS if ok else Verdict.FAIL,
-        reason="" if ok else f"no ready pod in Service {ready.service} while the canary has {weight}% of the traffic",
+        reason="" if ok else f"no ready pod in Service {ready.service} while the canary has {_at(status)}",
     )
     if ok:
         return replace(check, metrics=(*check.metrics, row))
@@ -479,7 +494,8 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
 
     weight = spec.steps[index].weight
     observed = share_of(routes, traffic.canary, rollout.namespace)
-    short = _short(spec, resolution.ready, weight) if (observed or 0) < weight else ""
+    shifts = (observed or 0) < weight or spec.steps[index].match is not None
+    short = _short(spec, resolution.ready, _gate_weight(spec, index)) if shifts else ""
     new = RolloutStatus(
         stable=_destination(traffic.stable),
         canary=_destination(traffic.canary),
@@ -556,8 +572,31 @@ def _already_promoted(rollout: Rollout, resolution: Resolution, canary: Backend,
     return Decision(status=new, events=(Event(EventType.NORMAL, Reason.SUCCEEDED, message),))
 
 
+def describe_match(match: Sequence[dict[str, Any]]) -> str:
+    """`user-group: exact beta` for a match list, as a person reads it."""
+    blocks = []
+    for block in match:
+        parts = []
+        for key, value in block.items():
+            if key in ("headers", "queryParams", "withoutHeaders") and isinstance(value, dict):
+                kind = {"headers": "header", "queryParams": "query", "withoutHeaders": "without header"}[key]
+                for name, cond in value.items():
+                    how = ", ".join(f"{k} {v}" for k, v in (cond or {}).items())
+                    parts.append(f"{kind} {name} {how}")
+            elif key != "name":
+                parts.append(f"{key} {value}")
+        blocks.append(" and ".join(parts))
+    return " or ".join(blocks)
+
+
 def _step_message(spec: RolloutSpec, index: int) -> str:
     then = ", then waiting for promote" if spec.steps[index].approval is Approval.MANUAL else ""
+    match = spec.steps[index].match
+    if match is not None:
+        return (
+            f"step {_step_label(spec, index)}: A/B, users with {describe_match(match)} go to the canary, "
+            f"holding {format_duration(spec.hold(index))}{then}"
+        )
     return (
         f"step {_step_label(spec, index)}: canary at {spec.steps[index].weight}%, "
         f"holding {format_duration(spec.hold(index))}{then}"
@@ -601,10 +640,11 @@ def step_context(rollout: Rollout, now: datetime, scrape_interval: timedelta) ->
     assert status.step_started_at is not None
     previous = status.analysis
     in_step = previous is not None and previous.checked_at > status.step_started_at
+    ab = rollout.spec.steps[status.step_index or 0].match is not None
     return StepContext(
         elapsed=now - status.step_started_at,
         scrape_interval=scrape_interval,
-        weight=status.canary_weight,
+        weight=None if ab else status.canary_weight,  # an A/B step's canary share is its users', not a weight
         mismatches=previous.traffic_mismatches if previous is not None and in_step else 0,
     )
 
@@ -770,7 +810,8 @@ def _ready(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> 
     """At the step's weight, its hold over (pauses not counted), and the last check of the step passed."""
     spec, status = rollout.spec, rollout.status
     assert status.step_started_at is not None
-    at_weight = status.canary_weight == spec.steps[status.step_index or 0].weight
+    step = spec.steps[status.step_index or 0]
+    at_weight = status.canary_weight == step.weight and (step.match is None or status.match_route is not None)
     passed = analysis is not None and analysis.verdict is Verdict.PASS and analysis.checked_at > status.step_started_at
     return at_weight and passed and now >= steering.hold_end(spec, status, now)
 
@@ -838,7 +879,7 @@ def _advance(
     new = _with_phase(
         status.model_copy(update=update), rollout.generation, now, Phase.PROGRESSING, Reason.STEP_ADVANCED, message
     )
-    short = _short(spec, ready, weight)
+    short = _short(spec, ready, _gate_weight(spec, nxt))
     if short:
         new, wake = _enter_waiting(rollout, new, nxt, short, now)
         assert new.message is not None
@@ -866,6 +907,12 @@ def _advance(
     )
 
 
+def _at(status: RolloutStatus) -> str:
+    """Where the canary's traffic is: `10%`, or `0% and the A/B route coalmine-order`."""
+    weight = f"{status.canary_weight}%"
+    return f"{weight} and the A/B route {status.match_route}" if status.match_route else weight
+
+
 def _reconciling_reason(status: RolloutStatus) -> str:
     return next((c.reason for c in status.conditions if c.type == "Reconciling"), "")
 
@@ -891,7 +938,7 @@ def _hold(
     if gate and _reconciling_reason(status) != Reason.WAITING_FOR_PROMOTION:
         assert analysis is not None
         message = (
-            f"step {label}: canary at {status.canary_weight}%, hold done; waiting for promote "
+            f"step {label}: canary at {_at(status)}, hold done; waiting for promote "
             f"({steering.command(rollout, 'promote')}); last check Pass: {_summary(analysis)}"
         )
         new = status.model_copy(update={"analysis": analysis})
@@ -916,8 +963,7 @@ def _hold(
         else:
             ends = "hold done, waiting for a passing check"
         message = (
-            f"step {label}: canary at {status.canary_weight}%, {ends}; "
-            f"last check {analysis.verdict.value}: {_summary(analysis)}"
+            f"step {label}: canary at {_at(status)}, {ends}; last check {analysis.verdict.value}: {_summary(analysis)}"
         )
         if analysis.verdict in (Verdict.NO_DATA, Verdict.INCONCLUSIVE):
             message += f" ({check.reason})"
@@ -958,7 +1004,7 @@ def progress(
     assert resolution.traffic is not None
     ready = resolution.ready
     if check is not None:
-        check = _with_canary_ready(check, rollout.status.canary_weight, ready)
+        check = _with_canary_ready(check, rollout.status, ready)
     analysis, events = (
         _record_check(rollout, check, now, quiet_start) if check is not None else (rollout.status.analysis, [])
     )
@@ -1004,7 +1050,7 @@ def _wait_for_canary(
     weight, before = spec.steps[index].weight, _weight_before(spec, index)
     if request is not None and request.verb == "abort" and steering.refusal(rollout, request) is None:
         return _steer(rollout, resolution, request, analysis, events, now)
-    short = _short(spec, resolution.ready, weight)
+    short = _short(spec, resolution.ready, _gate_weight(spec, index))
     deadline = since + spec.readiness.timeout
     if short and now >= deadline:
         why = (
@@ -1282,7 +1328,8 @@ def _record_traffic(rollout: Rollout, wanted: int | None, outcome: TrafficOutcom
     status, gen = rollout.status, rollout.generation
     stall = traffic_stalled(status)
     if wanted is not None and outcome.at_weight:
-        update: dict[str, object] = {"canary_weight": wanted, "traffic_retry_at": None}
+        mine = validation.match_route_name(rollout.name) if desired_match(rollout) is not None else None
+        update: dict[str, object] = {"canary_weight": wanted, "traffic_retry_at": None, "match_route": mine}
         if stall is not None and status.phase is Phase.PROGRESSING:
             update["step_started_at"] = now  # the step's hold counts from when its traffic arrived ...
             update["step_paused_for"] = None  # ... and so do its pauses (steering.paused_for)

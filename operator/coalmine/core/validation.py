@@ -257,17 +257,71 @@ def check_spec(spec: RolloutSpec) -> Problem | None:
     return None
 
 
+MATCH_KEYS = frozenset(
+    {
+        "name",
+        "uri",
+        "scheme",
+        "method",
+        "authority",
+        "headers",
+        "queryParams",
+        "withoutHeaders",
+        "ignoreUriCase",
+        "port",
+    }
+)
+STRING_MATCH_KEYS = frozenset({"exact", "prefix", "regex"})
+
+
+def match_route_name(rollout_name: str) -> str:
+    """The name of the route an A/B step inserts: the operator's, named after its Rollout."""
+    return f"coalmine-{rollout_name}"
+
+
+def _check_match(index: int, match: Sequence[JsonDict]) -> None:
+    where = f"spec.steps[{index}].match"
+    if not match:
+        raise _fail(f"{where}: at least one match is needed")
+    for position, block in enumerate(match):
+        unknown = sorted(set(block) - MATCH_KEYS)
+        if unknown:
+            raise _fail(f"{where}[{position}]: {unknown[0]!r} is not supported (use {', '.join(sorted(MATCH_KEYS))})")
+        if not set(block) - {"name"}:
+            raise _fail(f"{where}[{position}]: an empty match would send every user to the canary")
+        for key in ("headers", "queryParams", "withoutHeaders"):
+            for name, cond in (block.get(key) or {}).items():
+                if (
+                    not isinstance(cond, Mapping)
+                    or len(set(cond) & STRING_MATCH_KEYS) != 1
+                    or set(cond) - STRING_MATCH_KEYS
+                ):
+                    raise _fail(f"{where}[{position}].{key}.{name}: needs exactly one of exact, prefix, regex")
+
+
 def _check_steps(spec: RolloutSpec) -> None:
-    weights = [step.weight for step in spec.steps]
-    if not weights:
+    if not spec.steps:
         raise _fail("spec.steps: at least one step is needed")
-    for index, weight in enumerate(weights):
+    weighted = False
+    for index, step in enumerate(spec.steps):
+        if step.match is not None:
+            if step.weight:
+                raise _fail(f"spec.steps[{index}]: a step has a weight or a match (A/B), not both")
+            if weighted:
+                raise _fail(f"spec.steps[{index}].match: A/B steps come before every weight step")
+            _check_match(index, step.match)
+            continue
+        weighted = True
+    weights = [(index, step.weight) for index, step in enumerate(spec.steps) if step.match is None]
+    if not weights:
+        raise _fail("spec.steps: at least one weight step is needed (the last has weight 100)")
+    for position, (index, weight) in enumerate(weights):
         if not 1 <= weight <= 100:
             raise _fail(f"spec.steps[{index}].weight: {weight} is not between 1 and 100")
-        if index and weight <= weights[index - 1]:
-            raise _fail(f"spec.steps[{index}].weight: {weight} does not increase on {weights[index - 1]}")
-    if weights[-1] != 100:
-        raise _fail(f"spec.steps[{len(weights) - 1}].weight: the last step must be 100, not {weights[-1]}")
+        if position and weight <= weights[position - 1][1]:
+            raise _fail(f"spec.steps[{index}].weight: {weight} does not increase on {weights[position - 1][1]}")
+    if weights[-1][1] != 100:
+        raise _fail(f"spec.steps[{weights[-1][0]}].weight: the last step must be 100, not {weights[-1][1]}")
     for index, step in enumerate(spec.steps):
         if step.hold is not None and step.hold <= timedelta(0):
             raise _fail(f"spec.steps[{index}].hold: must be longer than 0")
@@ -519,10 +573,10 @@ def _side(
     return Side(backend=backend, service_name=short_host(backend.host), matchers=matchers, version=version)
 
 
-def _shared_by(http: Sequence[JsonDict], owned: Sequence[int], traffic: Traffic) -> tuple[str, ...]:
+def _shared_by(http: Sequence[JsonDict], owned: Sequence[int], traffic: Traffic, mine: str = "") -> tuple[str, ...]:
     names = []
     for index, route in enumerate(http):
-        if index in owned:
+        if index in owned or route.get("name") == mine:
             continue
         destinations = [e.get("destination") or {} for e in route.get("route") or []]
         if any(b.matches(d, traffic.namespace) for d in destinations for b in (traffic.stable, traffic.canary)):
@@ -592,6 +646,12 @@ def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
         http = _http_routes(spec, namespace, cluster.virtual_service)
         names = _owned_names(spec, namespace, http)
         owned = _owned_indices(spec, namespace, http, names)
+        ab = next((i for i, step in enumerate(spec.steps) if step.match is not None), None)
+        if ab is not None and len(names) != 1:
+            raise _fail(f"spec.steps[{ab}].match: an A/B step needs exactly one owned route, not {len(names)}")
+        mine = match_route_name(rollout.name)
+        if mine in names:
+            raise _fail(f"spec.virtualService.routes: {mine!r} is the name of this Rollout's own A/B route")
         _unclaimed(rollout, http, owned, cluster.claims)
         hosts: list[str] = list((cluster.virtual_service or {}).get("spec", {}).get("hosts") or [])
         canary = Backend.of(spec.canary, _host_for(spec, namespace, "canary", spec.canary, hosts))
@@ -613,7 +673,7 @@ def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
 
     try:
         target = _target(spec, namespace, cluster.destination_rules, traffic)
-        target = replace(target, shared_by=_shared_by(http, owned, traffic))
+        target = replace(target, shared_by=_shared_by(http, owned, traffic, match_route_name(rollout.name)))
     except _Unresolved as exc:
         return Resolution(problem=exc.problem, routes=routes, canary=canary, traffic=traffic, servable=servable)
     ready = None
