@@ -43,6 +43,14 @@ def test_gitops_overlay_renders_a_canary_only_release_the_api_server_accepts(kub
     _kubectl(kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=rendered_ns)
 
 
+def test_the_strategies_example_is_accepted_by_the_api_server(kubeconfig: Path) -> None:
+    """examples/strategies/: schema and CEL rules accept the A/B step and readiness (server-side dry run)."""
+    text = (ROOT / "examples/strategies/ab-rollout.yaml").read_text().replace("namespace: shop", "namespace: default")
+    rollout = yaml.safe_load(text)
+    assert "match" in rollout["spec"]["steps"][0]
+    _kubectl(kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=text)
+
+
 def test_kubectl_apply_examples_gives_ready_pods_of_every_version(kubeconfig: Path) -> None:
     """`kubectl apply -f examples/` exactly as the README says, in namespace shop; removed afterwards."""
     try:

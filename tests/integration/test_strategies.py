@@ -96,3 +96,23 @@ def test_a_failing_ab_step_rolls_back_and_removes_the_route(
     assert "coalmine-order" not in [r.get("name") for r in vs["spec"]["http"]]
     assert shop.canary_weight() == 0
     assert without_owned_route(vs) == before
+
+
+def test_the_circuit_breaker_signal_trips_on_overflow_503s(
+    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    """Half the canary's requests are refused by the caller's circuit breaker (503 UO, reported by the source
+    only, version unknown): no pod ever sees them, yet they fail the canary, and the status shows them apart."""
+    meshsim.client.set_service(shop.ns, "order", rps=RPS)
+    meshsim.client.set_destination(shop.ns, "order", "v2", overflow_ratio=0.5)
+    op = operator_factory(shop.ns)
+    shop.create_rollout(steps=[{"weight": 20, "hold": "1m"}, {"weight": 100}])
+    status = shop.wait_for_phase("RolledBack", 90, op)
+    rows = {m["name"]: m for m in status["analysis"]["metrics"]}
+    breaker = rows["circuit-breaker"]
+    assert breaker["verdict"] == "Fail"
+    assert 30 < breaker["value"] < 70, "about half of the canary's requests"
+    assert 'response_flags=~"UO|UH|URX"' in breaker["query"]
+    assert rows["success-rate"]["verdict"] == "Fail"
+    assert status["rollback"]["metric"] in ("success-rate", "circuit-breaker")
+    assert shop.canary_weight() == 0

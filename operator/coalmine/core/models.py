@@ -180,6 +180,13 @@ class CustomMetric(Model):
     dry_run: bool = False  # evaluated and shown, never rolls back: to trial a metric
 
 
+class CircuitBreaker(Model):
+    """The mesh's own refusals of the canary: 503s with response_flags UO, UH or URX (overflow, no healthy
+    upstream, retries exhausted), reported by the caller's proxy, counted as failures in the success rate."""
+
+    enabled: bool = True
+
+
 class Analysis(Model):
     interval: Duration = timedelta(minutes=1)
     check_every: Duration = timedelta(seconds=10)
@@ -195,6 +202,7 @@ class Analysis(Model):
     slo: Slo | None = None
     traffic_check: TrafficCheck = TrafficCheck()
     fail_fast: FailFast = FailFast()
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
 
 
 class UnexpectedTraffic(enum.StrEnum):

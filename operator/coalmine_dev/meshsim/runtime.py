@@ -19,7 +19,7 @@ HTTP API (JSON unless noted):
                                                  ready endpoints of the Services followed
   GET  /counts                                   requests sent since start / last reset
   POST /counts/reset
-  PUT  /destinations/<ns>/<host>/<subset>        {errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode}
+  PUT  /destinations/<ns>/<host>/<subset>        {errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode, overflowRatio}
   DELETE /destinations/<ns>/<host>/<subset>      back to defaultDestination
   PUT  /services/<ns>/<host>                     {rps, headers: [{weight, headers}], sourceWorkload, ...}
   DELETE /services/<ns>/<host>                   stop sending to it
