@@ -49,11 +49,14 @@ class MeshsimClient:
         p99_ms: float | None = None,
         error_code: int | None = None,
         overflow_ratio: float | None = None,
+        sidecarless: float | None = None,
     ) -> dict[str, Any]:
         """Replace how `<namespace>/<host>/<subset>` answers; unset values come from the defaults."""
         body: dict[str, Any] = {"errorRatio": error_ratio}
         if overflow_ratio is not None:
             body["overflowRatio"] = overflow_ratio
+        if sidecarless is not None:
+            body["sidecarless"] = sidecarless
         latency = {k: v for k, v in (("p50Ms", p50_ms), ("p99Ms", p99_ms)) if v is not None}
         if latency:
             body["latency"] = latency

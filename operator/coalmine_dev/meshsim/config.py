@@ -50,6 +50,9 @@ class DestinationBehaviour:
     error_ratio: float = 0.0
     latency: Latency = field(default_factory=Latency)
     error_code: int = 500
+    # The share of its requests served by pods without a sidecar: answered, but no destination proxy
+    # reports them, and the client's proxy cannot learn the pod's workload labels (no metadata exchange).
+    sidecarless: float = 0.0
     overflow_ratio: float = 0.0  # this share never reaches a pod: 503 UO from the caller's circuit breaker
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,6 +60,7 @@ class DestinationBehaviour:
             "errorRatio": self.error_ratio,
             "latency": self.latency.to_dict(),
             "errorCode": self.error_code,
+            "sidecarless": self.sidecarless,
             **({"overflowRatio": self.overflow_ratio} if self.overflow_ratio else {}),
         }
 
@@ -157,7 +161,7 @@ def parse_latency(data: Any, default: Latency | None = None) -> Latency:
 
 
 def parse_destination(data: Any, default: DestinationBehaviour | None = None) -> DestinationBehaviour:
-    """Parse `{errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode, overflowRatio}`.
+    """Parse `{errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode, sidecarless, overflowRatio}`.
 
     Absent keys come from `default` (a PUT replaces a destination's behaviour with defaults + body)."""
     base = default or DestinationBehaviour()
@@ -167,6 +171,7 @@ def parse_destination(data: Any, default: DestinationBehaviour | None = None) ->
         error_ratio=_number(d, "errorRatio", base.error_ratio, low=0.0, high=1.0),
         latency=parse_latency(d.get("latency"), base.latency) if "latency" in d else base.latency,
         error_code=code,
+        sidecarless=_number(d, "sidecarless", base.sidecarless, low=0.0, high=1.0),
         overflow_ratio=_number(d, "overflowRatio", base.overflow_ratio, low=0.0, high=1.0),
     )
 
