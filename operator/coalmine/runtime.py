@@ -158,7 +158,7 @@ class Operator:
         if not self.istio.observe(plural, event_type, obj):
             return  # an echo of our own write, already in the cache
         meta = obj.get("metadata", {})
-        only = meta.get("name") if plural == "virtualservices" else None
+        only = meta.get("name") if plural in ("virtualservices", "httproutes") else None
         self._poke_namespace(str(meta.get("namespace")), virtual_service=only)
 
     def observe_workload(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> None:

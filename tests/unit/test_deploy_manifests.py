@@ -48,6 +48,12 @@ def test_cluster_role_is_exactly_what_the_operator_uses(rendered: dict[tuple[str
         ("coalmine.dev", "rollouts", "watch", ""),
         ("coalmine.dev", "rollouts/status", "get", ""),
         ("coalmine.dev", "rollouts/status", "patch", ""),
+        ("gateway.networking.k8s.io", "httproutes", "get", ""),
+        ("gateway.networking.k8s.io", "httproutes", "list", ""),
+        ("gateway.networking.k8s.io", "httproutes", "watch", ""),
+        ("gateway.networking.k8s.io", "httproutes", "patch", ""),
+        ("", "namespaces", "get", ""),
+        ("", "services", "get", ""),
         ("networking.istio.io", "virtualservices", "get", ""),
         ("networking.istio.io", "virtualservices", "list", ""),
         ("networking.istio.io", "virtualservices", "watch", ""),
@@ -56,11 +62,13 @@ def test_cluster_role_is_exactly_what_the_operator_uses(rendered: dict[tuple[str
         ("networking.istio.io", "destinationrules", "list", ""),
         ("networking.istio.io", "destinationrules", "watch", ""),
         # readiness (spec.readiness): read only
-        *(
-            (group, resource, verb, "")
-            for group, resource in (("", "services"), ("", "pods"), ("discovery.k8s.io", "endpointslices"))
-            for verb in ("get", "list", "watch")
-        ),
+        ("", "services", "list", ""),
+        ("", "services", "watch", ""),
+        ("", "pods", "list", ""),
+        ("", "pods", "watch", ""),
+        ("discovery.k8s.io", "endpointslices", "get", ""),
+        ("discovery.k8s.io", "endpointslices", "list", ""),
+        ("discovery.k8s.io", "endpointslices", "watch", ""),
         ("", "events", "create", ""),
     }
     role = rendered["Role", "coalmine-leader-election"]

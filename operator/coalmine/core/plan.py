@@ -106,6 +106,7 @@ class Reason(enum.StrEnum):
     TRAFFIC_MOVED = "TrafficMoved"
     WAITING_FOR_PROMOTION = "WaitingForPromotion"
     WAITING_FOR_CANARY = "WaitingForCanary"  # a shift waits for the canary's ready pods (spec.readiness)
+    PREFLIGHT_FAILED = "PreflightFailed"  # the mesh lacks what the checks need (ambient: waypoint, enrolment)
     # a person's requests (core/steering.py)
     PROMOTED = "Promoted"
     ABORTED = "Aborted"
@@ -423,6 +424,8 @@ def reject(
         reason = (
             Reason.ROUTE_CLAIMED
             if problem.claimed_by
+            else Reason.PREFLIGHT_FAILED
+            if problem.preflight
             else Reason.WAITING_FOR_OBJECTS
             if problem.waiting
             else Reason.INVALID
@@ -438,7 +441,7 @@ def reject(
             canary_weight=status.canary_weight,
             last_request=status.last_request,
         )
-    stalled = True if reason in (Reason.ROUTE_CLAIMED, Reason.UNEXPECTED_TRAFFIC) else None
+    stalled = True if reason in (Reason.ROUTE_CLAIMED, Reason.UNEXPECTED_TRAFFIC, Reason.PREFLIGHT_FAILED) else None
     new = _with_phase(base, generation, now, phase, reason, message, stalled=stalled)
     events: tuple[Event, ...] = ()
     if new.message != status.message or new.phase != status.phase:
@@ -533,7 +536,7 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
     event = Event(
         EventType.NORMAL,
         Reason.ROLLOUT_STARTED,
-        f"generation {gen}: {traffic.stable.subset} -> {traffic.canary.subset}, "
+        f"generation {gen}: {traffic.stable.label} -> {traffic.canary.label}, "
         f"steps {', '.join(str(s.weight) for s in spec.steps)}; canary at {weight}%"
         + (f" (resumed at step {_step_label(spec, index)})" if index else ""),
     )
@@ -810,11 +813,17 @@ def _advance_if_done(
 
 
 def _ready(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> bool:
-    """At the step's weight, its hold over (pauses not counted), and the last check of the step passed."""
+    """At the step's weight and in force (no TrafficNotMoved stall: an HTTPRoute its controller has not
+    accepted yet has the weight but not the traffic), its hold over (pauses not counted), and the last
+    check of the step passed."""
     spec, status = rollout.spec, rollout.status
     assert status.step_started_at is not None
     step = spec.steps[status.step_index or 0]
-    at_weight = status.canary_weight == step.weight and (step.match is None or status.match_route is not None)
+    at_weight = (
+        status.canary_weight == step.weight
+        and (step.match is None or status.match_route is not None)
+        and traffic_stalled(status) is None
+    )
     passed = analysis is not None and analysis.verdict is Verdict.PASS and analysis.checked_at > status.step_started_at
     return at_weight and passed and now >= steering.hold_end(spec, status, now)
 
@@ -1172,7 +1181,7 @@ def _steer(
         assert analysis is not None
         return _advance(rollout, traffic, analysis, events, now, request, ready=resolution.ready)
     if request.verb == "abort":
-        canary = f" {status.canary.subset}" if status.canary is not None else ""
+        canary = f" {status.canary.label}" if status.canary is not None else ""
         text = f"{_who(request, 'abort')}: canary{canary} {status.canary_weight}% -> 0% at step {label}"
         why = f"aborted by {request.by or 'someone'}" + (f": {request.reason}" if request.reason else "")
         decision = _rollback(rollout, resolution, analysis, now, RollbackReason.ABORTED, None, why, by=request.by)
@@ -1408,7 +1417,7 @@ def _stuck_message(rollout: Rollout, wanted: int, observed: int | None, error: s
     else:
         head = f"step {_step_label(rollout.spec, status.step_index or 0)}"
     has = f"{observed}%" if observed is not None else "an unknown share"
-    canary = f" {status.canary.subset}" if status.canary is not None else ""
+    canary = f" {status.canary.label}" if status.canary is not None else ""
     message = f"{head}; traffic not moved: canary{canary} wants {wanted}% and has {has} as last seen"
     return message if error in head else f"{message}: {error}"
 

@@ -175,6 +175,8 @@ def _destination(dest: Any) -> str:
     if not isinstance(dest, Mapping):
         return "?"
     host = str(dest.get("host") or "")
+    if host and not dest.get("subset"):  # spec.httpRoute: a Service per version
+        return host
     subset = str(dest.get("subset") or "?")
     return f"{host}/{subset}" if host else subset
 
@@ -259,7 +261,12 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
         name=str(meta.get("name") or "?"),
         phase=phase,
         stale=observed is not None and generation is not None and observed != generation,
-        routes=tuple(str(r) for r in (spec.get("virtualService") or {}).get("routes") or ()),
+        routes=tuple(
+            str(r)
+            for r in (spec.get("virtualService") or {}).get("routes")
+            or (spec.get("httpRoute") or {}).get("rules")
+            or ()
+        ),
         stable=_destination(status.get("stable") or spec.get("stable")),  # the routes' truth first
         canary=_destination(status.get("canary") or spec.get("canary")),
         canary_weight=_int(status.get("canaryWeight"), 0),
