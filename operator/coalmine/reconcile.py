@@ -21,7 +21,8 @@ from pydantic import ValidationError
 
 from coalmine.adapters.kube import Conflict, Gone, KubeApi, Refused, Unavailable
 from coalmine.adapters.prometheus import PrometheusClient
-from coalmine.core import analysis, plan, preflight, routers, validation, virtualservice
+from coalmine.adapters.webhooks import Dispatcher
+from coalmine.core import analysis, hooks, notify, plan, preflight, routers, validation, virtualservice
 from coalmine.core.models import (
     HTTP_ROUTE,
     VIRTUAL_SERVICE,
@@ -30,6 +31,7 @@ from coalmine.core.models import (
     Ref,
     Rollout,
     RolloutStatus,
+    Subscription,
     format_duration,
 )
 from coalmine.core.routes import RouteGone
@@ -63,6 +65,11 @@ class Ports:
     prometheus: PrometheusClient
     settings: Settings
     clock: Callable[[], datetime]
+    dispatcher: Dispatcher | None = None  # webhooks and notifications, off the tick
+
+    @property
+    def default_notify(self) -> tuple[Subscription, ...]:
+        return self.dispatcher.config.default if self.dispatcher is not None else ()
 
 
 @dataclass(frozen=True)
@@ -128,12 +135,21 @@ async def _tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim]) -> 
         problem = Problem(f"Rollout {ref.namespace}/{ref.name}: {_spec_error(exc)}")
         status = _status_or_empty(body)
         decision = plan.reject(status, ref.generation, problem, now)
+        decision = _queue(None, ref, decision, ports, now)
         written = await _write_status(ref, status, decision.status, ports, logger)
         if written is None:
             return Outcome(body=None, wake_at=ports.clock() + RETRY_CONFLICT)
         await _post_events(Ref.from_body(written or body), decision.events, ports, logger)
+        if ports.dispatcher is not None:
+            ports.dispatcher.deliver(f"{ref.namespace}/{ref.name}", ref.uid, notify.pending(decision.status))
         return Outcome(body=written or None, wake_at=decision.wake_at, status=decision.status, events=decision.events)
 
+    # The answers of webhooks and the outcomes of deliveries since the last write, recorded in the status.
+    results, outcomes = ports.dispatcher.observed(ref.uid) if ports.dispatcher is not None else ([], [])
+    original = rollout.status
+    if results or outcomes:
+        folded = notify.fold(hooks.fold(rollout, results), outcomes)
+        rollout = rollout.model_copy(update={"status": folded})
     route = rollout.spec.route
     vs = await ports.kube.get_route(routers.router(route.kind).plural, ref.namespace, route.name)
     rules = await ports.kube.list_destination_rules(ref.namespace) if route.kind == VIRTUAL_SERVICE else []
@@ -147,7 +163,44 @@ async def _tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim]) -> 
         check = await _check(rollout, resolution.target, now, ports)
         now = ports.clock()
     decision = plan.decide(rollout, resolution, check, now, ports.settings.policy)
-    return await _commit(rollout, body, decision, vs, resolution, ports, logger)
+    outcome = await _commit(rollout, original, body, decision, vs, resolution, ports, logger)
+    if ports.dispatcher is not None and outcome.status is not None:
+        _dispatch(rollout, outcome.status, now if check is not None else None, ports.dispatcher, ports.clock())
+        ports.dispatcher.settled(ref.uid, results, outcomes)
+    return outcome
+
+
+def _dispatch(
+    before: Rollout, status: RolloutStatus, checked_at: datetime | None, dispatcher: Dispatcher, now: datetime
+) -> None:
+    """Start the webhook calls and deliveries the written status asks for (in the background)."""
+    after = before.model_copy(update={"status": status})
+    key = f"{before.namespace}/{before.name}"
+    calls = hooks.due(after, now)
+    if checked_at is not None and status.phase is Phase.PROGRESSING:  # not for the check that rolled back
+        calls += hooks.during(before, checked_at)
+    dispatcher.call(key, before.ref.uid, calls)
+    dispatcher.deliver(key, before.ref.uid, notify.pending(status))
+
+
+def _queue(rollout: Rollout | None, ref: Ref, decision: plan.Decision, ports: Ports, now: datetime) -> plan.Decision:
+    """The decision with its notifications queued in the status it writes (write-ahead)."""
+    if not decision.events:
+        return decision
+    subscribed = notify.subscriptions(rollout, ports.default_notify)
+    if not subscribed:
+        return decision
+    status = notify.queue(
+        rollout,
+        decision.status,
+        ref.generation,
+        decision.events,
+        subscribed,
+        now,
+        namespace=ref.namespace,
+        name=ref.name,
+    )
+    return replace(decision, status=status)
 
 
 def _gated(rollout: Rollout) -> bool:
@@ -210,6 +263,7 @@ async def _write_status(
 
 async def _commit(
     rollout: Rollout,
+    original: RolloutStatus,
     body: dict[str, Any],
     decision: plan.Decision,
     vs: dict[str, Any] | None,
@@ -217,7 +271,9 @@ async def _commit(
     ports: Ports,
     logger: logging.LoggerAdapter[logging.Logger],
 ) -> Outcome:
-    written = await _write_status(rollout.ref, rollout.status, decision.status, ports, logger)
+    """`original` is the status as read (the patch's base); `rollout` carries it with webhook answers folded in."""
+    decision = _queue(rollout, rollout.ref, decision, ports, ports.clock())
+    written = await _write_status(rollout.ref, original, decision.status, ports, logger)
     if written is None:
         return Outcome(body=None, wake_at=ports.clock() + RETRY_CONFLICT)
     latest = written or body
@@ -225,6 +281,7 @@ async def _commit(
 
     outcome = await _traffic(current, decision, vs, resolution, ports, logger)
     follow = plan.record_traffic(current, decision.weight, outcome, ports.clock(), ports.settings.policy)
+    follow = _queue(current, current.ref, follow, ports, ports.clock())
     again = await _write_status(current.ref, current.status, follow.status, ports, logger)
     if again is None:
         return Outcome(body=written or None, wake_at=ports.clock() + RETRY_CONFLICT)

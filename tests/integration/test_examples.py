@@ -53,6 +53,19 @@ def test_the_strategies_example_is_accepted_by_the_api_server(kubeconfig: Path) 
     _kubectl(kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=text)
 
 
+def test_the_webhooks_example_is_accepted_and_its_notifications_config_loads(kubeconfig: Path) -> None:
+    """examples/webhooks/: the Rollout passes the CRD's schema and CEL rules (server-side dry run), and the
+    operator reads notifications.json as it would from the Secret."""
+    from coalmine.adapters.webhooks import NotificationsConfig
+
+    text = (ROOT / "examples/webhooks/rollout.yaml").read_text().replace("namespace: shop", "namespace: default")
+    _kubectl(kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=text)
+    config = NotificationsConfig.load(str(ROOT / "examples/webhooks/notifications.json"))
+    assert sorted(config.channels) == ["ops", "team-pay", "team-shop"]
+    rollout = yaml.safe_load(text)
+    assert {n["channel"] for n in rollout["spec"]["notify"]} <= set(config.channels)
+
+
 def test_kubectl_apply_examples_gives_ready_pods_of_every_version(kubeconfig: Path) -> None:
     """`kubectl apply -f examples/` exactly as the README says, in namespace shop; removed afterwards."""
     try:

@@ -7,6 +7,7 @@ shell's sequencing (the real ones are exercised in tests/integration).
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -288,3 +289,65 @@ async def test_an_httproute_step_counts_only_once_its_controller_accepted_it(acc
         assert "no route controller has reported on generation 4" in stalled.message
         assert "not taken in 30s" in stalled.message, "39 s after the write, the message asks for a controller"
         assert "vs" not in kube.calls, "nothing to write: the route has the weight"
+
+
+async def test_a_rollback_queues_its_notification_in_the_same_write_and_webhook_answers_are_folded_in() -> None:
+    """The shell's part of webhooks and notifications: a RolledBack notification is in the status write that
+    records RolledBack (write-ahead), the dispatcher is handed it, and an answer the dispatcher holds is
+    recorded by the next tick (the patch is computed from the status as read)."""
+    from coalmine.adapters.webhooks import Dispatcher, NotificationsConfig
+    from coalmine.core import hooks
+    from coalmine.core.models import Subscription, format_time
+
+    kube = FakeKube(virtual_service(stable_weight=70, canary_weight=30))
+    now = T0 + timedelta(seconds=20)
+    handed: list[str] = []
+    dispatcher = Dispatcher(config=NotificationsConfig(default=(Subscription(channel="ops"),)), clock=lambda: now)
+    dispatcher.deliver = lambda key, uid, entries: handed.extend(f"{e.event}/{e.channel}" for e in entries)  # type: ignore[method-assign]
+    dispatcher.call = lambda key, uid, calls: handed.extend(f"call:{c.webhook.name}" for c in calls)  # type: ignore[method-assign]
+    ports = replace(_ports(kube, FakePrometheus(50.0), now), dispatcher=dispatcher)
+    body = _body(_progressing(1))
+    body["spec"]["webhooks"] = [{"name": "done", "type": "post-rollout", "url": "http://log.ops.svc/"}]
+    outcome = await reconcile.tick(body, ports)
+    assert outcome.body is not None
+    written = kube.statuses[-1]
+    assert written["phase"] == "RolledBack"
+    assert [(n["event"], n["channel"], n["result"]) for n in written["notifications"]] == [
+        ("RolledBack", "ops", "Pending")
+    ]
+    assert handed == ["call:done", "RolledBack/ops"]
+
+    # the post-rollout answer comes back; the next tick records it (from the status as written)
+    def apply(old: Any, patch: Any) -> Any:  # RFC 7386
+        if not isinstance(patch, dict):
+            return patch
+        new = dict(old) if isinstance(old, dict) else {}
+        for k, v in patch.items():
+            if v is None:
+                new.pop(k, None)
+            else:
+                new[k] = apply(new.get(k), v)
+        return new
+
+    status = body["status"]
+    for patch in kube.statuses:
+        status = apply(status, patch)
+    key = f"g1/RolledBack/{format_time(now)}"
+    assert status["finishedAt"] == format_time(now)
+    dispatcher._results[""] = {"done": hooks.Result("done", key, hooks.PASS, now, now, 200, "ok")}
+    await reconcile.tick({**body, "metadata": {**body["metadata"], "resourceVersion": "43"}, "status": status}, ports)
+    assert kube.statuses[-1] == {
+        "webhooks": [
+            {
+                "name": "done",
+                "type": "post-rollout",
+                "key": key,
+                "result": "Pass",
+                "code": 200,
+                "message": "ok",
+                "since": format_time(now),
+                "at": format_time(now),
+                "attempts": 1,
+            }
+        ]
+    }, "only the answer is new: the patch is from the status as read"

@@ -304,6 +304,39 @@ class Readiness(Model):
     timeout: Duration = timedelta(minutes=10)  # waiting longer than this rolls back (WaitingForCanary)
 
 
+class WebhookType(enum.StrEnum):
+    """When a webhook is called, and what its answer does (core/hooks.py)."""
+
+    PRE_ROLLOUT = "pre-rollout"  # before the first shift: a 2xx lets the rollout start
+    PRE_STEP = "pre-step"  # before each later weight increase: a non-2xx holds the step
+    DURING_STEP = "during-step"  # at every check: recorded; holds the step only with gating: true
+    POST_ROLLOUT = "post-rollout"  # after Succeeded or RolledBack, once each: informational
+
+
+class Webhook(Model):
+    name: str
+    type: WebhookType
+    url: str
+    timeout: Duration = timedelta(seconds=10)  # one call; for pre-rollout also the whole wait for a 2xx
+    metadata: dict[str, str] = {}
+    gating: bool = False  # during-step only: a failed call holds the step like a failed pre-step
+
+
+class NotifyEvent(enum.StrEnum):
+    """What a Rollout can ask to be told about (each is also an Event reason, but for WaitingForApproval)."""
+
+    ROLLED_BACK = "RolledBack"
+    SUCCEEDED = "Succeeded"
+    WAITING_FOR_APPROVAL = "WaitingForApproval"
+    NO_DATA = "NoData"
+    INVALID = "Invalid"
+
+
+class Subscription(Model):
+    channel: str
+    on: tuple[NotifyEvent, ...] = tuple(NotifyEvent)
+
+
 class RolloutSpec(Model):
     virtual_service: VirtualServiceRef | None = None
     http_route: HTTPRouteRef | None = None  # instead of virtual_service (the CRD requires exactly one)
@@ -314,6 +347,8 @@ class RolloutSpec(Model):
     analysis: Analysis = Analysis()
     on_unexpected_traffic: UnexpectedTraffic = UnexpectedTraffic.WAIT
     readiness: Readiness = Readiness()
+    webhooks: tuple[Webhook, ...] = ()
+    notify: tuple[Subscription, ...] = ()
 
     @model_validator(mode="after")
     def _one_route(self) -> RolloutSpec:
@@ -498,6 +533,35 @@ class HistoryEntry(Model):
         return self.request is None or self.request.verb in ("promote", "retry")
 
 
+class WebhookStatus(Model):
+    """The last call of one webhook: what it was for (`key`), and its answer."""
+
+    name: str
+    type: WebhookType
+    key: str  # what the call was for: g<generation>, g<gen>/s<step>/<step start>, ...; a new key starts over
+    result: str  # Pass (2xx), Fail (anything else, no answer, a timeout), Refused (the allowlist)
+    code: int | None = None  # the HTTP status, when there was one
+    message: str = ""
+    since: Timestamp  # the first call for this key (pre-rollout's timeout counts from it)
+    at: Timestamp  # when this answer came
+    attempts: int = 1  # calls made for this key
+
+
+class NotificationStatus(Model):
+    """One notification: queued with the transition it reports (write-ahead), delivered off the tick."""
+
+    id: str  # <event>/<time>: one per event, so a restart never sends it twice once it is delivered
+    event: NotifyEvent
+    channel: str
+    message: str
+    details: dict[str, str] = {}  # release, weights, what failed (value, threshold, query), the command to see more
+    at: Timestamp  # when the event happened
+    result: str = "Pending"  # Pending, Delivered, Failed (retries exhausted, unknown channel)
+    attempts: int = 0
+    error: str = ""
+    done_at: Timestamp | None = None
+
+
 class Pause(Model):
     since: Timestamp
     by: str = ""
@@ -534,6 +598,8 @@ class RolloutStatus(Model):
     rollback: RollbackInfo | None = None
     analysis: AnalysisStatus | None = None
     readiness: ReadinessStatus | None = None
+    webhooks: tuple[WebhookStatus, ...] = ()  # the last call of each webhook (core/hooks.py)
+    notifications: tuple[NotificationStatus, ...] = ()  # the newest, pending and sent (core/notify.py)
     conditions: tuple[Condition, ...] = ()
 
     @classmethod

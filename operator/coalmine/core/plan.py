@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from coalmine.core import steering, validation
+from coalmine.core import hooks, steering, validation
 from coalmine.core.analysis import CheckResult, StepContext
 from coalmine.core.models import (
     STARTED_PHASES,
@@ -107,6 +107,8 @@ class Reason(enum.StrEnum):
     WAITING_FOR_PROMOTION = "WaitingForPromotion"
     WAITING_FOR_CANARY = "WaitingForCanary"  # a shift waits for the canary's ready pods (spec.readiness)
     PREFLIGHT_FAILED = "PreflightFailed"  # the mesh lacks what the checks need (ambient: waypoint, enrolment)
+    WAITING_FOR_WEBHOOK = hooks.WAITING  # a pre-rollout, pre-step or gating during-step webhook holds it
+    WEBHOOK_FAILED = "WebhookFailed"  # a pre-rollout webhook gave no 2xx within its timeout, or was refused
     # a person's requests (core/steering.py)
     PROMOTED = "Promoted"
     ABORTED = "Aborted"
@@ -440,12 +442,19 @@ def reject(
             canary=status.canary,
             canary_weight=status.canary_weight,
             last_request=status.last_request,
+            webhooks=status.webhooks,
+            notifications=status.notifications,
         )
-    stalled = True if reason in (Reason.ROUTE_CLAIMED, Reason.UNEXPECTED_TRAFFIC, Reason.PREFLIGHT_FAILED) else None
+    stalled_reasons = (Reason.ROUTE_CLAIMED, Reason.UNEXPECTED_TRAFFIC, Reason.PREFLIGHT_FAILED, Reason.WEBHOOK_FAILED)
+    stalled = True if reason in stalled_reasons else None
     new = _with_phase(base, generation, now, phase, reason, message, stalled=stalled)
     events: tuple[Event, ...] = ()
     if new.message != status.message or new.phase != status.phase:
-        kind = EventType.NORMAL if reason is Reason.WAITING_FOR_OBJECTS else EventType.WARNING
+        kind = (
+            EventType.NORMAL
+            if reason in (Reason.WAITING_FOR_OBJECTS, Reason.WAITING_FOR_WEBHOOK)
+            else EventType.WARNING
+        )
         events = (Event(kind, reason, message),)
     return Decision(status=new, events=events, wake_at=now + RECHECK)
 
@@ -494,6 +503,12 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
         if spec.on_unexpected_traffic is UnexpectedTraffic.WAIT:
             return reject(status, gen, Problem(index, waiting=True), now, reason=Reason.UNEXPECTED_TRAFFIC)
         index = 0
+    if index == 0:  # the start moves traffic: the pre-rollout webhooks must have said yes
+        gate = hooks.start_gate(rollout, now)
+        if gate is not None:
+            reason = Reason.WEBHOOK_FAILED if gate.failed else Reason.WAITING_FOR_WEBHOOK
+            waiting = reject(status, gen, Problem(gate.message, waiting=True), now, reason=reason)
+            return replace(waiting, wake_at=None if gate.failed else now + spec.analysis.check_every)
 
     weight = spec.steps[index].weight
     observed = share_of(routes, traffic.canary, rollout.namespace)
@@ -808,24 +823,22 @@ def _advance_if_done(
     spec, status = rollout.spec, rollout.status
     if status.paused is not None or not _ready(rollout, analysis, now) or steering.gated(spec, status):
         return None
+    if hooks.step_gate(rollout) is not None:
+        return None  # `_hold` says which webhook holds the step
     assert analysis is not None
     return _advance(rollout, traffic, analysis, events, now, ready=ready)
 
 
 def _ready(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> bool:
-    """At the step's weight and in force (no TrafficNotMoved stall: an HTTPRoute its controller has not
-    accepted yet has the weight but not the traffic), its hold over (pauses not counted), and the last
-    check of the step passed."""
-    spec, status = rollout.spec, rollout.status
-    assert status.step_started_at is not None
-    step = spec.steps[status.step_index or 0]
-    at_weight = (
-        status.canary_weight == step.weight
-        and (step.match is None or status.match_route is not None)
-        and traffic_stalled(status) is None
+    """steering.ready, and in force: no TrafficNotMoved stall (an HTTPRoute its controller has not accepted
+    yet has the weight but not the traffic), and an A/B step's route in place."""
+    step = rollout.spec.steps[rollout.status.step_index or 0]
+    ab_in_place = step.match is None or rollout.status.match_route is not None
+    return (
+        steering.ready(rollout.spec, rollout.status, analysis, now)
+        and traffic_stalled(rollout.status) is None
+        and ab_in_place
     )
-    passed = analysis is not None and analysis.verdict is Verdict.PASS and analysis.checked_at > status.step_started_at
-    return at_weight and passed and now >= steering.hold_end(spec, status, now)
 
 
 def _undecided(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> bool:
@@ -967,9 +980,24 @@ def _hold(
     hold_end = steering.hold_end(spec, status, now)
     label = _step_label(spec, index)
     gate = status.paused is None and steering.gated(spec, status) and _ready(rollout, analysis, now)
+    held = (
+        hooks.step_gate(rollout)
+        if status.paused is None and not steering.gated(spec, status) and _ready(rollout, analysis, now)
+        else None
+    )
     undecided = status.paused is None and _undecided(rollout, analysis, now)
     new = status
-    if (gate or undecided) and _reconciling_reason(status) != Reason.WAITING_FOR_PROMOTION:
+    if held is not None and (check is not None or _reconciling_reason(status) != Reason.WAITING_FOR_WEBHOOK):
+        assert analysis is not None
+        message = (
+            f"step {label}: canary at {status.canary_weight}%, hold done; {held}; last check Pass: {_summary(analysis)}"
+        )
+        new = status.model_copy(update={"analysis": analysis})
+        if traffic_stalled(status) is None and message != status.message:
+            new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.WAITING_FOR_WEBHOOK, message)
+        if _reconciling_reason(status) != Reason.WAITING_FOR_WEBHOOK:
+            events = [*events, Event(EventType.NORMAL, Reason.WAITING_FOR_WEBHOOK, message)]
+    elif (gate or undecided) and _reconciling_reason(status) != Reason.WAITING_FOR_PROMOTION:
         assert analysis is not None
         if gate:
             message = (
@@ -1300,6 +1328,9 @@ def decide(
         record = _readiness_status(rollout.spec, decision.status, ready)
         if record != decision.status.readiness:
             decision = replace(decision, status=decision.status.model_copy(update={"readiness": record}))
+    kept = {"webhooks": rollout.status.webhooks, "notifications": rollout.status.notifications}
+    if any(getattr(decision.status, k) != v for k, v in kept.items()):  # a fresh status (start, retry) keeps them
+        decision = replace(decision, status=decision.status.model_copy(update=kept))
     retry_at = rollout.status.traffic_retry_at
     unchanged = decision.weight is not None and decision.weight == desired_weight(rollout)
     if decision.traffic is not None and retry_at is not None and now < retry_at and unchanged:

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from coalmine.core import routes as routing
-from coalmine.core.models import HTTP_ROUTE, VIRTUAL_SERVICE, Destination, Rollout, RolloutSpec, RouteRef
+from coalmine.core.models import HTTP_ROUTE, VIRTUAL_SERVICE, Destination, Rollout, RolloutSpec, RouteRef, WebhookType
 
 JsonDict = Mapping[str, Any]
 TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z_.]+)\s*\}\}")
@@ -277,6 +277,7 @@ def check_spec(spec: RolloutSpec) -> Problem | None:
     try:
         _check_steps(spec)
         _check_analysis(spec)
+        _check_webhooks(spec)
     except _Unresolved as exc:
         return exc.problem
     return None
@@ -380,6 +381,25 @@ def _check_analysis(spec: RolloutSpec) -> None:
     for ok, message in checks:
         if not ok:
             raise _fail(message)
+
+
+def _check_webhooks(spec: RolloutSpec) -> None:
+    seen: set[str] = set()
+    for index, hook in enumerate(spec.webhooks):
+        where = f"spec.webhooks[{index}]"
+        if hook.name in seen:
+            raise _fail(f"{where}.name: {hook.name!r} is used twice")
+        seen.add(hook.name)
+        if not hook.url.startswith(("http://", "https://")):
+            raise _fail(f"{where}.url: must be an http:// or https:// URL, not {hook.url[:100]!r}")
+        if hook.timeout <= timedelta(0):
+            raise _fail(f"{where}.timeout: must be longer than 0")
+        if hook.gating and hook.type is not WebhookType.DURING_STEP:
+            raise _fail(f"{where}.gating: applies to during-step webhooks only, not {hook.type.value}")
+    channels = [sub.channel for sub in spec.notify]
+    for index, channel in enumerate(channels):
+        if channel in channels[:index]:
+            raise _fail(f"spec.notify[{index}].channel: {channel!r} is named twice")
 
 
 # --- stage 1: the owned routes ----------------------------------------------------------------------
@@ -706,6 +726,7 @@ def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
     try:
         _check_steps(spec)
         _check_analysis(spec)
+        _check_webhooks(spec)
         http = _http_routes(spec, namespace, cluster.virtual_service)
         names = _owned_names(spec, namespace, http)
         owned = _owned_indices(spec, namespace, http, names)
