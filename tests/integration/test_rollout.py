@@ -67,7 +67,12 @@ def test_healthy_canary_is_promoted_step_by_step(
     assert conditions["Stalled"]["status"] == "False"
     assert conditions["Ready"]["observedGeneration"] == status["observedGeneration"] == 1
     verdicts = {m["name"]: m["verdict"] for m in status["analysis"]["metrics"]}
-    assert verdicts == {"success-rate": "Pass", "latency-p99": "Pass", "traffic": "Skipped"}, verdicts
+    assert verdicts == {
+        "success-rate": "Pass",
+        "latency-p99": "Pass",
+        "circuit-breaker": "Pass",
+        "traffic": "Skipped",
+    }, verdicts
     assert 'destination_version="v2"' in status["analysis"]["metrics"][0]["query"]
     traffic = next(m for m in status["analysis"]["metrics"] if m["name"] == "traffic")
     assert "route beta also sends to the stable or canary" in traffic["reason"], "the seed's A/B route shares v2"

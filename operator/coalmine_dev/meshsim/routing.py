@@ -57,6 +57,7 @@ OK = "ok"
 NO_ROUTE = "no_route"  # 404, response_flags NR
 NO_CLUSTER = "no_cluster"  # 503, response_flags NC
 NO_HEALTHY_UPSTREAM = "no_healthy_upstream"  # 503, response_flags UH
+OVERFLOW = "overflow"  # 503, response_flags UO: the caller's circuit breaker (connectionPool) is full
 
 _SUPPORTED_MATCH_KEYS = frozenset({"name", "headers", "uri", "method"})
 
@@ -100,11 +101,11 @@ class Decision:
     @property
     def response_code(self) -> int | None:
         """The code Envoy itself answers with, or None when the request reaches the destination."""
-        return {NO_ROUTE: 404, NO_CLUSTER: 503, NO_HEALTHY_UPSTREAM: 503}.get(self.outcome)
+        return {NO_ROUTE: 404, NO_CLUSTER: 503, NO_HEALTHY_UPSTREAM: 503, OVERFLOW: 503}.get(self.outcome)
 
     @property
     def response_flags(self) -> str:
-        return {NO_ROUTE: "NR", NO_CLUSTER: "NC", NO_HEALTHY_UPSTREAM: "UH"}.get(self.outcome, "-")
+        return {NO_ROUTE: "NR", NO_CLUSTER: "NC", NO_HEALTHY_UPSTREAM: "UH", OVERFLOW: "UO"}.get(self.outcome, "-")
 
 
 def fqdn(name: str, namespace: str) -> str:

@@ -20,7 +20,7 @@ HTTP API (JSON unless noted):
   GET  /counts                                   requests sent since start / last reset
   POST /counts/reset
   PUT  /destinations/<ns>/<host>/<subset>        {errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode,
-                                                 sidecarless, grpcErrorRatio, grpcErrorCode}
+                                                 sidecarless, grpcErrorRatio, grpcErrorCode, overflowRatio}
   DELETE /destinations/<ns>/<host>/<subset>      back to defaultDestination
   PUT  /services/<ns>/<host>                     {rps, headers: [{weight, headers}], sourceWorkload, protocol, ...}
   DELETE /services/<ns>/<host>                   stop sending to it
