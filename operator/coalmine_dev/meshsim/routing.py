@@ -77,6 +77,7 @@ class Destination:
     host: str  # short service name
     subset: str  # "" when the route names no subset
     version: str  # DR subset's labels.version, or "unknown"
+    workload: str = ""  # the Deployment (or other controller) owning its ready pods, "" when unknown
 
     @property
     def key(self) -> str:
@@ -330,7 +331,7 @@ def route_request(
         if labels is None:
             return Decision(NO_CLUSTER, Destination(dest_namespace, dest_host, subset, "unknown"), label)
         version = labels.get("version", "unknown")
-    destination = Destination(dest_namespace, dest_host, subset, version)
     if endpoints.ready_count(dest_namespace, dest_host, labels) == 0:
-        return Decision(NO_HEALTHY_UPSTREAM, destination, label)
-    return Decision(OK, destination, label)
+        return Decision(NO_HEALTHY_UPSTREAM, Destination(dest_namespace, dest_host, subset, version), label)
+    workload = endpoints.workload(dest_namespace, dest_host, labels) or ""
+    return Decision(OK, Destination(dest_namespace, dest_host, subset, version, workload), label)
