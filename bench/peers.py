@@ -29,7 +29,11 @@ Scenarios ("--scenarios", in this order by default: 2,1,3):
      (coalmine Succeeded, Flagger Succeeded, Argo Healthy on the new revision), API writes by verb and
      resource (kube-apiserver's apiserver_request_total, deltas), Prometheus queries (its
      prometheus_http_requests_total for /api/v1/query and /api/v1/query_range);
-  3  Prometheus stopped for 60 s once the canary has 30 %: what each tool's VS and phase do, and when.
+  3  Prometheus stopped for 60 s once the canary has 30 %: what each tool's VS and phase do, and when;
+  4  (only when asked) --n concurrent healthy releases in as many namespaces at 5 rps each (coalmine minRequests 2): time until
+     the tool is ready for all, how many finish within --scale-limit s and how long each took, the
+     controller's max RSS and mean CPU, API requests/s from all clients (minus the bench's own reads),
+     the tool's writes/s and Prometheus queries/s.
 
   .venv/bin/python bench/peers.py [--runs 5] [--scenarios 2,1,3] [--tools coalmine,flagger,argo]
                                   [--output peers-output] [--state-dir DIR]
@@ -52,7 +56,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import Processes, bench_stack, free_port, kube_env, start_meshsim, wait_scraped
+from _common import (
+    Processes,
+    bench_stack,
+    cpu_seconds,
+    free_port,
+    kube_env,
+    percentile,
+    proc_status,
+    start_meshsim,
+    wait_scraped,
+)
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -67,6 +81,7 @@ RPS = 150.0
 POLL = 0.05
 MIN_SUCCESS, MAX_P99_MS = 99, 500
 BREAK_ERROR_RATIO = 0.3
+SCALE_RPS = 5.0  # per service in scenario 4; coalmine's minRequests is 2 there (as in bench/scale.py)
 ISTIO = ("networking.istio.io", "v1")
 
 
@@ -180,6 +195,7 @@ class Scenario:
     """What one run asks of the tool: step holds (seconds) per step weight."""
 
     holds: dict[int, int]
+    min_requests: int = 20  # coalmine's minRequests (its default); the peers have no such gate
 
 
 class Tool:
@@ -197,9 +213,13 @@ class Tool:
     def argv(self) -> list[str]:
         raise NotImplementedError
 
-    def prepare(self, ns: str, scenario: Scenario) -> None:
-        """Create the objects; return once the tool is ready for a release (the old version serves)."""
+    def prepare(self, ns: str, scenario: Scenario, wait: bool = True) -> None:
+        """Create the objects; with `wait`, return once the tool is ready for a release (`ready`)."""
         raise NotImplementedError
+
+    def ready(self, ns: str) -> bool:
+        """The tool is ready for a release: the old version serves, the tool has taken the objects in."""
+        return True
 
     def release(self, ns: str) -> None:
         """Start the release (the spec change a user makes)."""
@@ -223,7 +243,10 @@ class Tool:
         raise NotImplementedError
 
     # shared ------------------------------------------------------------------------------------
+    calls = 0  # API requests the bench itself made through this tool (subtracted in scenario 4)
+
     def vs(self, ns: str) -> dict[str, Any] | None:
+        self.calls += 1
         try:
             obj: dict[str, Any] = self.custom.get_namespaced_custom_object(*ISTIO, ns, "virtualservices", "web")
             return obj
@@ -245,6 +268,7 @@ class Tool:
         return total
 
     def get(self, ns: str, group: str, version: str, plural: str, name: str = "web") -> dict[str, Any]:
+        self.calls += 1
         obj: dict[str, Any] = self.custom.get_namespaced_custom_object(group, version, ns, plural, name)
         return obj
 
@@ -280,7 +304,7 @@ class Coalmine(Tool):
             self.info.scrape_interval,
         ]
 
-    def prepare(self, ns: str, scenario: Scenario) -> None:
+    def prepare(self, ns: str, scenario: Scenario, wait: bool = True) -> None:
         self.apps.create_namespaced_deployment(ns, deployment(ns, "web-v1", {"app": "web", "version": "v1"}))
         self.apps.create_namespaced_deployment(ns, deployment(ns, "web-v2", {"app": "web", "version": "v2"}))
         self.core.create_namespaced_service(ns, service(ns, "web", {"app": "web"}))
@@ -310,6 +334,7 @@ class Coalmine(Tool):
         self.custom.create_namespaced_custom_object(*ISTIO, ns, "destinationrules", dr)
         self.custom.create_namespaced_custom_object(*ISTIO, ns, "virtualservices", vs)
         self._holds = scenario.holds
+        self._min_requests = scenario.min_requests
 
     def release(self, ns: str) -> None:
         steps = [{"weight": w, "hold": f"{h}s"} for w, h in self._holds.items()] + [{"weight": 100, "hold": "1s"}]
@@ -326,7 +351,7 @@ class Coalmine(Tool):
                     "interval": self.p.window,
                     "checkEvery": self.p.coalmine_check_every,
                     "failureLimit": self.p.coalmine_failure_limit,
-                    "minRequests": 20,
+                    "minRequests": self._min_requests,
                     "successRate": {"min": MIN_SUCCESS},
                     "latency": {"quantile": 0.99, "maxMs": MAX_P99_MS},
                 },
@@ -370,7 +395,7 @@ class Flagger(Tool):
             "-enable-config-tracking=false",
         ]
 
-    def prepare(self, ns: str, scenario: Scenario) -> None:
+    def prepare(self, ns: str, scenario: Scenario, wait: bool = True) -> None:
         self.apps.create_namespaced_deployment(ns, deployment(ns, "web", {"app": "web"}))
         metric_window = self.p.window
         canary = {
@@ -397,7 +422,11 @@ class Flagger(Tool):
             },
         }
         self.custom.create_namespaced_custom_object("flagger.app", "v1beta1", ns, "canaries", canary)
-        self.wait("Canary Initialized", lambda: self.phase(ns) == "Initialized", 120 + 4 * self.p.hold)
+        if wait:
+            self.wait("Canary Initialized", lambda: self.ready(ns), 120 + 4 * self.p.hold)
+
+    def ready(self, ns: str) -> bool:
+        return self.phase(ns) == "Initialized"
 
     def release(self, ns: str) -> None:
         self.bump_template(ns, "web")
@@ -424,6 +453,11 @@ class Flagger(Tool):
 
 class Argo(Tool):
     name = "argo"
+    _old_hash: dict[str, Any]
+
+    def __init__(self, api: client.ApiClient, info: devstack.StackInfo, profile: Profile) -> None:
+        super().__init__(api, info, profile)
+        self._old_hash = {}
 
     def argv(self) -> list[str]:
         return [
@@ -435,7 +469,7 @@ class Argo(Tool):
             "--loglevel=info",
         ]
 
-    def prepare(self, ns: str, scenario: Scenario) -> None:
+    def prepare(self, ns: str, scenario: Scenario, wait: bool = True) -> None:
         self.core.create_namespaced_service(ns, service(ns, "web-stable", {"app": "web"}))
         self.core.create_namespaced_service(ns, service(ns, "web-canary", {"app": "web"}))
         vs = {
@@ -517,10 +551,21 @@ class Argo(Tool):
             },
         }
         self.custom.create_namespaced_custom_object("argoproj.io", "v1alpha1", ns, "rollouts", rollout)
-        self.wait("Rollout Healthy", lambda: self.phase(ns) == "Healthy", 120)
+        if wait:
+            self.wait("Rollout Healthy", lambda: self.ready(ns), 120)
+
+    def ready(self, ns: str) -> bool:
+        """Healthy with the first revision recorded as stable: a release before that would skip the steps
+        (Argo promotes a first revision at once)."""
+        status = self.status(ns)
+        return (
+            status.get("phase") == "Healthy"
+            and bool(status.get("stableRS"))
+            and status.get("stableRS") == status.get("currentPodHash")
+        )
 
     def release(self, ns: str) -> None:
-        self._old_hash = self.status(ns).get("stableRS")
+        self._old_hash[ns] = self.status(ns).get("stableRS")
         self.bump_template(ns, "web", "argoproj.io", "rollouts")
 
     def status(self, ns: str) -> dict[str, Any]:
@@ -545,7 +590,7 @@ class Argo(Tool):
         status = self.status(ns)
         return (
             status.get("phase") == "Healthy"
-            and status.get("stableRS") not in (None, self._old_hash)
+            and status.get("stableRS") not in (None, self._old_hash.get(ns))
             and status.get("stableRS") == status.get("currentPodHash")
         )
 
@@ -553,8 +598,9 @@ class Argo(Tool):
 # --- measuring -----------------------------------------------------------------------------------
 
 
-def apiserver_writes(info: devstack.StackInfo) -> dict[str, float]:
-    """kube-apiserver's apiserver_request_total for writes, summed by 'VERB resource[/subresource]'."""
+def apiserver_writes(info: devstack.StackInfo, reads: bool = False) -> dict[str, float]:
+    """kube-apiserver's apiserver_request_total for writes (with `reads`, all requests), summed by
+    'VERB resource[/subresource]'."""
     response = httpx.get(
         f"{info.apiserver_url}/metrics",
         headers={"Authorization": f"Bearer {info.admin_token}"},
@@ -569,7 +615,7 @@ def apiserver_writes(info: devstack.StackInfo) -> dict[str, float]:
         labels = dict(part.split("=", 1) for part in labels_text.split('",') if "=" in part)
         labels = {k: v.strip('"') for k, v in labels.items()}
         verb = labels.get("verb", "")
-        if verb in ("GET", "LIST", "WATCH", "CONNECT"):
+        if verb in ("GET", "LIST", "WATCH", "CONNECT") and not reads:
             continue
         resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
         key = f"{verb} {resource}"
@@ -577,20 +623,40 @@ def apiserver_writes(info: devstack.StackInfo) -> dict[str, float]:
     return out
 
 
-# Writes other components make whatever the tool does (kwok's kubelets, kube-controller-manager's
-# status writes and pods, the scheduler's bindings, leases): left out of "the tool's writes".
-NOT_THE_TOOLS = ("pods", "nodes", "leases", "endpointslices", "deployments/status", "replicasets/status", "events")
+# Writes to the objects a tool decides about: its own resource (and status), the routing objects, the
+# analysis objects, the Services it selects with. Only the tool writes these here.
+CONTROL = ("rollouts", "canaries", "analysisruns", "virtualservices", "destinationrules", "services")
+# Writes to workloads: the tool's (Flagger's Deployments, Argo's ReplicaSets) and kube-controller-manager's
+# reactions to them (a Deployment change makes it write ReplicaSets and Deployment annotations): both counted.
+WORKLOAD = ("deployments", "replicasets")
+# Everything else (pods, bindings, endpoints, events, leases, nodes: kwok, the scheduler, kcm) is left out.
 
 
-def tool_writes(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
-    return {
-        k: v
-        for k, v in sorted(delta.items())
-        if v > 0
-        and not any(k.split(" ", 1)[1] == r or k.split(" ", 1)[1].startswith(r + "/") for r in NOT_THE_TOOLS)
-        and k.split(" ", 1)[1] not in ("namespaces", "namespaces/finalize")
-    }
+def tool_writes(
+    before: dict[str, float], after: dict[str, float], kinds: tuple[str, ...] = CONTROL
+) -> dict[str, float]:
+    """Writes between two `apiserver_writes` readings to the resources in `kinds` (and their subresources,
+    except the status of Deployments and ReplicaSets, which only kube-controller-manager writes)."""
+    out = {}
+    for key, value in sorted(after.items()):
+        resource = key.split(" ", 1)[1]
+        delta = value - before.get(key, 0.0)
+        if delta <= 0 or resource in ("deployments/status", "replicasets/status"):
+            continue
+        if resource.split("/", 1)[0] in kinds:
+            out[key] = delta
+    return out
+
+
+def wait_namespaces_gone(api: client.ApiClient, timeout: float = 180) -> None:
+    """Wait until no namespace is Terminating: their deletion writes would count as the next tool's."""
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + timeout
+    while any(ns.status.phase == "Terminating" for ns in core.list_namespace().items):
+        if time.monotonic() > deadline:
+            print(f"  (namespaces still Terminating after {timeout:.0f} s)", flush=True)
+            return
+        time.sleep(1)
 
 
 def prometheus_queries(info: devstack.StackInfo) -> float:
@@ -698,6 +764,7 @@ class Bench:
     def healthy(self, tool: Tool) -> None:
         with self.controller(tool), self.namespace(tool, "ok") as ns:
             tool.prepare(ns, Scenario({10: tool.p.hold, 30: tool.p.hold, 50: tool.p.hold}))
+            wait_namespaces_gone(self.api)
             time.sleep(3)  # let the preparation's own writes settle
             writes0, queries0 = apiserver_writes(self.info), prometheus_queries(self.info)
             start = time.monotonic()
@@ -711,7 +778,9 @@ class Bench:
                 time.sleep(0.25)
             elapsed = time.monotonic() - start
             time.sleep(2)
-            writes = tool_writes(writes0, apiserver_writes(self.info))
+            writes1 = apiserver_writes(self.info)
+            writes = tool_writes(writes0, writes1)
+            workload_writes = tool_writes(writes0, writes1, WORKLOAD)
             queries = prometheus_queries(self.info) - queries0
         weights_seen = []
         for _, weight, _ in timeline:
@@ -721,6 +790,8 @@ class Bench:
             "seconds": round(elapsed, 1),
             "writes": writes,
             "writes_total": sum(writes.values()),
+            "workload_writes": workload_writes,
+            "workload_writes_total": sum(workload_writes.values()),
             "queries": queries,
             "query_rate": round(queries / elapsed, 2),
             "weights": weights_seen,
@@ -728,7 +799,7 @@ class Bench:
         }
         print(
             f"  {tool.name}: done in {elapsed:.1f} s, weights {weights_seen}, {row['writes_total']:.0f} writes "
-            f"{writes}, {queries:.0f} Prometheus queries ({row['query_rate']}/s), load {row['load']:.2f}",
+            f"{writes}, workloads {workload_writes}, {queries:.0f} Prometheus queries ({row['query_rate']}/s), load {row['load']:.2f}",
             flush=True,
         )
         self.results.setdefault("healthy", {})[tool.name] = {**row, "timeline": timeline}
@@ -764,6 +835,75 @@ class Bench:
         )
         self.results.setdefault("prometheus_outage", {})[tool.name] = events
 
+    # scenario 4 --------------------------------------------------------------------------------
+    def scale(self, tool: Tool, n: int, limit: float) -> None:
+        tag = uuid.uuid4().hex[:4]
+        names = [f"{tool.name}-n{i}-{tag}" for i in range(n)]
+        core = client.CoreV1Api(self.api)
+        for ns in names:
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+            self.mesh.set_service(ns, "web", rps=SCALE_RPS)
+        row: dict[str, Any] = {"n": n}
+        wait_namespaces_gone(self.api)
+        try:
+            with self.controller(tool) as pid:
+                t_prep = time.monotonic()
+                for ns in names:
+                    holds = {10: tool.p.hold, 30: tool.p.hold, 50: tool.p.hold}
+                    tool.prepare(ns, Scenario(holds, min_requests=2), wait=False)
+                waiting = set(names)
+                while waiting and time.monotonic() - t_prep < 600:
+                    waiting = {ns for ns in waiting if not tool.ready(ns)}
+                    time.sleep(1)
+                row["ready_s"] = round(time.monotonic() - t_prep, 1)
+                row["not_ready"] = len(waiting)
+                reads0, writes0 = apiserver_writes(self.info, reads=True), apiserver_writes(self.info)
+                queries0, cpu0, calls0 = prometheus_queries(self.info), cpu_seconds(pid), tool.calls
+                start = time.monotonic()
+                released: dict[str, float] = {}
+                for ns in names:
+                    if ns not in waiting:
+                        tool.release(ns)
+                        released[ns] = time.monotonic()
+                row["release_s"] = round(time.monotonic() - start, 1)
+                finished: dict[str, float] = {}
+                rss: list[int] = []
+                while len(finished) < len(released) and time.monotonic() - start < limit:
+                    rss.append(proc_status(pid).get("VmRSS", 0))
+                    for ns in released:
+                        if ns not in finished and tool.done(ns):
+                            finished[ns] = time.monotonic() - released[ns]
+                    time.sleep(2)
+                elapsed = time.monotonic() - start
+                cpu = cpu_seconds(pid) - cpu0
+                bench_calls = tool.calls - calls0
+                reads1, writes1 = apiserver_writes(self.info, reads=True), apiserver_writes(self.info)
+                queries = prometheus_queries(self.info) - queries0
+        finally:
+            for ns in names:
+                self.mesh.delete_service(ns, "web")
+                core.delete_namespace(ns)
+        all_requests = sum(reads1.values()) - sum(reads0.values()) - bench_calls
+        done_times = sorted(finished.values())
+        row.update(
+            {
+                "window_s": round(elapsed, 1),
+                "done": len(finished),
+                "released": len(released),
+                "to_done_p50_s": round(percentile(done_times, 50), 1),
+                "to_done_p99_s": round(percentile(done_times, 99), 1),
+                "rss_max_mib": round(max(rss) / 1024, 1) if rss else float("nan"),
+                "cpu_pct": round(100 * cpu / elapsed, 1),
+                "api_rps_all_clients": round(all_requests / elapsed, 1),
+                "tool_writes_per_s": round(sum(tool_writes(writes0, writes1).values()) / elapsed, 2),
+                "tool_writes": tool_writes(writes0, writes1),
+                "prometheus_queries_per_s": round(queries / elapsed, 2),
+                "load": os.getloadavg(),
+            }
+        )
+        print(f"  {tool.name} x{n}: {json.dumps(row)}", flush=True)
+        self.results.setdefault("scale", {})[tool.name] = row
+
 
 def summary(results: dict[str, Any]) -> str:
     lines = []
@@ -780,13 +920,32 @@ def summary(results: dict[str, Any]) -> str:
     ok = results.get("healthy", {})
     if ok:
         lines.append("\nScenario 1: healthy release 10/30/50/100, equal 10-s holds")
-        lines.append(f"{'tool':10} {'to done s':>9} {'writes':>7} {'queries':>8} {'q/s':>6}  weights seen")
+        lines.append(f"{'tool':10} {'to done s':>9} {'writes':>7} {'wl wr':>6} {'queries':>8} {'q/s':>6}  weights seen")
         for name, row in ok.items():
             lines.append(
-                f"{name:10} {row['seconds']:>9.1f} {row['writes_total']:>7.0f} {row['queries']:>8.0f} "
+                f"{name:10} {row['seconds']:>9.1f} {row['writes_total']:>7.0f} {row['workload_writes_total']:>6.0f} "
+                f"{row['queries']:>8.0f} "
                 f"{row['query_rate']:>6.2f}  {row['weights']}"
             )
-            lines.append(f"{'':10} writes: {json.dumps(row['writes'])}")
+            lines.append(f"{'':10} writes: {json.dumps(row['writes'])}; workloads {json.dumps(row['workload_writes'])}")
+    scale = results.get("scale", {})
+    if scale:
+        lines.append("\nScenario 4: N concurrent healthy releases (tight settings, 5 rps each)")
+        keys = (
+            "n",
+            "ready_s",
+            "done",
+            "to_done_p50_s",
+            "to_done_p99_s",
+            "rss_max_mib",
+            "cpu_pct",
+            "api_rps_all_clients",
+            "tool_writes_per_s",
+            "prometheus_queries_per_s",
+        )
+        lines.append(f"{'tool':10} " + " ".join(f"{k:>14}" for k in keys))
+        for name, row in scale.items():
+            lines.append(f"{name:10} " + " ".join(f"{row.get(k, ''):>14}" for k in keys))
     outage = results.get("prometheus_outage", {})
     if outage:
         lines.append("\nScenario 3: Prometheus stopped 60 s at canary 30 % ((s, canary weight, phase))")
@@ -866,6 +1025,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("peers-output"))
     parser.add_argument("--state-dir", type=Path, help="a running devstack to use (default: start one)")
     parser.add_argument("--settings", choices=sorted(PROFILES), default="tight")
+    parser.add_argument("--n", type=int, default=100, help="concurrent releases in scenario 4")
+    parser.add_argument("--scale-limit", type=float, default=300.0, help="seconds scenario 4 waits for them")
     args = parser.parse_args()
     profile = PROFILES[args.settings]
     if (missing := peers_built()) is not None:
@@ -893,6 +1054,8 @@ def main() -> None:
                             bench.healthy(tool)
                         elif scenario == "3":
                             bench.prometheus_outage(tool)
+                        elif scenario == "4":
+                            bench.scale(tool, args.n, args.scale_limit)
                     except (TimeoutError, ApiException) as error:
                         print(f"  {name}: FAILED: {error}", flush=True)
                         bench.results.setdefault("failed", []).append(f"scenario {scenario} {name}: {error}")
