@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from coalmine.adapters.kube import Conflict, KubeApi, Refused, Unavailable
+from coalmine.adapters.kube import Conflict, Gone, KubeApi, Refused, Unavailable
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.core import analysis, plan, validation, virtualservice
 from coalmine.core.models import Ref, Rollout, RolloutStatus
@@ -57,6 +57,7 @@ class Outcome:
     wake_at: datetime | None
     status: RolloutStatus | None = None  # the status after the tick (None: not decided, someone wrote first)
     events: tuple[plan.Event, ...] = ()  # what the tick posted, for metrics
+    gone: bool = False  # the Rollout no longer exists: stop ticking it, even if the watch never says so
 
 
 def merge_patch(old: Any, new: Any) -> Any:
@@ -94,7 +95,16 @@ def _status_or_empty(body: dict[str, Any]) -> RolloutStatus:
 async def tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim] = ()) -> Outcome:
     """Read the Rollout's objects, decide, write status then traffic, and record what the traffic write did.
 
-    `claims` are the other Rollouts of the namespace (from the watch), for route ownership."""
+    `claims` are the other Rollouts of the namespace (from the watch), for route ownership. A Rollout
+    found deleted when its status is written is `gone`: the caller stops ticking it."""
+    try:
+        return await _tick(body, ports, claims)
+    except Gone as exc:
+        _logger(Ref.from_body(body)).info("not ticked again: %s", exc)
+        return Outcome(body=None, wake_at=None, gone=True)
+
+
+async def _tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim]) -> Outcome:
     ref = Ref.from_body(body)
     logger = _logger(ref)
     now = ports.clock()
@@ -146,6 +156,8 @@ async def _write_status(
     patch = merge_patch(old.to_wire(), new.to_wire())
     try:
         return await ports.kube.patch_rollout_status(ref.namespace, ref.name, ref.resource_version, patch)
+    except Gone:
+        raise
     except Conflict as exc:
         # Another writer (or our own previous tick) got there first: decide again on fresh data.
         logger.info("status not written, will re-read: %s", exc)

@@ -181,7 +181,12 @@ class Operator:
             except Exception:
                 metrics.RECONCILE_ERRORS.inc()
                 raise
-        if outcome.body is not None and resource_version(outcome.body) > resource_version(self.bodies.get(key, body)):
+        known = self.bodies.get(key)
+        if outcome.gone and known is not None and known["metadata"].get("uid") == body["metadata"].get("uid"):
+            self.observe("DELETED", known)  # its DELETED event may have been missed (a watch gap)
+            return None
+        # Only a Rollout still known: one deleted while its tick ran must not come back from the tick's write.
+        if known is not None and outcome.body is not None and resource_version(outcome.body) > resource_version(known):
             self.bodies[key] = outcome.body
         if outcome.status is not None:
             metrics.record(namespace, str(body["metadata"].get("name")), outcome.status, outcome.events)

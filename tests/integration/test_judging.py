@@ -92,6 +92,28 @@ def test_a_failing_dry_run_metric_changes_nothing(
     assert [h["weight"] for h in status["history"]] == [20, 100]
 
 
+def test_a_canary_whose_pods_lack_sidecars_fails_the_traffic_check_with_both_numbers(
+    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    """70 % of the canary's requests are served by pods without a sidecar, so Prometheus sees it get about
+    11 % of the route's requests while the routes give it 30 %: every other check passes (the requests
+    that are reported are all healthy), and the traffic check rolls it back with TrafficMismatch."""
+    meshsim.client.set_service(shop.ns, "order", rps=RPS)
+    meshsim.client.set_destination(shop.ns, "order", "v2", sidecarless=0.7)
+    shop.patch_vs([{"op": "remove", "path": f"/spec/http/{shop.route_index('beta')}"}])  # it also sends to v2
+    op = operator_factory(shop.ns)
+    shop.create_rollout(steps=[{"weight": 30, "hold": "60s"}, {"weight": 100}], analysis={"interval": "3s"})
+    status = shop.wait_for_phase("RolledBack", 90, op)
+    assert status["rollback"]["metric"] == "traffic"
+    assert "TrafficMismatch" in status["message"]
+    row = _metric(status, "traffic")
+    assert row["verdict"] == "Fail"
+    assert 5 < row["value"] < 20, "about 30 % x 0.3 / (70 % + 30 % x 0.3) = 11 % of the reported requests"
+    assert row["threshold"].startswith("30% ± ")
+    assert _metric(status, "success-rate")["verdict"] == "Pass", "the reported requests were all healthy"
+    assert shop.primary_weights() == {"v1": 100, "v2": 0}
+
+
 def test_the_statistical_judge_rolls_back_a_worse_canary_and_says_inconclusive_first(
     shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
 ) -> None:

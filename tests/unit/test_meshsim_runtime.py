@@ -176,7 +176,12 @@ def test_http_api(api: MeshsimClient) -> None:
     }
 
     changed = api.set_destination(NS, "reviews", "canary", error_ratio=0.5, p50_ms=100, p99_ms=900)
-    assert changed == {"errorRatio": 0.5, "latency": {"p50Ms": 100.0, "p99Ms": 900.0}, "errorCode": 500}
+    assert changed == {
+        "errorRatio": 0.5,
+        "latency": {"p50Ms": 100.0, "p99Ms": 900.0},
+        "errorCode": 500,
+        "sidecarless": 0.0,
+    }
     assert api.config()["destinations"][f"{NS}/reviews/canary"]["errorRatio"] == 0.5
     api.reset_destination(NS, "reviews", "canary")
     assert api.config()["destinations"] == {}

@@ -18,6 +18,7 @@ from coalmine_dev.meshsim.config import (
     parse_config,
     parse_destination,
 )
+from coalmine_dev.meshsim.runtime import IstioMetrics
 
 NS = "shop"
 VS = {
@@ -224,3 +225,25 @@ def test_config_defaults_and_round_trip() -> None:
     assert cfg.behaviour(f"{NS}/reviews/canary") == DestinationBehaviour(0.01, Latency(40, 80))
     assert cfg.services[f"{NS}/reviews"].source_workload == "lg"
     assert parse_config(cfg.to_dict()) == cfg
+
+
+def test_a_sidecarless_share_is_served_but_reported_by_the_source_only_without_workload_labels() -> None:
+    cfg = parse_config(
+        {
+            "services": [{"namespace": NS, "host": "reviews", "rps": 20000}],
+            "destinations": {f"{NS}/reviews/canary": {"sidecarless": 0.6}},
+        }
+    )
+    records = traffic.generate_slice(random.Random(4), cfg, [VS], [DR], 1.0)
+    canary = [r for r in records if r.decision.destination and r.decision.destination.subset == "canary"]
+    stable = [r for r in records if r.decision.destination and r.decision.destination.subset == "stable"]
+    assert all(r.reached_destination and r.response_code == 200 for r in canary), "served all the same"
+    assert all(r.reported_by_destination for r in stable), "other destinations keep their sidecars"
+    unreported = [r for r in canary if not r.reported_by_destination]
+    assert abs(len(unreported) / len(canary) - 0.6) < 0.05
+    metrics = IstioMetrics()
+    metrics.record(unreported[:1])
+    text = metrics.exposition().decode()
+    assert 'reporter="source"' in text
+    assert 'reporter="destination"' not in text
+    assert 'destination_version="unknown"' in text

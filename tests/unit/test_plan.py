@@ -14,7 +14,7 @@ from builders import T0, destination_rule, rollout, spec, virtual_service
 
 from coalmine.core import plan, validation
 from coalmine.core.analysis import CheckResult
-from coalmine.core.models import MetricResult, Phase, Rollout, Verdict
+from coalmine.core.models import AnalysisStatus, MetricResult, Phase, Rollout, Verdict
 from coalmine.core.validation import Claim, Cluster, Problem, Resolution
 from coalmine.core.virtualservice import RouteGone, applied, weight_patch
 
@@ -639,3 +639,16 @@ def test_traffic_mismatches_are_counted_within_a_step() -> None:
     r = run(r, mesh, [30])  # the hold ends: next step
     assert r.status.step_index == 1
     assert plan.step_context(r, T0 + 35 * S, S).mismatches == 0, "a new step, a new weight: counted afresh"
+
+
+def test_a_skipped_metric_reads_skipped_in_messages_not_no_data() -> None:
+    check = AnalysisStatus(
+        checked_at=T0,
+        window="4s",
+        verdict=Verdict.PASS,
+        metrics=(
+            MetricResult(name="success-rate", value=100, threshold=">= 95", verdict=Verdict.PASS),
+            MetricResult(name="traffic", verdict=Verdict.SKIPPED, reason="skipped: route beta also sends to v2"),
+        ),
+    )
+    assert plan._summary(check) == "success-rate 100 (>= 95), traffic skipped"

@@ -15,7 +15,7 @@ import pytest
 from builders import T0, destination_rule, spec, virtual_service
 
 from coalmine import reconcile
-from coalmine.adapters.kube import Conflict, Refused, Unavailable
+from coalmine.adapters.kube import Conflict, Gone, Refused, Unavailable
 from coalmine.core.analysis import Query, Sample
 from coalmine.core.models import Ref
 
@@ -26,6 +26,7 @@ class FakeKube:
         self.calls: list[str] = []
         self.statuses: list[dict[str, Any]] = []
         self.conflict_status = False
+        self.gone = False
         self.refuse = ""
         self.unavailable = ""
         self.conflicts = 0
@@ -53,6 +54,8 @@ class FakeKube:
     async def patch_rollout_status(self, namespace: str, name: str, rv: str, status: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(f"status@{rv}")
         self.statuses.append(status)
+        if self.gone:
+            raise Gone(f"Rollout {namespace}/{name} was deleted since resourceVersion {rv}")
         if self.conflict_status:
             raise Conflict("stale")
         return {
@@ -135,6 +138,17 @@ async def test_a_stale_status_write_moves_no_traffic() -> None:
     assert kube.calls == ["status@41"], "another writer decided first: this one does nothing"
     assert outcome.body is None
     assert outcome.wake_at is not None
+
+
+async def test_a_rollout_deleted_before_its_status_write_is_gone_not_retried() -> None:
+    kube = FakeKube(virtual_service(stable_weight=70, canary_weight=30))
+    kube.gone = True
+    outcome = await reconcile.tick(
+        _body(_progressing(1)), _ports(kube, FakePrometheus(50.0), T0 + timedelta(seconds=20))
+    )
+    assert kube.calls == ["status@41"], "no traffic moved for a Rollout that no longer exists"
+    assert outcome.gone
+    assert (outcome.body, outcome.wake_at) == (None, None), "nothing to record and no retry"
 
 
 async def test_a_tick_with_nothing_to_do_writes_nothing() -> None:

@@ -271,11 +271,12 @@ def test_promote_is_refused_while_the_last_check_did_not_pass(verdict: Verdict, 
 
 
 def test_promote_needs_a_pass_whatever_else_a_check_can_say() -> None:
+    """Except Inconclusive: every bound held and the judge cannot tell yet, which is a person's call."""
     mesh = Mesh()
     r = run(started(mesh=mesh), mesh, [10])
     assert r.status.analysis is not None
     for verdict in Verdict:
-        if verdict is Verdict.PASS:
+        if verdict in (Verdict.PASS, Verdict.INCONCLUSIVE):
             continue
         analysis = r.status.analysis.model_copy(update={"verdict": verdict})
         asked = ask(r.model_copy(update={"status": r.status.model_copy(update={"analysis": analysis})}), "promote")
@@ -465,3 +466,32 @@ def test_hold_end_counts_pauses_but_not_before_the_step_began() -> None:
     paused = status.model_copy(update={"paused": Pause(since=T0 - 10 * S)})
     assert steering.paused_for(paused, T0 + 20 * S) == 25 * S, "5 s before, and 20 s since the step began"
     assert steering.hold_end(r.spec, paused, T0 + 20 * S) == T0 + 55 * S
+
+
+def test_an_inconclusive_judge_after_the_hold_waits_for_a_person_who_may_promote() -> None:
+    mesh = Mesh()
+    r = run(started(mesh=mesh), mesh, [10, 20])
+    undecided = check(Verdict.INCONCLUSIVE)
+    r, events = tick(r, mesh, T0 + 30 * S, undecided)  # the hold (30 s) is over
+    assert (r.status.step_index, mesh.canary()) == (0, 10), "inconclusive holds the step: never a pass"
+    reconciling = next(c for c in r.status.conditions if c.type == "Reconciling")
+    assert reconciling.reason == "WaitingForPromotion"
+    assert "the judge is inconclusive: waiting for a passing check, or for a person to promote" in r.status.message
+    assert "(coalmine promote order -n shop) or abort (coalmine abort order -n shop)" in r.status.message
+    assert reasons(events) == ["WaitingForPromotion"]
+    r, events = tick(r, mesh, T0 + 40 * S, undecided)
+    assert "WaitingForPromotion" not in reasons(events), "announced once"
+    assert next(c for c in r.status.conditions if c.type == "Reconciling").reason == "WaitingForPromotion"
+    r, events = tick(ask(r, "promote"), mesh, T0 + 41 * S)
+    assert "Promoted" in reasons(events)
+    assert (r.status.step_index, mesh.canary()) == (1, 30)
+
+
+def test_an_inconclusive_judge_that_later_passes_moves_on_by_itself() -> None:
+    mesh = Mesh()
+    r = run(started(mesh=mesh), mesh, [10, 20])
+    r, _ = tick(r, mesh, T0 + 40 * S, check(Verdict.INCONCLUSIVE))
+    assert (r.status.step_index, mesh.canary()) == (0, 10)
+    r, events = tick(r, mesh, T0 + 50 * S, check(Verdict.PASS))
+    assert "StepAdvanced" in reasons(events)
+    assert (r.status.step_index, mesh.canary()) == (1, 30)

@@ -66,6 +66,10 @@ class Conflict(Exception):
     """Someone else changed the object since it was read; re-read and decide again."""
 
 
+class Gone(Conflict):
+    """The object no longer exists (deleted while its tick ran): nothing to record, forget it."""
+
+
 class Refused(Exception):
     """The API server (schema, admission, RBAC) refused the write for what it is, not for a concurrent
     edit; the message is the server's own. Retrying the same write will not help soon."""
@@ -179,10 +183,8 @@ class KubeApi:
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(f"Rollout {namespace}/{name} changed since resourceVersion {resource_version}") from exc
-            if exc.status == 404:  # deleted while its tick ran: nothing to record, the watch says it is gone
-                raise Conflict(
-                    f"Rollout {namespace}/{name} was deleted since resourceVersion {resource_version}"
-                ) from exc
+            if exc.status == 404:  # deleted while its tick ran: nothing to record
+                raise Gone(f"Rollout {namespace}/{name} was deleted since resourceVersion {resource_version}") from exc
             raise
         return result
 

@@ -491,6 +491,9 @@ def step_context(rollout: Rollout, now: datetime, scrape_interval: timedelta) ->
 def _summary(check: AnalysisStatus) -> str:
     parts = []
     for m in check.metrics:
+        if m.verdict is Verdict.SKIPPED:
+            parts.append(f"{m.name} skipped")
+            continue
         value = "no data" if m.value is None else f"{m.value:.4g}"
         parts.append(f"{m.name} {value} ({m.threshold})")
     return ", ".join(parts)
@@ -648,6 +651,27 @@ def _ready(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> 
     return at_weight and passed and now >= steering.hold_end(spec, status, now)
 
 
+def _undecided(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> bool:
+    """At the step's weight, its hold over, and the step's last check Inconclusive: the judge cannot tell
+    canary from stable yet, so the step holds, and a person may decide (promote or abort) meanwhile."""
+    spec, status = rollout.spec, rollout.status
+    assert status.step_started_at is not None
+    return (
+        analysis is not None
+        and analysis.verdict is Verdict.INCONCLUSIVE
+        and analysis.checked_at > status.step_started_at
+        and status.canary_weight == spec.steps[status.step_index or 0].weight
+        and now >= steering.hold_end(spec, status, now)
+    )
+
+
+def _undecided_ends(rollout: Rollout) -> str:
+    return (
+        "hold done, the judge is inconclusive: waiting for a passing check, or for a person to promote "
+        f"({steering.command(rollout, 'promote')}) or abort ({steering.command(rollout, 'abort')})"
+    )
+
+
 def _history(status: RolloutStatus, entry: HistoryEntry) -> tuple[HistoryEntry, ...]:
     return (*status.history, entry)[-MAX_HISTORY:]
 
@@ -739,13 +763,21 @@ def _hold(
     hold_end = steering.hold_end(spec, status, now)
     label = _step_label(spec, index)
     gate = status.paused is None and steering.gated(spec, status) and _ready(rollout, analysis, now)
+    undecided = status.paused is None and _undecided(rollout, analysis, now)
     new = status
-    if gate and _reconciling_reason(status) != Reason.WAITING_FOR_PROMOTION:
+    if (gate or undecided) and _reconciling_reason(status) != Reason.WAITING_FOR_PROMOTION:
         assert analysis is not None
-        message = (
-            f"step {label}: canary at {status.canary_weight}%, hold done; waiting for promote "
-            f"({steering.command(rollout, 'promote')}); last check Pass: {_summary(analysis)}"
-        )
+        if gate:
+            message = (
+                f"step {label}: canary at {status.canary_weight}%, hold done; waiting for promote "
+                f"({steering.command(rollout, 'promote')}); last check Pass: {_summary(analysis)}"
+            )
+        else:
+            why = "; ".join(m.reason for m in analysis.metrics if m.verdict is Verdict.INCONCLUSIVE)
+            message = (
+                f"step {label}: canary at {status.canary_weight}%, {_undecided_ends(rollout)}; "
+                f"last check Inconclusive: {_summary(analysis)} ({why})"
+            )
         new = status.model_copy(update={"analysis": analysis})
         if traffic_stalled(status) is None:
             new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.WAITING_FOR_PROMOTION, message)
@@ -763,6 +795,8 @@ def _hold(
             ends = f"hold ends {format_time(hold_end)}"
         elif gate:
             ends = f"hold done, waiting for promote ({steering.command(rollout, 'promote')})"
+        elif undecided:
+            ends = _undecided_ends(rollout)
         elif steering.gated(spec, status):
             ends = "hold done, waiting for a passing check, then for promote"
         else:
@@ -773,7 +807,9 @@ def _hold(
         )
         if analysis.verdict in (Verdict.NO_DATA, Verdict.INCONCLUSIVE):
             message += f" ({check.reason})"
-        reason = Reason.PAUSED if status.paused else Reason.WAITING_FOR_PROMOTION if gate else Reason.ANALYSING
+        reason = (
+            Reason.PAUSED if status.paused else Reason.WAITING_FOR_PROMOTION if gate or undecided else Reason.ANALYSING
+        )
         new = status.model_copy(update={"analysis": analysis})
         if traffic_stalled(status) is None:
             new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, reason, message)

@@ -126,6 +126,8 @@ def _promote(rollout: Rollout) -> str | None:
     if analysis.verdict is Verdict.NO_DATA:
         why = "; ".join(f"{m.name}: {m.reason}" for m in analysis.metrics if m.verdict is Verdict.NO_DATA)
         return f"the last check had no data ({why or 'no canary requests'}): promote needs a passing check"
+    if analysis.verdict is Verdict.INCONCLUSIVE:  # the judge cannot tell yet; every bound held: a person may
+        return None
     if analysis.verdict is not Verdict.PASS:  # whatever else a check can say, only a pass lets promote through
         why = "; ".join(f"{m.name}: {m.reason}" for m in analysis.metrics if m.verdict is analysis.verdict)
         return (

@@ -48,9 +48,12 @@ class MeshsimClient:
         p50_ms: float | None = None,
         p99_ms: float | None = None,
         error_code: int | None = None,
+        sidecarless: float | None = None,
     ) -> dict[str, Any]:
         """Replace how `<namespace>/<host>/<subset>` answers; unset values come from the defaults."""
         body: dict[str, Any] = {"errorRatio": error_ratio}
+        if sidecarless is not None:
+            body["sidecarless"] = sidecarless
         latency = {k: v for k, v in (("p50Ms", p50_ms), ("p99Ms", p99_ms)) if v is not None}
         if latency:
             body["latency"] = latency

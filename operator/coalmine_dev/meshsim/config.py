@@ -50,12 +50,16 @@ class DestinationBehaviour:
     error_ratio: float = 0.0
     latency: Latency = field(default_factory=Latency)
     error_code: int = 500
+    # The share of its requests served by pods without a sidecar: answered, but no destination proxy
+    # reports them, and the client's proxy cannot learn the pod's workload labels (no metadata exchange).
+    sidecarless: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "errorRatio": self.error_ratio,
             "latency": self.latency.to_dict(),
             "errorCode": self.error_code,
+            "sidecarless": self.sidecarless,
         }
 
 
@@ -155,7 +159,7 @@ def parse_latency(data: Any, default: Latency | None = None) -> Latency:
 
 
 def parse_destination(data: Any, default: DestinationBehaviour | None = None) -> DestinationBehaviour:
-    """Parse `{errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode}`.
+    """Parse `{errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode, sidecarless}`.
 
     Absent keys come from `default` (a PUT replaces a destination's behaviour with defaults + body)."""
     base = default or DestinationBehaviour()
@@ -165,6 +169,7 @@ def parse_destination(data: Any, default: DestinationBehaviour | None = None) ->
         error_ratio=_number(d, "errorRatio", base.error_ratio, low=0.0, high=1.0),
         latency=parse_latency(d.get("latency"), base.latency) if "latency" in d else base.latency,
         error_code=code,
+        sidecarless=_number(d, "sidecarless", base.sidecarless, low=0.0, high=1.0),
     )
 
 

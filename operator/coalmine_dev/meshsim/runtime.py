@@ -19,7 +19,8 @@ HTTP API (JSON unless noted):
                                                  ready endpoints of the Services followed
   GET  /counts                                   requests sent since start / last reset
   POST /counts/reset
-  PUT  /destinations/<ns>/<host>/<subset>        {errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode}
+  PUT  /destinations/<ns>/<host>/<subset>        {errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode,
+                                                 sidecarless}
   DELETE /destinations/<ns>/<host>/<subset>      back to defaultDestination
   PUT  /services/<ns>/<host>                     {rps, headers: [{weight, headers}], sourceWorkload, ...}
   DELETE /services/<ns>/<host>                   stop sending to it
@@ -96,13 +97,13 @@ def istio_labels(record: RequestRecord, reporter: str) -> tuple[str, ...]:
     """The label values Istio's stats filter would attach to this request, in ISTIO_LABELS order."""
     service = record.service
     dest = record.decision.destination
-    if record.reached_destination and dest is not None:
+    if record.reported_by_destination and dest is not None:
         known = dest.version != "unknown"
         # The pods' owner when meshsim knows them (Istio's rule), else a name made of host and version.
         workload = dest.workload or (f"{dest.host}-{dest.version}" if known else dest.host)
         workload_ns, app, version = dest.namespace, dest.host, dest.version
         canonical_service, revision = dest.host, dest.version if known else "latest"
-    else:  # no upstream host was chosen: Istio reports unknown destination workload labels
+    else:  # no upstream host was chosen, or it has no sidecar to exchange metadata with: unknown labels
         workload = workload_ns = app = version = canonical_service = revision = "unknown"
     svc_ns, svc_name = (dest.namespace, dest.host) if dest is not None else (service.namespace, service.host)
     return (
@@ -148,12 +149,12 @@ class IstioMetrics:
 
     def record(self, records: list[RequestRecord]) -> None:
         """Emit `reporter="source"` for every routed request, `reporter="destination"` for those that
-        reached a destination (a no-route or missing cluster never reaches a pod)."""
+        reached a pod with a sidecar (a no-route or missing cluster never reaches a pod)."""
         counts: Tally[tuple[str, ...]] = Tally()
         for record in records:
             if not record.routed:
                 continue
-            reporters = ("source", "destination") if record.reached_destination else ("source",)
+            reporters = ("source", "destination") if record.reported_by_destination else ("source",)
             for reporter in reporters:
                 labels = istio_labels(record, reporter)
                 counts[labels] += 1

@@ -35,11 +35,17 @@ class RequestRecord:
     response_flags: str
     duration_ms: float
     offset_s: float  # arrival time within the slice
+    sidecar: bool = True  # False: served by a pod without a sidecar (see DestinationBehaviour.sidecarless)
 
     @property
     def reached_destination(self) -> bool:
-        """True when a destination pod would have seen it (and reported it as `reporter=destination`)."""
+        """True when a destination pod would have seen it."""
         return self.decision.outcome == routing.OK
+
+    @property
+    def reported_by_destination(self) -> bool:
+        """True when that pod's sidecar reports it (`reporter="destination"`) and shared its workload labels."""
+        return self.reached_destination and self.sidecar
 
     @property
     def routed(self) -> bool:
@@ -111,7 +117,8 @@ def simulate_request(
         return RequestRecord(service, decision, code, decision.response_flags, 0.0, offset_s)
     behaviour = config.behaviour(decision.destination.key)
     code = sample_response_code(rng, behaviour)
-    return RequestRecord(service, decision, code, "-", sample_latency(rng, behaviour.latency), offset_s)
+    sidecar = not (behaviour.sidecarless > 0 and rng.random() < behaviour.sidecarless)
+    return RequestRecord(service, decision, code, "-", sample_latency(rng, behaviour.latency), offset_s, sidecar)
 
 
 def generate_slice(

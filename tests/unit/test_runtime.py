@@ -1,0 +1,72 @@
+"""The running operator's memory of Rollouts (runtime.Operator): a deleted Rollout is forgotten, and stays
+forgotten, whatever its last tick wrote. reconcile.tick is replaced by a fake here: what is under test is what
+the runtime does with a tick's outcome, not the tick."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from coalmine import reconcile, runtime
+from coalmine.runtime import Operator, OperatorConfig
+
+
+def _body(rv: int, uid: str = "u1") -> dict[str, Any]:
+    return {
+        "apiVersion": "coalmine.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "order", "namespace": "shop", "uid": uid, "resourceVersion": str(rv), "generation": 1},
+        "spec": {"virtualService": {"name": "order"}},
+    }
+
+
+def _operator() -> Operator:
+    op = Operator(config=OperatorConfig())
+    op.ports = object()  # type: ignore[assignment]  # only checked for None: the fake tick never uses it
+    op.observe("ADDED", _body(10))
+    return op
+
+
+async def test_a_rollout_deleted_while_its_tick_ran_is_not_brought_back_by_the_tick_s_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    op = _operator()
+
+    async def tick(body: dict[str, Any], ports: Any, claims: Any = ()) -> reconcile.Outcome:
+        op.observe("DELETED", _body(11))  # the watch's DELETED arrives while the tick awaits its writes
+        return reconcile.Outcome(body=_body(11), wake_at=datetime(2026, 12, 1))
+
+    monkeypatch.setattr(runtime.reconcile, "tick", tick)
+    await op.tick("shop/order")
+    assert "shop/order" not in op.bodies, "a ghost would be ticked forever, each status write a 404"
+    assert "order" not in op.claims.get("shop", {})
+
+
+async def test_a_rollout_found_gone_by_its_tick_is_forgotten_without_a_deleted_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    op = _operator()
+
+    async def tick(body: dict[str, Any], ports: Any, claims: Any = ()) -> reconcile.Outcome:
+        return reconcile.Outcome(body=None, wake_at=None, gone=True)
+
+    monkeypatch.setattr(runtime.reconcile, "tick", tick)
+    assert await op.tick("shop/order") is None
+    assert "shop/order" not in op.bodies
+    assert "order" not in op.claims.get("shop", {})
+
+
+async def test_gone_forgets_only_the_object_that_was_ticked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Rollout re-created under the same name (a new uid) while the old one's tick ran is kept."""
+    op = _operator()
+
+    async def tick(body: dict[str, Any], ports: Any, claims: Any = ()) -> reconcile.Outcome:
+        op.observe("DELETED", _body(11))
+        op.observe("ADDED", _body(12, uid="u2"))
+        return reconcile.Outcome(body=None, wake_at=None, gone=True)
+
+    monkeypatch.setattr(runtime.reconcile, "tick", tick)
+    await op.tick("shop/order")
+    assert op.bodies["shop/order"]["metadata"]["uid"] == "u2"
