@@ -302,6 +302,10 @@ class Coalmine(Tool):
             self.info.prometheus_url,
             "--scrape-interval",
             self.info.scrape_interval,
+            "--metrics-port",  # free ports: another bench (or test) may run an operator on this machine
+            str(free_port()),
+            "--health-port",
+            str(free_port()),
         ]
 
     def prepare(self, ns: str, scenario: Scenario, wait: bool = True) -> None:
