@@ -242,6 +242,25 @@ class Tool:
         """Why the tool rolled back, in its own words."""
         raise NotImplementedError
 
+    kind: tuple[str, str, str] = ("", "", "")  # (group, version, plural) of the tool's own resource
+
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        """{namespace: status of its `web`} for every namespace, in one LIST (scenario 4 polls this way:
+        a GET per namespace takes longer than a step on a loaded machine)."""
+        self.calls += 1
+        listed = self.custom.list_cluster_custom_object(*self.kind)
+        return {
+            o["metadata"]["namespace"]: dict(o.get("status") or {})
+            for o in listed.get("items", [])
+            if o["metadata"]["name"] == "web"
+        }
+
+    def ready_status(self, ns: str, status: dict[str, Any]) -> bool:
+        return True
+
+    def done_status(self, ns: str, status: dict[str, Any]) -> bool:
+        return status.get("phase") == "Succeeded"
+
     # shared ------------------------------------------------------------------------------------
     calls = 0  # API requests the bench itself made through this tool (subtracted in scenario 4)
 
@@ -291,6 +310,7 @@ class Tool:
 
 class Coalmine(Tool):
     name = "coalmine"
+    kind = ("coalmine.dev", "v1alpha1", "rollouts")
 
     def argv(self) -> list[str]:
         return [
@@ -386,6 +406,10 @@ class Coalmine(Tool):
 
 class Flagger(Tool):
     name = "flagger"
+    kind = ("flagger.app", "v1beta1", "canaries")
+
+    def ready_status(self, ns: str, status: dict[str, Any]) -> bool:
+        return status.get("phase") == "Initialized"
 
     def argv(self) -> list[str]:
         return [
@@ -457,6 +481,22 @@ class Flagger(Tool):
 
 class Argo(Tool):
     name = "argo"
+    kind = ("argoproj.io", "v1alpha1", "rollouts")
+
+    def ready_status(self, ns: str, status: dict[str, Any]) -> bool:
+        return (
+            status.get("phase") == "Healthy"
+            and bool(status.get("stableRS"))
+            and status.get("stableRS") == status.get("currentPodHash")
+        )
+
+    def done_status(self, ns: str, status: dict[str, Any]) -> bool:
+        return (
+            status.get("phase") == "Healthy"
+            and status.get("stableRS") not in (None, self._old_hash.get(ns))
+            and status.get("stableRS") == status.get("currentPodHash")
+        )
+
     _old_hash: dict[str, Any]
 
     def __init__(self, api: client.ApiClient, info: devstack.StackInfo, profile: Profile) -> None:
@@ -857,7 +897,8 @@ class Bench:
                     tool.prepare(ns, Scenario(holds, min_requests=2), wait=False)
                 waiting = set(names)
                 while waiting and time.monotonic() - t_prep < 600:
-                    waiting = {ns for ns in waiting if not tool.ready(ns)}
+                    statuses = tool.statuses()
+                    waiting = {ns for ns in waiting if not tool.ready_status(ns, statuses.get(ns, {}))}
                     time.sleep(1)
                 row["ready_s"] = round(time.monotonic() - t_prep, 1)
                 row["not_ready"] = len(waiting)
@@ -874,8 +915,9 @@ class Bench:
                 rss: list[int] = []
                 while len(finished) < len(released) and time.monotonic() - start < limit:
                     rss.append(proc_status(pid).get("VmRSS", 0))
+                    statuses = tool.statuses()
                     for ns in released:
-                        if ns not in finished and tool.done(ns):
+                        if ns not in finished and tool.done_status(ns, statuses.get(ns, {})):
                             finished[ns] = time.monotonic() - released[ns]
                     time.sleep(2)
                 elapsed = time.monotonic() - start
