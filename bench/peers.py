@@ -1085,7 +1085,9 @@ def main() -> None:
         sys.exit(missing)
     tools = [t for t in args.tools.split(",") if t]
     args.output.mkdir(parents=True, exist_ok=True)
-    with bench_stack("coalmine-peers-", args.state_dir, args.scrape_interval) as (info, workdir, procs):
+    # kwok's nodes take 110 pods each: scenario 4 has up to 4 pods per release (Flagger: primary and canary).
+    nodes = 1 + (4 * args.n) // 100 if "4" in args.scenarios.split(",") else 1
+    with bench_stack("coalmine-peers-", args.state_dir, args.scrape_interval, nodes) as (info, workdir, procs):
         install_peer_crds(info)
         api = config.new_client_from_config(config_file=str(info.kubeconfig))
         mesh = start_meshsim(procs, info, workdir, f"bench-peers-{uuid.uuid4().hex[:6]}")
