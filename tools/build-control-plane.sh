@@ -5,6 +5,7 @@
 #         $COALMINE_CACHE/etcd/<etcd version>/etcd
 #         $COALMINE_CACHE/kwok/<kwok version>/{kwok,stages.yaml}
 #         $COALMINE_CACHE/istio/<istio api version>/customresourcedefinitions.gen.yaml
+#         $COALMINE_CACHE/gateway-api/<gateway api version>/standard-install.yaml
 #         $COALMINE_CACHE/istio-validation/<istio version>-<source hash>/istio-validation
 # A no-op when the cached binaries answer --version with the expected version.
 # Binaries a user already has are accepted instead of building:
@@ -19,6 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 K8S_VERSION=${K8S_VERSION:-v1.35.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 ISTIO_API_VERSION=${ISTIO_API_VERSION:-v1.32.0}
+GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.7.0}
 # These two are pinned by their wrapper modules' go.mod (tools/k8s-bin/kwok, tools/istio-validation);
 # the names here only key the cache and the --version check.
 KWOK_VERSION=v0.8.0
@@ -175,4 +177,40 @@ else
   cp "$mod_dir/kubernetes/customresourcedefinitions.gen.yaml" "$istio_crds.tmp"
   chmod u+w "$istio_crds.tmp" && mv "$istio_crds.tmp" "$istio_crds"
   log "Istio CRDs $ISTIO_API_VERSION copied: $istio_crds"
+fi
+
+# Gateway API's CRDs (standard channel: HTTPRoute, Gateway, GatewayClass, ReferenceGrant, ...) are data files
+# in the sigs.k8s.io/gateway-api module. v1.7.0's go.mod asks for a newer Go than GOTOOLCHAIN=local may have:
+# `go mod download` still fetches and verifies the zip (and reports the go version), so the files are taken
+# from the extracted module, or from the verified zip when go did not extract it.
+gw_dir=$CACHE/gateway-api/$GATEWAY_API_VERSION
+gw_crds=$gw_dir/standard-install.yaml
+if [ -s "$gw_crds" ]; then
+  log "Gateway API CRDs $GATEWAY_API_VERSION cached: $gw_crds"
+else
+  info=$(cd "$here/k8s-bin/etcd" && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" || true)
+  mkdir -p "$gw_dir"
+  GW_INFO=$info python3 - "$gw_crds.tmp" "$GATEWAY_API_VERSION" <<'PY'
+import json, os, sys, zipfile
+out, version = sys.argv[1], sys.argv[2]
+info = json.loads(os.environ["GW_INFO"])
+prefix = f"sigs.k8s.io/gateway-api@{version}/"
+names, texts = [], []
+if info.get("Dir") and os.path.isdir(info["Dir"]):
+    base = os.path.join(info["Dir"], "config", "crd", "standard")
+    for name in sorted(os.listdir(base)):
+        if name.startswith("gateway.networking.k8s.io_") and name.endswith(".yaml"):
+            texts.append(open(os.path.join(base, name)).read())
+elif info.get("Zip") and os.path.isfile(info["Zip"]):
+    with zipfile.ZipFile(info["Zip"]) as z:
+        for name in sorted(z.namelist()):
+            rest = name[len(prefix):]
+            if rest.startswith("config/crd/standard/gateway.networking.k8s.io_") and rest.endswith(".yaml"):
+                texts.append(z.read(name).decode())
+if not texts:
+    sys.exit(f"no Gateway API CRDs found in the module download: {info}")
+open(out, "w").write("\n---\n".join(texts))
+PY
+  mv "$gw_crds.tmp" "$gw_crds"
+  log "Gateway API CRDs $GATEWAY_API_VERSION copied: $gw_crds"
 fi

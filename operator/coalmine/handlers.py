@@ -15,7 +15,7 @@ from typing import Any, cast
 import kopf
 from prometheus_client import start_http_server
 
-from coalmine.adapters.kube import GROUP, ISTIO_GROUP, ISTIO_VERSION, PLURAL, VERSION
+from coalmine.adapters.kube import GATEWAY_GROUP, GATEWAY_VERSION, GROUP, ISTIO_GROUP, ISTIO_VERSION, PLURAL, VERSION
 from coalmine.runtime import Operator, OperatorConfig
 
 log = logging.getLogger("coalmine.operator")
@@ -58,6 +58,13 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         obj = event.get("object")
         if isinstance(obj, dict):
             operator.observe_istio("destinationrules", event.get("type"), cast(dict[str, Any], obj))
+
+    # Gateway API's HTTPRoutes (spec.httpRoute); on a cluster without their CRD kopf warns and serves the rest.
+    @kopf.on.event(GATEWAY_GROUP, GATEWAY_VERSION, "httproutes", registry=registry)
+    async def http_route_event(event: kopf.RawEvent, **_: Any) -> None:
+        obj = event.get("object")
+        if isinstance(obj, dict):
+            operator.observe_istio("httproutes", event.get("type"), cast(dict[str, Any], obj))
 
     @kopf.on.probe(id="rollouts", registry=registry)
     async def rollouts_known(**_: Any) -> int:

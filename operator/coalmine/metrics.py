@@ -57,6 +57,31 @@ TRAFFIC_NOT_MOVED = Counter(
     ["namespace"],
 )
 
+WEBHOOK_CALLS = Counter(
+    "coalmine_webhook_calls_total",
+    "Webhook calls by type and result (Pass: 2xx; Fail: other status, no answer, timeout; Refused: allowlist)",
+    ["type", "result"],
+)
+NOTIFICATIONS_DELIVERED = Counter(
+    "coalmine_notifications_delivered_total", "Notifications a channel accepted (2xx)", ["channel"]
+)
+NOTIFICATION_FAILURES = Counter(
+    "coalmine_notification_failures_total",
+    "Failed notification delivery attempts (each retry counts; an unknown channel counts once)",
+    ["channel"],
+)
+
+
+def delivery(what: str, label: str, result: str) -> None:
+    """The webhook Dispatcher's report of each call and delivery attempt."""
+    if what == "webhook":
+        WEBHOOK_CALLS.labels(label, result).inc()
+    elif result == "Delivered":
+        NOTIFICATIONS_DELIVERED.labels(label).inc()
+    else:
+        NOTIFICATION_FAILURES.labels(label).inc()
+
+
 _VERDICT_VALUE = {Verdict.PASS: 1.0, Verdict.FAIL: 0.0, Verdict.NO_DATA: -1.0, Verdict.INCONCLUSIVE: 0.5}
 _last_check: dict[tuple[str, str], datetime] = {}
 

@@ -10,9 +10,10 @@ never claims a weight the routes do not have.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,14 +21,28 @@ from pydantic import ValidationError
 
 from coalmine.adapters.kube import Conflict, Gone, KubeApi, Refused, Unavailable
 from coalmine.adapters.prometheus import PrometheusClient
-from coalmine.core import analysis, plan, validation, virtualservice
-from coalmine.core.models import Ref, Rollout, RolloutStatus
+from coalmine.adapters.webhooks import Dispatcher
+from coalmine.core import analysis, hooks, notify, plan, preflight, routers, validation
+from coalmine.core.models import (
+    HTTP_ROUTE,
+    VIRTUAL_SERVICE,
+    Phase,
+    Ref,
+    Rollout,
+    RolloutStatus,
+    Subscription,
+    format_duration,
+)
+from coalmine.core.routes import RouteGone
 from coalmine.core.validation import Claim, Cluster, Problem, Resolution, Target, Traffic
 
 log = logging.getLogger("coalmine.reconcile")
 
 VS_WRITE_ATTEMPTS = 5
 RETRY_CONFLICT = timedelta(milliseconds=200)
+ACCEPT_WAIT = timedelta(seconds=2)  # how long a tick waits for a route's controller to take its write
+ACCEPT_POLL = timedelta(milliseconds=100)
+ACCEPT_BOUND = timedelta(seconds=30)  # after this, the message asks whether a controller runs at all
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,11 @@ class Ports:
     prometheus: PrometheusClient
     settings: Settings
     clock: Callable[[], datetime]
+    dispatcher: Dispatcher | None = None  # webhooks and notifications, off the tick
+
+    @property
+    def default_notify(self) -> tuple[Subscription, ...]:
+        return self.dispatcher.config.default if self.dispatcher is not None else ()
 
 
 @dataclass(frozen=True)
@@ -114,22 +134,89 @@ async def _tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim]) -> 
         problem = Problem(f"Rollout {ref.namespace}/{ref.name}: {_spec_error(exc)}")
         status = _status_or_empty(body)
         decision = plan.reject(status, ref.generation, problem, now)
+        decision = _queue(None, ref, decision, ports, now)
         written = await _write_status(ref, status, decision.status, ports, logger)
         if written is None:
             return Outcome(body=None, wake_at=ports.clock() + RETRY_CONFLICT)
         await _post_events(Ref.from_body(written or body), decision.events, ports, logger)
+        if ports.dispatcher is not None:
+            ports.dispatcher.deliver(f"{ref.namespace}/{ref.name}", ref.uid, notify.pending(decision.status))
         return Outcome(body=written or None, wake_at=decision.wake_at, status=decision.status, events=decision.events)
 
-    vs = await ports.kube.get_virtual_service(ref.namespace, rollout.spec.virtual_service.name)
-    rules = await ports.kube.list_destination_rules(ref.namespace)
+    # The answers of webhooks and the outcomes of deliveries since the last write, recorded in the status.
+    results, outcomes = ports.dispatcher.observed(ref.uid) if ports.dispatcher is not None else ([], [])
+    original = rollout.status
+    if results or outcomes:
+        folded = notify.fold(hooks.fold(rollout, results), outcomes)
+        rollout = rollout.model_copy(update={"status": folded})
+    route = rollout.spec.route
+    vs = await ports.kube.get_route(routers.router(route.kind).plural, ref.namespace, route.name)
+    rules = await ports.kube.list_destination_rules(ref.namespace) if route.kind == VIRTUAL_SERVICE else []
     resolution = validation.resolve(rollout, Cluster(vs, rules, claims))
+    if plan.needs_start(rollout) and resolution.problem is None and resolution.traffic is not None:
+        resolution = await _preflight(rollout, resolution.traffic, vs, resolution, ports)
     check = None
     if plan.wants_check(rollout, resolution, now):
         assert resolution.target is not None
         check = await _check(rollout, resolution.target, now, ports)
         now = ports.clock()
     decision = plan.decide(rollout, resolution, check, now, ports.settings.policy)
-    return await _commit(rollout, body, decision, vs, resolution, ports, logger)
+    outcome = await _commit(rollout, original, body, decision, vs, resolution, ports, logger)
+    if ports.dispatcher is not None and outcome.status is not None:
+        _dispatch(rollout, outcome.status, now if check is not None else None, ports.dispatcher, ports.clock())
+        ports.dispatcher.settled(ref.uid, results, outcomes)
+    return outcome
+
+
+def _dispatch(
+    before: Rollout, status: RolloutStatus, checked_at: datetime | None, dispatcher: Dispatcher, now: datetime
+) -> None:
+    """Start the webhook calls and deliveries the written status asks for (in the background)."""
+    after = before.model_copy(update={"status": status})
+    key = f"{before.namespace}/{before.name}"
+    calls = hooks.due(after, now)
+    if checked_at is not None and status.phase is Phase.PROGRESSING:  # not for the check that rolled back
+        calls += hooks.during(before, checked_at)
+    dispatcher.call(key, before.ref.uid, calls)
+    dispatcher.deliver(key, before.ref.uid, notify.pending(status))
+
+
+def _queue(rollout: Rollout | None, ref: Ref, decision: plan.Decision, ports: Ports, now: datetime) -> plan.Decision:
+    """The decision with its notifications queued in the status it writes (write-ahead)."""
+    if not decision.events:
+        return decision
+    subscribed = notify.subscriptions(rollout, ports.default_notify)
+    if not subscribed:
+        return decision
+    status = notify.queue(
+        rollout,
+        decision.status,
+        ref.generation,
+        decision.events,
+        subscribed,
+        now,
+        namespace=ref.namespace,
+        name=ref.name,
+    )
+    return replace(decision, status=status)
+
+
+async def _preflight(
+    rollout: Rollout, traffic: Traffic, route: dict[str, Any] | None, resolution: Resolution, ports: Ports
+) -> Resolution:
+    """When a generation starts: what the mesh lacks for the checks to have data (core/preflight.py)."""
+    ns = rollout.namespace
+    names = sorted({validation.short_host(b.host) for b in (traffic.stable, traffic.canary)})
+    try:
+        namespace_labels = await ports.kube.get_labels("Namespace", "", ns)
+        services = {name: await ports.kube.get_labels("Service", ns, name) for name in names}
+    except Refused as exc:  # RBAC without namespaces/services get: start without the preflight, say why
+        _logger(rollout.ref).warning("preflight skipped, the API server refused a read: %s", exc)
+        return resolution
+    problems = preflight.check(traffic.kind, ns, namespace_labels, services, route)
+    if not problems:
+        return resolution
+    return replace(resolution, problem=Problem(preflight.summary(problems), waiting=True, preflight=True))
 
 
 async def _check(rollout: Rollout, target: Target, now: datetime, ports: Ports) -> analysis.CheckResult:
@@ -166,6 +253,7 @@ async def _write_status(
 
 async def _commit(
     rollout: Rollout,
+    original: RolloutStatus,
     body: dict[str, Any],
     decision: plan.Decision,
     vs: dict[str, Any] | None,
@@ -173,7 +261,9 @@ async def _commit(
     ports: Ports,
     logger: logging.LoggerAdapter[logging.Logger],
 ) -> Outcome:
-    written = await _write_status(rollout.ref, rollout.status, decision.status, ports, logger)
+    """`original` is the status as read (the patch's base); `rollout` carries it with webhook answers folded in."""
+    decision = _queue(rollout, rollout.ref, decision, ports, ports.clock())
+    written = await _write_status(rollout.ref, original, decision.status, ports, logger)
     if written is None:
         return Outcome(body=None, wake_at=ports.clock() + RETRY_CONFLICT)
     latest = written or body
@@ -181,6 +271,7 @@ async def _commit(
 
     outcome = await _traffic(current, decision, vs, resolution, ports, logger)
     follow = plan.record_traffic(current, decision.weight, outcome, ports.clock(), ports.settings.policy)
+    follow = _queue(current, current.ref, follow, ports, ports.clock())
     again = await _write_status(current.ref, current.status, follow.status, ports, logger)
     if again is None:
         return Outcome(body=written or None, wake_at=ports.clock() + RETRY_CONFLICT)
@@ -224,7 +315,7 @@ async def _traffic(
     if decision.traffic is None:
         return plan.TrafficOutcome(at_weight=False, observed=observed, error=decision.blocked)
     if vs is None:
-        return plan.TrafficOutcome(at_weight=False, observed=observed, error="the VirtualService is gone")
+        return plan.TrafficOutcome(at_weight=False, observed=observed, error=f"the {decision.traffic.kind} is gone")
     return await _move_traffic(rollout, vs, decision.traffic, decision.weight, ports, logger)
 
 
@@ -237,26 +328,28 @@ async def _move_traffic(
     logger: logging.LoggerAdapter[logging.Logger],
 ) -> plan.TrafficOutcome:
     """Put the owned routes at `weight`; on a concurrent edit re-read and try again."""
-    where = f"VirtualService {traffic.namespace}/{traffic.virtual_service}"
+    where = traffic.where
+    router = routers.router(traffic.kind)
 
     def seen(current: dict[str, Any] | None) -> int | None:
         canary = rollout.status.canary
         if canary is None:
             return None
-        return validation.share_of(validation.observe_routes(current, traffic.routes), canary, traffic.namespace)
+        found = validation.observe_routes(current, traffic.routes, traffic.kind)
+        return validation.share_of(found, canary, traffic.namespace)
 
     for _ in range(VS_WRITE_ATTEMPTS):
         try:
-            ops = virtualservice.weight_patch(vs, traffic, weight)
-        except virtualservice.RouteGone as exc:
+            ops = router.weight_patch(vs, traffic, weight)
+        except RouteGone as exc:
             return plan.TrafficOutcome(at_weight=False, observed=seen(vs), error=str(exc))
         if not ops:
-            return plan.TrafficOutcome(at_weight=True, observed=weight)
+            return await _taken(rollout, vs, traffic, weight, ports, wrote=False)
         try:
-            await ports.kube.patch_virtual_service(traffic.namespace, traffic.virtual_service, ops)
+            written = await ports.kube.patch_route(router.plural, traffic.namespace, traffic.virtual_service, ops)
         except Conflict as exc:
             logger.info("%s; re-reading", exc)
-            fresh = await ports.kube.read_virtual_service(traffic.namespace, traffic.virtual_service)
+            fresh = await ports.kube.read_route(router.plural, traffic.namespace, traffic.virtual_service)
             if fresh is None:
                 return plan.TrafficOutcome(at_weight=False, observed=None, error=f"{where} not found")
             vs = fresh
@@ -270,14 +363,46 @@ async def _move_traffic(
         logger.info(
             "%s: canary %s at %d%% on %s",
             where,
-            traffic.canary.subset,
+            traffic.canary.label,
             weight,
             ", ".join(str(r) for r in traffic.routes),
         )
-        return plan.TrafficOutcome(at_weight=True, observed=weight)
+        return await _taken(rollout, written, traffic, weight, ports, wrote=True)
     return plan.TrafficOutcome(
         at_weight=False,
         observed=seen(vs),
         error=f"{where} kept changing: {VS_WRITE_ATTEMPTS} writes in a row were refused as concurrent edits",
         attempted=True,
     )
+
+
+async def _taken(
+    rollout: Rollout, route: dict[str, Any], traffic: Traffic, weight: int, ports: Ports, *, wrote: bool
+) -> plan.TrafficOutcome:
+    """The routes have `weight`; while a step progresses, it counts only once the route's controller has
+    taken this generation (an HTTPRoute's Accepted and ResolvedRefs). After a write the tick waits up to
+    ACCEPT_WAIT for it; beyond that the step holds (Stalled, TrafficNotMoved) with the controller's word,
+    and its hold counts from when the route is taken."""
+    router = routers.router(traffic.kind)
+    if traffic.kind != HTTP_ROUTE or rollout.status.phase is not Phase.PROGRESSING:
+        return plan.TrafficOutcome(at_weight=True, observed=weight)
+    why = router.not_ready(route)
+    polls = round(ACCEPT_WAIT / ACCEPT_POLL) if wrote else 0
+    for _ in range(polls):
+        if why is None:
+            break
+        await asyncio.sleep(ACCEPT_POLL.total_seconds())
+        fresh = await ports.kube.read_route(router.plural, traffic.namespace, traffic.virtual_service)
+        if fresh is None:
+            break
+        why = router.not_ready(fresh)
+    if why is None:
+        return plan.TrafficOutcome(at_weight=True, observed=weight)
+    stalled = plan.traffic_stalled(rollout.status)
+    since = stalled.last_transition_time if stalled is not None else None
+    if since is not None and ports.clock() - since >= ACCEPT_BOUND:
+        why += (
+            f"; not taken in {format_duration(ACCEPT_BOUND)}: is a Gateway API controller running for its "
+            "parentRefs? The step does not advance until it is"
+        )
+    return plan.TrafficOutcome(at_weight=False, observed=weight, error=f"waiting for the route controller: {why}")

@@ -226,6 +226,9 @@ def run(args: argparse.Namespace) -> int:
     custom = client.CustomObjectsApi(api)
     live: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, args.namespace, PLURAL, args.name)  # type: ignore[assignment]
     spec = _spec(live, args.spec)
+    if spec.virtual_service is None:
+        print("coalmine replay: only Rollouts with spec.virtualService can be replayed", file=sys.stderr)
+        return 2
     vs: dict[str, Any] = custom.get_namespaced_custom_object(  # type: ignore[assignment]
         *ISTIO, args.namespace, "virtualservices", spec.virtual_service.name
     )

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coalmine.adapters.election import ElectionConfig
+from coalmine.adapters.webhooks import Allowlist, NotificationsConfig
 from coalmine.core.models import format_duration, parse_duration
 from coalmine.runtime import OperatorConfig
 
@@ -54,6 +55,14 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         os.environ.get("POD_NAMESPACE") or "coalmine-system",
         "namespace of the Lease; default $POD_NAMESPACE, else coalmine-system",
     ),
+    (
+        "--webhook-allow",
+        str(DEFAULTS.webhook_allow),
+        "comma-separated host name patterns and CIDRs Rollouts' webhooks may call; loopback and link-local "
+        "addresses only when a CIDR lists them",
+    ),
+    ("--webhook-concurrency", str(DEFAULTS.webhook_concurrency), "most webhook calls and notifications in flight"),
+    ("--notifications-config", "", "JSON file of notification channels (mount it from a Secret); empty: none"),
     ("--lease-name", ELECTION_DEFAULTS.name, "name of the Lease"),
     ("--lease-duration", _seconds(ELECTION_DEFAULTS.lease_duration), "a leader silent this long is replaced"),
     (
@@ -67,7 +76,7 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         "how often the leader renews and followers look at the Lease",
     ),
 )
-_INTEGERS = frozenset({"--prometheus-concurrency", "--health-port", "--metrics-port"})
+_INTEGERS = frozenset({"--prometheus-concurrency", "--health-port", "--metrics-port", "--webhook-concurrency"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +180,9 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         health_port=args.health_port,
         metrics_port=args.metrics_port,
         election=election,
+        webhook_allow=Allowlist.parse(args.webhook_allow),
+        webhook_concurrency=args.webhook_concurrency,
+        notifications=NotificationsConfig.load(args.notifications_config),
     )
 
 
@@ -178,5 +190,10 @@ def run(args: argparse.Namespace) -> int:
     from coalmine import handlers  # kopf: only for `coalmine run`
 
     configure_logging(args.log_format, args.verbose)
-    handlers.run(config_from(args))
+    try:
+        config = config_from(args)
+    except ValueError as exc:  # a bad flag or notifications config: say which, start nothing
+        logging.getLogger("coalmine.operator").error("%s", exc)
+        return 2
+    handlers.run(config)
     return 0

@@ -24,6 +24,7 @@ from coalmine import metrics, reconcile
 from coalmine.adapters.election import ElectionConfig, LeaseElector
 from coalmine.adapters.kube import IstioCache, KubeApi, resource_version
 from coalmine.adapters.prometheus import PrometheusClient
+from coalmine.adapters.webhooks import Allowlist, Dispatcher, NotificationsConfig
 from coalmine.core.models import REQUEST_ANNOTATION
 from coalmine.core.validation import Claim
 from coalmine.scheduler import Scheduler, utcnow
@@ -48,6 +49,9 @@ class OperatorConfig:
     metrics_port: int = 9090  # 0: no /metrics
     identity: str = "coalmine"  # the Event source component
     election: ElectionConfig | None = None  # None: act at once, alone (local runs, tests)
+    webhook_allow: Allowlist = field(default_factory=Allowlist)  # what Rollouts' webhooks may call
+    webhook_concurrency: int = 16  # webhook calls and notification deliveries in flight at once
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)  # channels, default
 
     @property
     def settings(self) -> reconcile.Settings:
@@ -64,6 +68,7 @@ class Operator:
     istio: IstioCache = field(default_factory=IstioCache)
     scheduler: Scheduler | None = None
     ports: reconcile.Ports | None = None
+    dispatcher: Dispatcher | None = None  # webhook calls and notifications, off the ticks
     _api: k8s_client.ApiClient | None = None
     _task: asyncio.Task[None] | None = None
     elector: LeaseElector | None = None
@@ -75,6 +80,14 @@ class Operator:
         except k8s_config.ConfigException:
             await k8s_config.load_kube_config()
         self._api = k8s_client.ApiClient()
+        self.dispatcher = Dispatcher(
+            allow=self.config.webhook_allow,
+            concurrency=self.config.webhook_concurrency,
+            config=self.config.notifications,
+            clock=utcnow,
+            poke=self._poke,
+            report=metrics.delivery,
+        )
         self.ports = reconcile.Ports(
             kube=KubeApi(self._api, component=self.config.identity, cache=self.istio),
             prometheus=PrometheusClient(
@@ -82,6 +95,7 @@ class Operator:
             ),
             settings=self.config.settings,
             clock=utcnow,
+            dispatcher=self.dispatcher,
         )
         if self.config.election is None:
             self._lead()
@@ -100,6 +114,11 @@ class Operator:
         self._task = asyncio.create_task(self.scheduler.run(), name="coalmine scheduler")
         metrics.LEADER.set(1)
 
+    def _poke(self, key: str) -> None:
+        """A webhook answered or a notification went out: the Rollout records it now."""
+        if self.scheduler is not None and key in self.bodies:
+            self.scheduler.poke(key)
+
     def _follow(self) -> None:
         """Stop ticking at once: cancel the scheduler and the ticks in flight; keep watching."""
         metrics.LEADER.set(0)
@@ -116,6 +135,8 @@ class Operator:
             await asyncio.gather(self._task, return_exceptions=True)
         if self.ports is not None:
             await self.ports.prometheus.close()
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
         if self._api is not None:
             await self._api.close()
 
@@ -130,8 +151,10 @@ class Operator:
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         key = f"{namespace}/{name}"
         if event_type == "DELETED":
-            self.bodies.pop(key, None)
+            gone = self.bodies.pop(key, None)
             self.claims.get(namespace, {}).pop(name, None)
+            if gone is not None and self.dispatcher is not None:
+                self.dispatcher.forget(str(gone["metadata"].get("uid", "")))
             metrics.forget(namespace, name)
             if self.scheduler is not None:
                 self.scheduler.forget(key)
@@ -157,7 +180,7 @@ class Operator:
         if not self.istio.observe(plural, event_type, obj):
             return  # an echo of our own write, already in the cache
         meta = obj.get("metadata", {})
-        only = meta.get("name") if plural == "virtualservices" else None
+        only = meta.get("name") if plural in ("virtualservices", "httproutes") else None
         self._poke_namespace(str(meta.get("namespace")), virtual_service=only)
 
     def _poke_namespace(self, namespace: str, virtual_service: str | None = None) -> None:

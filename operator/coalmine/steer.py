@@ -219,6 +219,8 @@ def _split(rollout: Rollout) -> str:
     stable = status.stable or rollout.spec.stable
 
     def name(d: Any) -> str:
+        if d is not None and d.host and not d.subset:  # spec.httpRoute: a Service per version
+            return str(d.host)
         return f"{d.host}/{d.subset}" if d is not None and d.host else (d.subset if d is not None else "?")
 
     return f"now: {status.phase.value if status.phase else 'no phase'}, canary {name(canary)} {weight}%, stable {name(stable)} {100 - weight}%"

@@ -27,7 +27,8 @@ from coalmine_dev.meshsim.client import MeshsimClient
 if TYPE_CHECKING:
     from tests.conftest import Prom
 
-START_TIMEOUT = 20.0
+STARTED = "coalmine starting:"  # the operator's first log line, once its imports are done
+START_TIMEOUT = 60.0  # a loaded 2-core machine starts Python slowly: generous, never a timing test
 
 
 @dataclass
@@ -144,6 +145,10 @@ def operator_factory(
         log = tmp_path / f"operator-{len(started)}.log"
         proc = OperatorProcess(f"operator-{len(started)}", argv, log, env=dict(env or {})).start()
         started.append(proc)
+        # Past Python's imports before the test's deadlines start: at load 20+ on 2 cores they took > 20 s.
+        deadline = time.monotonic() + 120
+        while proc.alive() and time.monotonic() < deadline and STARTED not in log.read_text(errors="replace"):
+            time.sleep(0.05)
         return proc
 
     yield start

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -43,6 +45,19 @@ def test_gitops_overlay_renders_a_canary_only_release_the_api_server_accepts(kub
     _kubectl(kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=rendered_ns)
 
 
+def test_the_webhooks_example_is_accepted_and_its_notifications_config_loads(kubeconfig: Path) -> None:
+    """examples/webhooks/: the Rollout passes the CRD's schema and CEL rules (server-side dry run), and the
+    operator reads notifications.json as it would from the Secret."""
+    from coalmine.adapters.webhooks import NotificationsConfig
+
+    text = (ROOT / "examples/webhooks/rollout.yaml").read_text().replace("namespace: shop", "namespace: default")
+    _kubectl(kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=text)
+    config = NotificationsConfig.load(str(ROOT / "examples/webhooks/notifications.json"))
+    assert sorted(config.channels) == ["ops", "team-pay", "team-shop"]
+    rollout = yaml.safe_load(text)
+    assert {n["channel"] for n in rollout["spec"]["notify"]} <= set(config.channels)
+
+
 def test_kubectl_apply_examples_gives_ready_pods_of_every_version(kubeconfig: Path) -> None:
     """`kubectl apply -f examples/` exactly as the README says, in namespace shop; removed afterwards."""
     try:
@@ -71,3 +86,33 @@ def test_kubectl_apply_examples_gives_ready_pods_of_every_version(kubeconfig: Pa
             time.sleep(0.5)
     finally:
         _kubectl(kubeconfig, "delete", "namespace", "shop", "--ignore-not-found", "--wait", "--timeout=120s")
+
+
+def test_the_ambient_httproute_example_starts_a_rollout(
+    kubeconfig: Path, api_client: Any, operator_factory: Callable[..., Any]
+) -> None:
+    """`kubectl apply -f examples/ambient/` (namespace shop-ambient, removed afterwards): Gateway API's CRDs
+    take the waypoint and the HTTPRoute, the preflight finds the namespace enrolled with a waypoint, and with
+    the simulated route controller accepting the route the Rollout starts on the `primary` rule (10 %)."""
+    from coalmine_dev.routectl import RouteController
+
+    controller = RouteController(api_client, "shop-ambient").start()
+    try:
+        applied = _kubectl(kubeconfig, "apply", "-f", str(ROOT / "examples/ambient"))
+        for kind in ("httproute.gateway.networking.k8s.io/order", "gateway.gateway.networking.k8s.io/waypoint"):
+            assert kind in applied, applied
+        operator = operator_factory("shop-ambient")
+        deadline = time.monotonic() + 60
+        while True:
+            rollout = json.loads(_kubectl(kubeconfig, "get", "rollout", "order", "-n", "shop-ambient", "-o", "json"))
+            status = rollout.get("status") or {}
+            if status.get("phase") == "Progressing" and status.get("canaryWeight") == 10:
+                break
+            assert time.monotonic() < deadline, f"not Progressing at 10 %: {status}\n{operator.tail()}"
+            time.sleep(0.5)
+        route = json.loads(_kubectl(kubeconfig, "get", "httproute", "order", "-n", "shop-ambient", "-o", "json"))
+        primary = next(r for r in route["spec"]["rules"] if r["name"] == "primary")
+        assert [(b["name"], b["weight"]) for b in primary["backendRefs"]] == [("order-v1", 90), ("order-v2", 10)]
+    finally:
+        controller.stop()
+        _kubectl(kubeconfig, "delete", "namespace", "shop-ambient", "--ignore-not-found", "--wait", "--timeout=120s")

@@ -103,7 +103,7 @@ def our_crd_names() -> set[str]:
     return names
 
 
-def test_kubectl_lists_our_and_istio_crds(stack_info: devstack.StackInfo) -> None:
+def test_kubectl_lists_our_istio_and_gateway_api_crds(stack_info: devstack.StackInfo) -> None:
     out = subprocess.run(
         [str(binaries.kubectl()), "--kubeconfig", str(stack_info.kubeconfig), "get", "crd", "-o", "name"],
         capture_output=True,
@@ -112,7 +112,7 @@ def test_kubectl_lists_our_and_istio_crds(stack_info: devstack.StackInfo) -> Non
         timeout=60,
     ).stdout.split()
     listed = {line.removeprefix("customresourcedefinition.apiextensions.k8s.io/") for line in out}
-    assert set(devstack.ISTIO_CRDS) | our_crd_names() <= listed
+    assert set(devstack.ISTIO_CRDS) | set(devstack.GATEWAY_CRDS) | our_crd_names() <= listed
 
 
 def test_versions_are_stamped(stack_info: devstack.StackInfo, api_client: client.ApiClient) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
+import pydantic
 import pytest
 from builders import destination_rule, parsed_spec, resolve, virtual_service
 
@@ -26,10 +27,10 @@ def _setup(**analysis_overrides: object) -> tuple[Analysis, Target]:
 def test_default_queries_select_the_canary_by_istio_labels() -> None:
     a, target = _setup()
     qs = {q.name: q.promql for q in analysis.queries(a, target, W)}
-    sel = 'reporter="destination",destination_workload_namespace="shop",destination_service_name="order",destination_version="v2"'
+    sel = 'reporter=~"destination|waypoint",destination_workload_namespace="shop",destination_service_name="order",destination_version="v2"'
     assert qs["requests"] == f"sum(increase(istio_requests_total{{{sel}}}[30s]))"
     assert qs["success-rate"] == (
-        f'(sum(rate(istio_requests_total{{{sel},response_code!~"5.."}}[30s])) or vector(0))'
+        f'(sum(rate(istio_requests_total{{{sel},response_code!~"5..",grpc_response_status=~"|0"}}[30s])) or vector(0))'
         f" / sum(rate(istio_requests_total{{{sel}}}[30s])) * 100"
     )
     assert qs["latency-p99"] == (
@@ -168,16 +169,16 @@ def test_batched_query_selects_the_union_and_groups_by_every_selector_label() ->
     batches = _batches("v2", "v3")
     assert batches[0].key == batches[1].key
     promql = analysis.batched_promql(batches[0].key, batches)
-    by = "reporter, destination_workload_namespace, destination_service_name, destination_version"
-    sel = 'reporter="destination",destination_workload_namespace="shop",destination_service_name="order",destination_version=~"v2|v3"'
+    by = "destination_workload_namespace, destination_service_name, destination_version"
+    sel = 'reporter=~"destination|waypoint",destination_workload_namespace="shop",destination_service_name="order",destination_version=~"v2|v3"'
     total = f"sum by ({by}) (rate(istio_requests_total{{{sel}}}[30s]))"
-    ok = f'sum by ({by}) (rate(istio_requests_total{{{sel},response_code!~"5.."}}[30s]))'
+    ok = f'sum by ({by}) (rate(istio_requests_total{{{sel},response_code!~"5..",grpc_response_status=~"|0"}}[30s]))'
     assert promql == f"({ok} or {total} * 0) / {total} * 100"
 
 
 def test_pick_takes_the_series_with_exactly_this_rollouts_labels() -> None:
     v2, v3 = _batches("v2", "v3")
-    labels = {"reporter": "destination", "destination_workload_namespace": "shop", "destination_service_name": "order"}
+    labels = {"destination_workload_namespace": "shop", "destination_service_name": "order"}
     series = [
         {"metric": {**labels, "destination_version": "v3"}, "value": [0, "91.5"]},
         {"metric": {**labels, "destination_version": "v2"}, "value": [0, "NaN"]},
@@ -199,3 +200,23 @@ def test_rollouts_with_different_windows_are_not_batched_together() -> None:
 def test_window_rounds_up_to_whole_scrape_intervals() -> None:
     got = analysis.window(timedelta(seconds=21), interval=timedelta(minutes=1), scrape_interval=timedelta(seconds=5))
     assert got == timedelta(seconds=25)
+
+
+def test_grpc_failures_answered_with_http_200_count_as_failures_except_listed_codes() -> None:
+    a, target = _setup()
+    success = next(q for q in analysis.queries(a, target, W) if q.name == "success-rate")
+    assert 'response_code!~"5..",grpc_response_status=~"|0"}' in success.promql  # HTTP: empty status
+    a, target = _setup(successRate={"min": 99, "grpcSuccessCodes": ["NOT_FOUND", 7, "16"]})
+    asked = {q.name: q for q in analysis.queries(a, target, W)}
+    assert 'grpc_response_status=~"|0|5|7|16"}' in asked["success-rate"].promql
+    batch = asked["success-rate"].batch
+    assert batch is not None
+    assert batch.grpc_ok == ("0", "5", "7", "16")
+    assert 'grpc_response_status=~"|0|5|7|16"}' in analysis.batched_promql(batch.key, [batch])
+    plain = _batches("v2")[0]
+    assert plain.key != batch.key, "Rollouts with other gRPC codes are not batched together"
+
+
+def test_an_unknown_grpc_code_is_refused_by_name() -> None:
+    with pytest.raises(pydantic.ValidationError, match="NOT_A_CODE"):
+        parsed_spec(analysis={"successRate": {"grpcSuccessCodes": ["NOT_A_CODE"]}})

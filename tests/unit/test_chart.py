@@ -199,6 +199,8 @@ EVERY_SETTING: dict[str, Any] = {
     "listenAddress": "0.0.0.0",
     "health": {"port": 8181},
     "metrics": {"port": 9191},
+    "webhooks": {"allow": "*.svc,10.0.0.0/8", "concurrency": 4},
+    "notifications": {"secretName": "coalmine-notifications", "key": "n.json"},
 }
 # What each variable above becomes in `coalmine run`'s parsed arguments.
 EXPECTED_ARGS = {
@@ -219,6 +221,9 @@ EXPECTED_ARGS = {
     "listen_address": "0.0.0.0",
     "health_port": 8181,
     "metrics_port": 9191,
+    "webhook_allow": "*.svc,10.0.0.0/8",
+    "webhook_concurrency": 4,
+    "notifications_config": "/etc/coalmine/notifications/n.json",
 }
 
 
@@ -248,6 +253,11 @@ def test_every_coalmine_run_setting_is_a_value_that_reaches_its_flag(
     assert objects["Service", "coalmine-metrics"]["spec"]["ports"][0]["port"] == 9191
     pod = objects["Deployment", "coalmine"]["spec"]["template"]["metadata"]
     assert pod["annotations"]["prometheus.io/port"] == "9191"
+    # the notifications Secret is mounted read-only where COALMINE_NOTIFICATIONS_CONFIG points
+    volumes = objects["Deployment", "coalmine"]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "notifications", "secret": {"secretName": "coalmine-notifications"}} in volumes
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "notifications")
+    assert mount == {"name": "notifications", "mountPath": "/etc/coalmine/notifications", "readOnly": True}
 
 
 def test_one_replica_without_leader_election(template: Callable[..., Objects]) -> None:

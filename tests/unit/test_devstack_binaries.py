@@ -78,7 +78,7 @@ def test_find_all_reports_every_missing_piece(monkeypatch: pytest.MonkeyPatch, t
     with pytest.raises(binaries.MissingBinaryError) as caught:
         binaries.find_all()
     message = str(caught.value)
-    for name in ("kube-apiserver", "etcd", "kubectl", "prometheus", "Istio CRD file"):
+    for name in ("kube-apiserver", "etcd", "kubectl", "prometheus", "Istio CRD file", "Gateway API CRD file"):
         assert name in message
 
 

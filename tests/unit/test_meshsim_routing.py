@@ -334,3 +334,40 @@ def test_destination_in_another_namespace() -> None:
 )
 def test_fqdn(name: str, namespace: str, expected: str) -> None:
     assert routing.fqdn(name, namespace) == expected
+
+
+def test_a_mesh_httproute_splits_a_service_by_backend_ref_weights() -> None:
+    import random as _random
+
+    route = {
+        "metadata": {"name": "order", "namespace": NS},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "order"}],
+            "rules": [
+                {
+                    "name": "beta",
+                    "matches": [{"headers": [{"name": "user-group", "value": "beta"}]}],
+                    "backendRefs": [{"name": "order-v2"}],
+                },
+                {
+                    "name": "primary",
+                    "backendRefs": [{"name": "order-v1", "weight": 70}, {"name": "order-v2", "weight": 30}],
+                },
+            ],
+        },
+    }
+    rng = _random.Random(7)
+    seen: dict[str, int] = {}
+    for _ in range(2000):
+        d = routing.route_request([], [], NS, "order", routing.Request(), rng, http_routes=[route])
+        assert d.outcome == routing.OK
+        assert d.destination is not None
+        assert d.route == f"{NS}/order/primary"
+        seen[d.destination.host] = seen.get(d.destination.host, 0) + 1
+    assert 0.26 < seen["order-v2"] / 2000 < 0.34
+    beta = routing.route_request(
+        [], [], NS, "order", routing.Request(headers={"user-group": "beta"}), rng, http_routes=[route]
+    )
+    assert beta.destination is not None
+    assert (beta.route, beta.destination.host, beta.destination.subset) == (f"{NS}/order/beta", "order-v2", "")
+    assert routing.route_request([], [], NS, "other", routing.Request(), rng, http_routes=[route]).route is None

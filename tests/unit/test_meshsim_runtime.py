@@ -211,3 +211,17 @@ def test_http_api_errors(api: MeshsimClient, method: str, path: str, body: Any, 
         api._call(method, path, body)
     assert info.value.response.status_code == status
     assert "error" in info.value.response.json()
+
+
+def test_grpc_services_report_grpc_status_with_http_200_and_ambient_ones_report_as_a_waypoint() -> None:
+    sim = make_simulator(
+        services=[{"namespace": NS, "host": "reviews", "rps": 1000, "protocol": "grpc", "mode": "ambient"}],
+        destinations={f"{NS}/reviews/canary": {"grpcErrorRatio": 1.0, "grpcErrorCode": 5}},
+    )
+    sim.tick(1.0)
+    requests = [s for s in families(sim)["istio_requests"].samples if s.name == "istio_requests_total"]
+    assert {s.labels["reporter"] for s in requests} == {"waypoint"}, "ambient: the waypoint alone reports"
+    by_version = {(s.labels["destination_version"], s.labels["grpc_response_status"]) for s in requests}
+    assert by_version == {("v1", "0"), ("v2", "5")}
+    assert {s.labels["request_protocol"] for s in requests} == {"grpc"}
+    assert {s.labels["response_code"] for s in requests} == {"200"}

@@ -7,6 +7,7 @@ shell's sequencing (the real ones are exercised in tests/integration).
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -65,6 +66,18 @@ class FakeKube:
 
     async def post_event(self, ref: Ref, *, type_: str, reason: str, message: str, now: datetime) -> None:
         self.calls.append(f"event:{reason}")
+
+    # the router-generic names reconcile.py calls (a VirtualService here)
+    async def get_route(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get_virtual_service(namespace, name)
+
+    read_route = get_route
+
+    async def patch_route(self, plural: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self.patch_virtual_service(namespace, name, ops)
+
+    async def get_labels(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
+        return {}  # no mesh labels: the preflight finds nothing to say
 
 
 class FakePrometheus:
@@ -220,3 +233,118 @@ async def test_a_webhook_that_is_down_is_reported_and_retried_with_backoff() -> 
     assert outcome.status is not None
     assert "could not take the write now" in (outcome.status.message or "")
     assert outcome.status.traffic_retry_at is not None, "retried after a backoff, not in a hot loop"
+
+
+def _http_route(accepted: bool) -> dict[str, Any]:
+    conditions = [
+        {"type": kind, "status": "True", "observedGeneration": 4, "reason": kind}
+        for kind in ("Accepted", "ResolvedRefs")
+    ]
+    return {
+        "metadata": {"name": "order", "namespace": "shop", "generation": 4, "resourceVersion": "9"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "order"}],
+            "rules": [
+                {
+                    "name": "primary",
+                    "backendRefs": [{"name": "order-v1", "weight": 70}, {"name": "order-v2", "weight": 30}],
+                }
+            ],
+        },
+        "status": {"parents": [{"parentRef": {"kind": "Service", "name": "order"}, "conditions": conditions}]}
+        if accepted
+        else {},
+    }
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+async def test_an_httproute_step_counts_only_once_its_controller_accepted_it(accepted: bool) -> None:
+    body = _body({**_progressing(0), "stable": {"host": "order-v1"}, "canary": {"host": "order-v2"}})
+    route_spec = {k: v for k, v in spec().items() if k != "virtualService"}
+    body["spec"] = {
+        **route_spec,
+        "httpRoute": {"name": "order", "rules": ["primary"]},
+        "stable": {"host": "order-v1"},
+        "canary": {"host": "order-v2"},
+    }
+    body["status"]["analysis"]["verdict"] = "Pass"
+    if not accepted:  # as the tick that wrote 30 % left it
+        why = "waiting for the route controller: HTTPRoute shop/order: no route controller has reported"
+        stalled = {"type": "Stalled", "status": "True", "reason": "TrafficNotMoved", "message": why}
+        body["status"]["conditions"] = [{**stalled, "lastTransitionTime": "2026-11-30T12:00:01.000Z"}]
+    kube = FakeKube(_http_route(accepted))
+    outcome = await reconcile.tick(body, _ports(kube, FakePrometheus(99.9), T0 + timedelta(seconds=40)))
+    assert outcome.status is not None
+    if accepted:
+        assert outcome.status.step_index == 2, "hold over, check passed, route accepted: next step"
+        assert [b["weight"] for b in kube.vs["spec"]["rules"][0]["backendRefs"]] == [50, 50]
+    else:
+        assert outcome.status.step_index == 1, "the step does not count while the route is not accepted"
+        assert outcome.status.canary_weight == 30, "the status says what the route has"
+        stalled = next(c for c in outcome.status.conditions if c.type == "Stalled")
+        assert (stalled.status, stalled.reason) == ("True", "TrafficNotMoved")
+        assert "no route controller has reported on generation 4" in stalled.message
+        assert "not taken in 30s" in stalled.message, "39 s after the write, the message asks for a controller"
+        assert "vs" not in kube.calls, "nothing to write: the route has the weight"
+
+
+async def test_a_rollback_queues_its_notification_in_the_same_write_and_webhook_answers_are_folded_in() -> None:
+    """The shell's part of webhooks and notifications: a RolledBack notification is in the status write that
+    records RolledBack (write-ahead), the dispatcher is handed it, and an answer the dispatcher holds is
+    recorded by the next tick (the patch is computed from the status as read)."""
+    from coalmine.adapters.webhooks import Dispatcher, NotificationsConfig
+    from coalmine.core import hooks
+    from coalmine.core.models import Subscription, format_time
+
+    kube = FakeKube(virtual_service(stable_weight=70, canary_weight=30))
+    now = T0 + timedelta(seconds=20)
+    handed: list[str] = []
+    dispatcher = Dispatcher(config=NotificationsConfig(default=(Subscription(channel="ops"),)), clock=lambda: now)
+    dispatcher.deliver = lambda key, uid, entries: handed.extend(f"{e.event}/{e.channel}" for e in entries)  # type: ignore[method-assign]
+    dispatcher.call = lambda key, uid, calls: handed.extend(f"call:{c.webhook.name}" for c in calls)  # type: ignore[method-assign]
+    ports = replace(_ports(kube, FakePrometheus(50.0), now), dispatcher=dispatcher)
+    body = _body(_progressing(1))
+    body["spec"]["webhooks"] = [{"name": "done", "type": "post-rollout", "url": "http://log.ops.svc/"}]
+    outcome = await reconcile.tick(body, ports)
+    assert outcome.body is not None
+    written = kube.statuses[-1]
+    assert written["phase"] == "RolledBack"
+    assert [(n["event"], n["channel"], n["result"]) for n in written["notifications"]] == [
+        ("RolledBack", "ops", "Pending")
+    ]
+    assert handed == ["call:done", "RolledBack/ops"]
+
+    # the post-rollout answer comes back; the next tick records it (from the status as written)
+    def apply(old: Any, patch: Any) -> Any:  # RFC 7386
+        if not isinstance(patch, dict):
+            return patch
+        new = dict(old) if isinstance(old, dict) else {}
+        for k, v in patch.items():
+            if v is None:
+                new.pop(k, None)
+            else:
+                new[k] = apply(new.get(k), v)
+        return new
+
+    status = body["status"]
+    for patch in kube.statuses:
+        status = apply(status, patch)
+    key = f"g1/RolledBack/{format_time(now)}"
+    assert status["finishedAt"] == format_time(now)
+    dispatcher._results[""] = {"done": hooks.Result("done", key, hooks.PASS, now, now, 200, "ok")}
+    await reconcile.tick({**body, "metadata": {**body["metadata"], "resourceVersion": "43"}, "status": status}, ports)
+    assert kube.statuses[-1] == {
+        "webhooks": [
+            {
+                "name": "done",
+                "type": "post-rollout",
+                "key": key,
+                "result": "Pass",
+                "code": 200,
+                "message": "ok",
+                "since": format_time(now),
+                "at": format_time(now),
+                "attempts": 1,
+            }
+        ]
+    }, "only the answer is new: the patch is from the status as read"

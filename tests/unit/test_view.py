@@ -281,3 +281,23 @@ def test_the_last_request_shows_what_it_did_or_why_it_was_refused() -> None:
     assert "  request  pause by bob 3.0s ago: Applied" in render.to_lines(view), "said once, by the message"
     before = render.fingerprint(rollout(progressing()), [])
     assert render.fingerprint(rollout(status), []) != before, "a pipe watcher prints the request"
+
+
+def test_each_webhook_shows_its_last_answer() -> None:
+    status = progressing()
+    status["webhooks"] = [
+        {
+            "name": "confirm",
+            "type": "pre-step",
+            "key": "g1/s2/x",
+            "result": "Fail",
+            "code": 503,
+            "message": "not yet",
+            "since": "2026-11-30T11:59:50Z",
+            "at": "2026-11-30T11:59:58Z",
+            "attempts": 3,
+        }
+    ]
+    view = render.summarize(rollout(status), [], T0 + timedelta(seconds=2))
+    assert view.webhooks == (("Fail", "confirm (pre-step) Fail HTTP 503 not yet, 3 calls, 4.0s ago"),)
+    assert "  webhook  confirm (pre-step) Fail HTTP 503 not yet, 3 calls, 4.0s ago" in render.to_lines(view)

@@ -18,6 +18,8 @@ from coalmine.core.models import Ref
 
 GROUP, VERSION, PLURAL = "coalmine.dev", "v1alpha1", "rollouts"
 ISTIO_GROUP, ISTIO_VERSION = "networking.istio.io", "v1"
+GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
+ROUTE_PLURALS = ("virtualservices", "httproutes")
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
@@ -32,6 +34,7 @@ class IstioCache:
 
     def __init__(self) -> None:
         self.virtual_services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.http_routes: dict[tuple[str, str], dict[str, Any]] = {}
         self.rules: dict[str, dict[str, dict[str, Any]]] = {}
         self.listed: set[str] = set()  # namespaces whose DestinationRules were listed once
 
@@ -41,6 +44,8 @@ class IstioCache:
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
         if plural == "virtualservices":
             return self._store(self.virtual_services, (namespace, name), event_type, obj)
+        if plural == "httproutes":
+            return self._store(self.http_routes, (namespace, name), event_type, obj)
         return self._store(self.rules.setdefault(namespace, {}), name, event_type, obj)
 
     @staticmethod
@@ -52,6 +57,10 @@ class IstioCache:
             table[key] = obj
             return True
         return False
+
+
+def _group_version(plural: str) -> tuple[str, str]:
+    return (GATEWAY_GROUP, GATEWAY_VERSION) if plural == "httproutes" else (ISTIO_GROUP, ISTIO_VERSION)
 
 
 def resource_version(obj: dict[str, Any]) -> int:
@@ -109,24 +118,58 @@ class KubeApi:
         self._component = component
         self._cache = cache
 
+    def _table(self, plural: str) -> dict[tuple[str, str], dict[str, Any]] | None:
+        if self._cache is None:
+            return None
+        return self._cache.http_routes if plural == "httproutes" else self._cache.virtual_services
+
     async def get_virtual_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        if self._cache is not None and (namespace, name) in self._cache.virtual_services:
-            return self._cache.virtual_services[namespace, name]
-        return await self.read_virtual_service(namespace, name)
+        return await self.get_route("virtualservices", namespace, name)
 
     async def read_virtual_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """From the API server, not the cache (on a miss, or after a refused write)."""
+        return await self.read_route("virtualservices", namespace, name)
+
+    async def patch_virtual_service(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self.patch_route("virtualservices", namespace, name, ops)
+
+    async def get_route(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A VirtualService or HTTPRoute (`plural`), from the cache when the watch delivered it."""
+        table = self._table(plural)
+        if table is not None and (namespace, name) in table:
+            return table[namespace, name]
+        return await self.read_route(plural, namespace, name)
+
+    async def read_route(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """From the API server, not the cache (on a miss, or after a refused write). None when it does not
+        exist, or when its kind is not served (Gateway API's CRDs not installed)."""
+        group, version = _group_version(plural)
         try:
             result: dict[str, Any] = await self._custom.get_namespaced_custom_object(
-                ISTIO_GROUP, ISTIO_VERSION, namespace, "virtualservices", name
+                group, version, namespace, plural, name
             )
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
         if self._cache is not None:
-            self._cache.observe("virtualservices", "MODIFIED", result)
+            self._cache.observe(plural, "MODIFIED", result)
         return result
+
+    async def get_labels(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
+        """The labels of a Namespace (`kind` "Namespace", `namespace` ignored) or a Service; None when it does
+        not exist. For the ambient preflight, read once when a generation starts."""
+        try:
+            if kind == "Namespace":
+                meta = (await self._core.read_namespace(name)).metadata
+            else:
+                meta = (await self._core.read_namespaced_service(name, namespace)).metadata
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 403:  # an install whose RBAC predates the preflight
+                raise Refused(_server_message(exc)) from exc
+            raise
+        return dict((meta.labels if meta is not None else None) or {})
 
     async def list_destination_rules(self, namespace: str) -> list[dict[str, Any]]:
         if self._cache is not None and namespace in self._cache.listed:
@@ -141,29 +184,29 @@ class KubeApi:
             self._cache.listed.add(namespace)
         return items
 
-    async def patch_virtual_service(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+    async def patch_route(self, plural: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        group, version = _group_version(plural)
+        kind = "HTTPRoute" if plural == "httproutes" else "VirtualService"
         try:
             result: dict[str, Any] = await self._custom.patch_namespaced_custom_object(
-                ISTIO_GROUP,
-                ISTIO_VERSION,
+                group,
+                version,
                 namespace,
-                "virtualservices",
+                plural,
                 name,
                 ops,
                 _content_type=JSON_PATCH,  # type: ignore[call-arg]  # kwarg the stubs miss
             )
         except ApiException as exc:
             if exc.status == 409 or _is_failed_test(exc):
-                raise Conflict(
-                    f"VirtualService {namespace}/{name} changed concurrently: {_server_message(exc)}"
-                ) from exc
+                raise Conflict(f"{kind} {namespace}/{name} changed concurrently: {_server_message(exc)}") from exc
             if exc.status in (400, 403, 404, 422):
                 raise Refused(_server_message(exc)) from exc
             if exc.status >= 500:
                 raise Unavailable(_server_message(exc)) from exc
             raise
         if self._cache is not None:
-            self._cache.observe("virtualservices", "MODIFIED", result)
+            self._cache.observe(plural, "MODIFIED", result)
         return result
 
     async def patch_rollout_status(

@@ -21,8 +21,9 @@ from typing import Any
 import httpx
 
 from coalmine.core.analysis import Batch, Query, Range, Sample, batched_promql, pick
+from coalmine.core.analysis import BatchKey as QueryKey
 
-BatchKey = tuple[str, tuple[str, str, float | None, tuple[str, ...]]]
+BatchKey = tuple[str, QueryKey]
 
 
 class PrometheusClient:
@@ -98,7 +99,7 @@ class PrometheusClient:
     async def _answer(
         self,
         address: str,
-        key: tuple[str, str, float | None, tuple[str, ...]],
+        key: QueryKey,
         waiters: list[tuple[Batch, asyncio.Future[Sample]]],
     ) -> None:
         data = await self._data(address, batched_promql(key, [batch for batch, _ in waiters]))

@@ -41,6 +41,8 @@ TRAFFIC = "traffic"
 TRAFFIC_MISMATCH = "TrafficMismatch"
 STABLE = "@stable"  # suffix of a query's name asked of the stable
 VS_STABLE = "-vs-stable"  # suffix of a judge's row
+GRPC_OK = ("0",)  # grpc_response_status values that are not failures by default: OK alone
+BatchKey = tuple[str, str, float | None, tuple[str, ...], tuple[str, ...]]
 SHARE_CONFIDENCE = 0.99  # the traffic check's binomial margin; three far-off checks in a row make a failure
 
 
@@ -76,10 +78,11 @@ class Batch:
     window: str
     quantile: float | None
     labels: tuple[tuple[str, str], ...]
+    grpc_ok: tuple[str, ...] = GRPC_OK  # SUCCESS_RATE: the gRPC codes that are not failures
 
     @property
-    def key(self) -> tuple[str, str, float | None, tuple[str, ...]]:
-        return (self.kind, self.window, self.quantile, tuple(name for name, _ in self.labels))
+    def key(self) -> BatchKey:
+        return (self.kind, self.window, self.quantile, tuple(name for name, _ in self.labels), self.grpc_ok)
 
 
 @dataclass(frozen=True)
@@ -144,9 +147,15 @@ def render(template: str, target: Target, window_text: str) -> str:
     return TEMPLATE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
+# Who reports a request's L7 metrics at the destination side: the destination pod's sidecar
+# (reporter="destination"), or under ambient the waypoint proxy in front of it (reporter="waypoint"). A
+# request is reported by one of them, never both, so one selector works on both meshes.
+REPORTERS = 'reporter=~"destination|waypoint"'
+
+
 def selector_labels(target: Target, side: Side) -> tuple[tuple[str, str], ...]:
+    """The labels that tell this side's series apart (each Rollout's own values; batched queries group by them)."""
     return (
-        ("reporter", "destination"),
         ("destination_workload_namespace", target.namespace),
         ("destination_service_name", side.service_name),
         *side.matchers,
@@ -154,7 +163,7 @@ def selector_labels(target: Target, side: Side) -> tuple[tuple[str, str], ...]:
 
 
 def selector(target: Target, side: Side) -> str:
-    return ",".join(f'{name}="{_escape(value)}"' for name, value in selector_labels(target, side))
+    return ",".join([REPORTERS, *(f'{name}="{_escape(value)}"' for name, value in selector_labels(target, side))])
 
 
 def _escape(value: str) -> str:
@@ -165,10 +174,17 @@ def _requests(sel: str, w: str) -> str:
     return f"sum(increase(istio_requests_total{{{sel}}}[{w}]))"
 
 
-def _success_rate(sel: str, w: str) -> str:
+def success_matchers(grpc_ok: Sequence[str] = GRPC_OK) -> str:
+    """What a successful response is: not 5xx, and for gRPC (`request_protocol="grpc"`, answered with HTTP
+    200 even when it fails) a grpc_response_status of OK or one of `grpc_ok`. Plain HTTP requests carry
+    an empty grpc_response_status, which the empty alternative matches."""
+    return f'response_code!~"5..",grpc_response_status=~"|{"|".join(grpc_ok)}"'
+
+
+def _success_rate(sel: str, w: str, grpc_ok: Sequence[str] = GRPC_OK) -> str:
     # The success numerator may be an empty vector when every response failed: `or vector(0)`
     # keeps that a 0 % success rate, not "no data". A zero denominator stays NaN (no data).
-    ok = f'(sum(rate(istio_requests_total{{{sel},response_code!~"5.."}}[{w}])) or vector(0))'
+    ok = f"(sum(rate(istio_requests_total{{{sel},{success_matchers(grpc_ok)}}}[{w}])) or vector(0))"
     return f"{ok} / sum(rate(istio_requests_total{{{sel}}}[{w}])) * 100"
 
 
@@ -178,9 +194,10 @@ def _latency(sel: str, w: str, quantile: float) -> str:
 
 def _side_queries(analysis: Analysis, target: Target, side: Side, w: str, suffix: str) -> list[Query]:
     sel, labels, q = selector(target, side), selector_labels(target, side), analysis.latency.quantile
+    ok = analysis.success_rate.grpc_ok
     return [
         Query(REQUESTS + suffix, _requests(sel, w), Batch(REQUESTS, w, None, labels)),
-        Query(SUCCESS_RATE + suffix, _success_rate(sel, w), Batch(SUCCESS_RATE, w, None, labels)),
+        Query(SUCCESS_RATE + suffix, _success_rate(sel, w, ok), Batch(SUCCESS_RATE, w, None, labels, ok)),
         Query(latency_name(analysis) + suffix, _latency(sel, w, q), Batch(LATENCY, w, q, labels)),
     ]
 
@@ -203,6 +220,7 @@ def queries(
 ) -> tuple[Query, ...]:
     """The queries of one check, in the order they are shown."""
     w = format_duration(window_length)
+    ok = analysis.success_rate.grpc_ok
     result = _side_queries(analysis, target, target.canary, w, "")
     if needs_stable(analysis):
         result += _side_queries(analysis, target, target.stable, w, STABLE)
@@ -210,22 +228,23 @@ def queries(
         sel, labels = selector(target, target.canary), selector_labels(target, target.canary)
         for length in analysis.slo.windows:
             sw = format_duration(length)
-            result.append(Query(f"{SUCCESS_RATE}[{sw}]", _success_rate(sel, sw), Batch(SUCCESS_RATE, sw, None, labels)))
+            query = _success_rate(sel, sw, ok)
+            result.append(Query(f"{SUCCESS_RATE}[{sw}]", query, Batch(SUCCESS_RATE, sw, None, labels, ok)))
     if analysis.judge is not None:
         every = judge_step(step.scrape_interval)
         span = Range(span=max(step.elapsed - every, timedelta(0)), step=every)
         ew, q = format_duration(every), analysis.latency.quantile
         for side, suffix in ((target.canary, ""), (target.stable, STABLE)):
             sel = selector(target, side)
-            result.append(Query(f"{SUCCESS_RATE}{VS_STABLE}{suffix}", _success_rate(sel, ew), range=span))
+            result.append(Query(f"{SUCCESS_RATE}{VS_STABLE}{suffix}", _success_rate(sel, ew, ok), range=span))
             result.append(Query(f"{latency_name(analysis)}{VS_STABLE}{suffix}", _latency(sel, ew, q), range=span))
     result += [Query(m.name, render(m.query, target, w)) for m in analysis.metrics]
     return tuple(result)
 
 
-def batched_promql(key: tuple[str, str, float | None, tuple[str, ...]], selectors: Sequence[Batch]) -> str:
+def batched_promql(key: BatchKey, selectors: Sequence[Batch]) -> str:
     """One query answering `key` for every selector: the union of their values, grouped by every label."""
-    kind, w, quantile, names = key
+    kind, w, quantile, names, grpc_ok = key
     matchers = []
     for position, name in enumerate(names):
         values = sorted({b.labels[position][1] for b in selectors})
@@ -233,13 +252,13 @@ def batched_promql(key: tuple[str, str, float | None, tuple[str, ...]], selector
             matchers.append(f'{name}="{_escape(values[0])}"')
         else:
             matchers.append(f'{name}=~"{"|".join(_escape(re.escape(v)) for v in values)}"')
-    sel = ",".join(matchers)
+    sel = ",".join([REPORTERS, *matchers])
     by = ", ".join(names)
     if kind == REQUESTS:
         return f"sum by ({by}) (increase(istio_requests_total{{{sel}}}[{w}]))"
     if kind == SUCCESS_RATE:
         total = f"sum by ({by}) (rate(istio_requests_total{{{sel}}}[{w}]))"
-        ok = f'sum by ({by}) (rate(istio_requests_total{{{sel},response_code!~"5.."}}[{w}]))'
+        ok = f"sum by ({by}) (rate(istio_requests_total{{{sel},{success_matchers(grpc_ok)}}}[{w}]))"
         return f"({ok} or {total} * 0) / {total} * 100"
     return (
         f"histogram_quantile({quantile:g}, sum by ({by}, le) "

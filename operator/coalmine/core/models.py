@@ -14,7 +14,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 REQUEST_ANNOTATION = "coalmine.dev/request"  # where `coalmine promote|abort|pause|resume|retry` put a request
@@ -90,10 +90,42 @@ class VirtualServiceRef(Model):
     routes: tuple[str, ...] = ()
 
 
+class HTTPRouteRef(Model):
+    """A Gateway API HTTPRoute whose rules split between two Services (one per version)."""
+
+    name: str
+    rules: tuple[str, ...] = ()  # rule names (rules[].name); () = the route's only rule
+
+
+VIRTUAL_SERVICE, HTTP_ROUTE = "VirtualService", "HTTPRoute"
+
+
+class RouteRef(Model):
+    """The route object a Rollout steps, whichever router it is for."""
+
+    kind: str  # VIRTUAL_SERVICE or HTTP_ROUTE
+    name: str
+    routes: tuple[str, ...] = ()  # owned http routes (VirtualService) or rules (HTTPRoute); () = the only one
+
+    @property
+    def field(self) -> str:
+        """Where the spec names it, for messages."""
+        return "spec.virtualService" if self.kind == VIRTUAL_SERVICE else "spec.httpRoute"
+
+    @property
+    def routes_field(self) -> str:
+        return f"{self.field}.routes" if self.kind == VIRTUAL_SERVICE else f"{self.field}.rules"
+
+
 class Destination(Model):
     host: str | None = None
-    subset: str
+    subset: str = ""  # "" with spec.httpRoute: the host is a Service of its own (one per version)
     port: int | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name it: the subset, or the Service when there is none."""
+        return self.subset or self.host or "?"
 
 
 class DestinationRuleRef(Model):
@@ -120,9 +152,54 @@ class PrometheusRef(Model):
     address: str | None = None
 
 
+# gRPC status codes by name (grpc/grpc doc/statuscodes.md): a gRPC request answered with any code but OK
+# (0) is a failure, whatever its HTTP status (gRPC answers errors with HTTP 200), unless listed in
+# successRate.grpcSuccessCodes.
+GRPC_CODES = {
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
+
+
+def _grpc_code(value: Any) -> str:
+    """A gRPC code by name (NOT_FOUND) or number (5), as its number in Istio's grpc_response_status label."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in GRPC_CODES.values():
+        return str(value)
+    text = str(value).strip()
+    if text.isdigit() and int(text) in GRPC_CODES.values():
+        return str(int(text))
+    if text.upper() in GRPC_CODES:
+        return str(GRPC_CODES[text.upper()])
+    raise ValueError(f"{value!r} is not a gRPC status code (a name such as NOT_FOUND, or 0 to 16)")
+
+
+GrpcCode = Annotated[str, BeforeValidator(_grpc_code)]
+
+
 class SuccessRate(Model):
     min: float = 99.0  # percent; the absolute guard rail
     max_drop_vs_stable: float | None = None  # percentage points below the stable's, on the same window
+    grpc_success_codes: tuple[GrpcCode, ...] = ()  # gRPC codes besides OK that are not failures, as numbers
+
+    @property
+    def grpc_ok(self) -> tuple[str, ...]:
+        """The grpc_response_status values that are not failures: OK and the listed ones, in order."""
+        return tuple(sorted({"0", *self.grpc_success_codes}, key=int))
 
 
 class Latency(Model):
@@ -203,17 +280,68 @@ class UnexpectedTraffic(enum.StrEnum):
     RESET = "Reset"  # start from the first step anyway: the routes get exactly stable and canary
 
 
+class WebhookType(enum.StrEnum):
+    """When a webhook is called, and what its answer does (core/hooks.py)."""
+
+    PRE_ROLLOUT = "pre-rollout"  # before the first shift: a 2xx lets the rollout start
+    PRE_STEP = "pre-step"  # before each later weight increase: a non-2xx holds the step
+    DURING_STEP = "during-step"  # at every check: recorded; holds the step only with gating: true
+    POST_ROLLOUT = "post-rollout"  # after Succeeded or RolledBack, once each: informational
+
+
+class Webhook(Model):
+    name: str
+    type: WebhookType
+    url: str
+    timeout: Duration = timedelta(seconds=10)  # one call; for pre-rollout also the whole wait for a 2xx
+    metadata: dict[str, str] = {}
+    gating: bool = False  # during-step only: a failed call holds the step like a failed pre-step
+
+
+class NotifyEvent(enum.StrEnum):
+    """What a Rollout can ask to be told about (each is also an Event reason, but for WaitingForApproval)."""
+
+    ROLLED_BACK = "RolledBack"
+    SUCCEEDED = "Succeeded"
+    WAITING_FOR_APPROVAL = "WaitingForApproval"
+    NO_DATA = "NoData"
+    INVALID = "Invalid"
+
+
+class Subscription(Model):
+    channel: str
+    on: tuple[NotifyEvent, ...] = tuple(NotifyEvent)
+
+
 class RolloutSpec(Model):
-    virtual_service: VirtualServiceRef
+    virtual_service: VirtualServiceRef | None = None
+    http_route: HTTPRouteRef | None = None  # instead of virtual_service (the CRD requires exactly one)
     stable: Destination | None = None  # omitted: whatever serves the routes when the generation starts
     canary: Destination
     destination_rule: DestinationRuleRef | None = None
     steps: tuple[Step, ...] = DEFAULT_STEPS
     analysis: Analysis = Analysis()
     on_unexpected_traffic: UnexpectedTraffic = UnexpectedTraffic.WAIT
+    webhooks: tuple[Webhook, ...] = ()
+    notify: tuple[Subscription, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_route(self) -> RolloutSpec:
+        if (self.virtual_service is None) == (self.http_route is None):
+            raise ValueError("set exactly one of virtualService and httpRoute")
+        return self
 
     def hold(self, index: int) -> timedelta:
         return self.steps[index].hold or self.analysis.interval
+
+    @property
+    def route(self) -> RouteRef:
+        """The route object this Rollout steps (an HTTPRoute when spec.httpRoute is set)."""
+        if self.http_route is not None:
+            return RouteRef(kind=HTTP_ROUTE, name=self.http_route.name, routes=self.http_route.rules)
+        if self.virtual_service is None:
+            raise ValueError("spec: set virtualService or httpRoute")
+        return RouteRef(kind=VIRTUAL_SERVICE, name=self.virtual_service.name, routes=self.virtual_service.routes)
 
 
 # --- status ---------------------------------------------------------------------------------------
@@ -369,6 +497,35 @@ class HistoryEntry(Model):
         return self.request is None or self.request.verb in ("promote", "retry")
 
 
+class WebhookStatus(Model):
+    """The last call of one webhook: what it was for (`key`), and its answer."""
+
+    name: str
+    type: WebhookType
+    key: str  # what the call was for: g<generation>, g<gen>/s<step>/<step start>, ...; a new key starts over
+    result: str  # Pass (2xx), Fail (anything else, no answer, a timeout), Refused (the allowlist)
+    code: int | None = None  # the HTTP status, when there was one
+    message: str = ""
+    since: Timestamp  # the first call for this key (pre-rollout's timeout counts from it)
+    at: Timestamp  # when this answer came
+    attempts: int = 1  # calls made for this key
+
+
+class NotificationStatus(Model):
+    """One notification: queued with the transition it reports (write-ahead), delivered off the tick."""
+
+    id: str  # <event>/<time>: one per event, so a restart never sends it twice once it is delivered
+    event: NotifyEvent
+    channel: str
+    message: str
+    details: dict[str, str] = {}  # release, weights, what failed (value, threshold, query), the command to see more
+    at: Timestamp  # when the event happened
+    result: str = "Pending"  # Pending, Delivered, Failed (retries exhausted, unknown channel)
+    attempts: int = 0
+    error: str = ""
+    done_at: Timestamp | None = None
+
+
 class Pause(Model):
     since: Timestamp
     by: str = ""
@@ -403,6 +560,8 @@ class RolloutStatus(Model):
     last_request: HandledRequest | None = None  # acknowledges the request annotation: handled once, then ignored
     rollback: RollbackInfo | None = None
     analysis: AnalysisStatus | None = None
+    webhooks: tuple[WebhookStatus, ...] = ()  # the last call of each webhook (core/hooks.py)
+    notifications: tuple[NotificationStatus, ...] = ()  # the newest, pending and sent (core/notify.py)
     conditions: tuple[Condition, ...] = ()
 
     @classmethod

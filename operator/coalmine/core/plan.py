@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from coalmine.core import steering
+from coalmine.core import hooks, steering
 from coalmine.core.analysis import CheckResult, StepContext
 from coalmine.core.models import (
     STARTED_PHASES,
@@ -102,6 +102,9 @@ class Reason(enum.StrEnum):
     TRAFFIC_NOT_MOVED = "TrafficNotMoved"
     TRAFFIC_MOVED = "TrafficMoved"
     WAITING_FOR_PROMOTION = "WaitingForPromotion"
+    PREFLIGHT_FAILED = "PreflightFailed"  # the mesh lacks what the checks need (ambient: waypoint, enrolment)
+    WAITING_FOR_WEBHOOK = hooks.WAITING  # a pre-rollout, pre-step or gating during-step webhook holds it
+    WEBHOOK_FAILED = "WebhookFailed"  # a pre-rollout webhook gave no 2xx within its timeout, or was refused
     # a person's requests (core/steering.py)
     PROMOTED = "Promoted"
     ABORTED = "Aborted"
@@ -306,6 +309,8 @@ def reject(
         reason = (
             Reason.ROUTE_CLAIMED
             if problem.claimed_by
+            else Reason.PREFLIGHT_FAILED
+            if problem.preflight
             else Reason.WAITING_FOR_OBJECTS
             if problem.waiting
             else Reason.INVALID
@@ -320,12 +325,19 @@ def reject(
             canary=status.canary,
             canary_weight=status.canary_weight,
             last_request=status.last_request,
+            webhooks=status.webhooks,
+            notifications=status.notifications,
         )
-    stalled = True if reason in (Reason.ROUTE_CLAIMED, Reason.UNEXPECTED_TRAFFIC) else None
+    stalled_reasons = (Reason.ROUTE_CLAIMED, Reason.UNEXPECTED_TRAFFIC, Reason.PREFLIGHT_FAILED, Reason.WEBHOOK_FAILED)
+    stalled = True if reason in stalled_reasons else None
     new = _with_phase(base, generation, now, phase, reason, message, stalled=stalled)
     events: tuple[Event, ...] = ()
     if new.message != status.message or new.phase != status.phase:
-        kind = EventType.NORMAL if reason is Reason.WAITING_FOR_OBJECTS else EventType.WARNING
+        kind = (
+            EventType.NORMAL
+            if reason in (Reason.WAITING_FOR_OBJECTS, Reason.WAITING_FOR_WEBHOOK)
+            else EventType.WARNING
+        )
         events = (Event(kind, reason, message),)
     return Decision(status=new, events=events, wake_at=now + RECHECK)
 
@@ -374,6 +386,12 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
         if spec.on_unexpected_traffic is UnexpectedTraffic.WAIT:
             return reject(status, gen, Problem(index, waiting=True), now, reason=Reason.UNEXPECTED_TRAFFIC)
         index = 0
+    if index == 0:  # the start moves traffic: the pre-rollout webhooks must have said yes
+        gate = hooks.start_gate(rollout, now)
+        if gate is not None:
+            reason = Reason.WEBHOOK_FAILED if gate.failed else Reason.WAITING_FOR_WEBHOOK
+            waiting = reject(status, gen, Problem(gate.message, waiting=True), now, reason=reason)
+            return replace(waiting, wake_at=None if gate.failed else now + spec.analysis.check_every)
 
     weight = spec.steps[index].weight
     observed = share_of(routes, traffic.canary, rollout.namespace)
@@ -396,7 +414,7 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
     event = Event(
         EventType.NORMAL,
         Reason.ROLLOUT_STARTED,
-        f"generation {gen}: {traffic.stable.subset} -> {traffic.canary.subset}, "
+        f"generation {gen}: {traffic.stable.label} -> {traffic.canary.label}, "
         f"steps {', '.join(str(s.weight) for s in spec.steps)}; canary at {weight}%"
         + (f" (resumed at step {_step_label(spec, index)})" if index else ""),
     )
@@ -638,17 +656,16 @@ def _advance_if_done(
     spec, status = rollout.spec, rollout.status
     if status.paused is not None or not _ready(rollout, analysis, now) or steering.gated(spec, status):
         return None
+    if hooks.step_gate(rollout) is not None:
+        return None  # `_hold` says which webhook holds the step
     assert analysis is not None
     return _advance(rollout, traffic, analysis, events, now)
 
 
 def _ready(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> bool:
-    """At the step's weight, its hold over (pauses not counted), and the last check of the step passed."""
-    spec, status = rollout.spec, rollout.status
-    assert status.step_started_at is not None
-    at_weight = status.canary_weight == spec.steps[status.step_index or 0].weight
-    passed = analysis is not None and analysis.verdict is Verdict.PASS and analysis.checked_at > status.step_started_at
-    return at_weight and passed and now >= steering.hold_end(spec, status, now)
+    """steering.ready, and in force: no TrafficNotMoved stall (an HTTPRoute its controller has not accepted
+    yet has the weight but not the traffic)."""
+    return steering.ready(rollout.spec, rollout.status, analysis, now) and traffic_stalled(rollout.status) is None
 
 
 def _undecided(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> bool:
@@ -763,9 +780,24 @@ def _hold(
     hold_end = steering.hold_end(spec, status, now)
     label = _step_label(spec, index)
     gate = status.paused is None and steering.gated(spec, status) and _ready(rollout, analysis, now)
+    held = (
+        hooks.step_gate(rollout)
+        if status.paused is None and not steering.gated(spec, status) and _ready(rollout, analysis, now)
+        else None
+    )
     undecided = status.paused is None and _undecided(rollout, analysis, now)
     new = status
-    if (gate or undecided) and _reconciling_reason(status) != Reason.WAITING_FOR_PROMOTION:
+    if held is not None and (check is not None or _reconciling_reason(status) != Reason.WAITING_FOR_WEBHOOK):
+        assert analysis is not None
+        message = (
+            f"step {label}: canary at {status.canary_weight}%, hold done; {held}; last check Pass: {_summary(analysis)}"
+        )
+        new = status.model_copy(update={"analysis": analysis})
+        if traffic_stalled(status) is None and message != status.message:
+            new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.WAITING_FOR_WEBHOOK, message)
+        if _reconciling_reason(status) != Reason.WAITING_FOR_WEBHOOK:
+            events = [*events, Event(EventType.NORMAL, Reason.WAITING_FOR_WEBHOOK, message)]
+    elif (gate or undecided) and _reconciling_reason(status) != Reason.WAITING_FOR_PROMOTION:
         assert analysis is not None
         if gate:
             message = (
@@ -905,7 +937,7 @@ def _steer(
         assert analysis is not None
         return _advance(rollout, traffic, analysis, events, now, request)
     if request.verb == "abort":
-        canary = f" {status.canary.subset}" if status.canary is not None else ""
+        canary = f" {status.canary.label}" if status.canary is not None else ""
         text = f"{_who(request, 'abort')}: canary{canary} {status.canary_weight}% -> 0% at step {label}"
         why = f"aborted by {request.by or 'someone'}" + (f": {request.reason}" if request.reason else "")
         decision = _rollback(rollout, resolution, analysis, now, RollbackReason.ABORTED, None, why, by=request.by)
@@ -1019,6 +1051,9 @@ def decide(
 ) -> Decision:
     """The one decision of a tick."""
     decision = _decide(rollout, resolution, check, now, policy)
+    kept = {"webhooks": rollout.status.webhooks, "notifications": rollout.status.notifications}
+    if any(getattr(decision.status, k) != v for k, v in kept.items()):  # a fresh status (start, retry) keeps them
+        decision = replace(decision, status=decision.status.model_copy(update=kept))
     retry_at = rollout.status.traffic_retry_at
     unchanged = decision.weight is not None and decision.weight == desired_weight(rollout)
     if decision.traffic is not None and retry_at is not None and now < retry_at and unchanged:
@@ -1135,7 +1170,7 @@ def _stuck_message(rollout: Rollout, wanted: int, observed: int | None, error: s
     else:
         head = f"step {_step_label(rollout.spec, status.step_index or 0)}"
     has = f"{observed}%" if observed is not None else "an unknown share"
-    canary = f" {status.canary.subset}" if status.canary is not None else ""
+    canary = f" {status.canary.label}" if status.canary is not None else ""
     message = f"{head}; traffic not moved: canary{canary} wants {wanted}% and has {has} as last seen"
     return message if error in head else f"{message}: {error}"
 

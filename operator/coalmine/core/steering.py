@@ -17,6 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from coalmine.core.models import (
+    AnalysisStatus,
     Approval,
     Phase,
     Request,
@@ -73,6 +74,14 @@ def gated(spec: RolloutSpec, status: RolloutStatus) -> bool:
     """The current step waits for a person's promote once its hold is over."""
     index = status.step_index or 0
     return index < len(spec.steps) and spec.steps[index].approval is Approval.MANUAL
+
+
+def ready(spec: RolloutSpec, status: RolloutStatus, analysis: AnalysisStatus | None, now: datetime) -> bool:
+    """At the step's weight, its hold over (pauses not counted), and the last check of the step passed."""
+    assert status.step_started_at is not None
+    at_weight = status.canary_weight == spec.steps[status.step_index or 0].weight
+    passed = analysis is not None and analysis.verdict is Verdict.PASS and analysis.checked_at > status.step_started_at
+    return at_weight and passed and now >= hold_end(spec, status, now)
 
 
 def refusal(rollout: Rollout, request: Request) -> str | None:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from coalmine.core.models import Destination, Rollout, RolloutSpec
+from coalmine.core import routes as routing
+from coalmine.core.models import HTTP_ROUTE, VIRTUAL_SERVICE, Destination, Rollout, RolloutSpec, RouteRef, WebhookType
 
 JsonDict = Mapping[str, Any]
 TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z_.]+)\s*\}\}")
@@ -34,6 +35,7 @@ class Problem:
     message: str
     waiting: bool = False
     claimed_by: str | None = None  # another Rollout owns the route: never write, wait for it to go
+    preflight: bool = False  # the mesh lacks what the checks need (core/preflight.py): wait for it
 
 
 class _Unresolved(Exception):
@@ -55,10 +57,20 @@ class Backend:
     port: int | None = None
 
     def matches(self, destination: JsonDict, namespace: str) -> bool:
-        return destination.get("subset") == self.subset and same_host(destination.get("host", ""), self.host, namespace)
+        return destination.get("subset", "") == self.subset and same_host(
+            destination.get("host", ""), self.host, namespace
+        )
+
+    def is_entry(self, entry: routing.Entry, namespace: str) -> bool:
+        return entry.subset == self.subset and same_host(entry.host, self.host, namespace)
 
     def __str__(self) -> str:
-        return f"{self.host}/{self.subset}"
+        return f"{self.host}/{self.subset}" if self.subset else self.host
+
+    @property
+    def label(self) -> str:
+        """The subset, or the Service when it has none (HTTPRoute backends)."""
+        return self.subset or self.host
 
     @staticmethod
     def of(destination: Destination, host: str) -> Backend:
@@ -72,7 +84,8 @@ class Share:
     percent: int
 
     def __str__(self) -> str:
-        return f"{self.host}/{self.subset} {self.percent}%"
+        where = f"{self.host}/{self.subset}" if self.subset else self.host
+        return f"{where} {self.percent}%"
 
     def is_for(self, destination: Backend | Destination, namespace: str) -> bool:
         """A destination without host (spec.canary with the VirtualService's only host) matches any host."""
@@ -105,10 +118,15 @@ class Traffic:
     """Where the operator writes weights: the owned routes, the stable and the canary."""
 
     namespace: str
-    virtual_service: str
-    routes: tuple[str | None, ...]  # route names; None = the VS's only (unnamed) route
+    virtual_service: str  # the route object's name (a VirtualService, or an HTTPRoute with kind HTTP_ROUTE)
+    routes: tuple[str | None, ...]  # route (rule) names; None = the object's only (unnamed) one
     stable: Backend
     canary: Backend
+    kind: str = VIRTUAL_SERVICE
+
+    @property
+    def where(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.virtual_service}"
 
 
 @dataclass(frozen=True)
@@ -147,10 +165,11 @@ class Claim:
     """Another Rollout of the namespace, as far as route ownership goes."""
 
     name: str
-    virtual_service: str
-    routes: tuple[str, ...]  # () = the VirtualService's only route
+    virtual_service: str  # the route object's name
+    routes: tuple[str, ...]  # () = the object's only route
     created_at: datetime | None
     started: bool  # it has moved traffic on its routes (a canary is on record in its status)
+    kind: str = VIRTUAL_SERVICE
 
     def rank(self) -> tuple[int, datetime, str]:
         """The owner of a route is the claimant with the smallest rank: one that has moved traffic,
@@ -159,37 +178,44 @@ class Claim:
 
     @staticmethod
     def from_body(body: JsonDict) -> Claim | None:
-        """From a watched Rollout object; None when it names no VirtualService (its spec is broken)."""
+        """From a watched Rollout object; None when it names no route object (its spec is broken)."""
         meta = body.get("metadata") or {}
-        vs = (body.get("spec") or {}).get("virtualService") or {}
-        if not isinstance(vs, Mapping) or not isinstance(vs.get("name"), str):
+        spec = body.get("spec") or {}
+        kind, ref, key = VIRTUAL_SERVICE, spec.get("virtualService"), "routes"
+        if spec.get("httpRoute") is not None:
+            kind, ref, key = HTTP_ROUTE, spec.get("httpRoute"), "rules"
+        if not isinstance(ref, Mapping) or not isinstance(ref.get("name"), str):
             return None
-        routes = vs.get("routes") or ()
+        routes = ref.get(key) or ()
         created = meta.get("creationTimestamp")
         return Claim(
             name=str(meta.get("name", "")),
-            virtual_service=vs["name"],
+            virtual_service=ref["name"],
             routes=tuple(str(r) for r in routes) if isinstance(routes, list) else (),
             created_at=datetime.fromisoformat(created.replace("Z", "")) if isinstance(created, str) else None,
             started=bool((body.get("status") or {}).get("canary")),
+            kind=kind,
         )
 
     @staticmethod
     def of(rollout: Rollout) -> Claim:
+        route = rollout.spec.route
         return Claim(
             name=rollout.name,
-            virtual_service=rollout.spec.virtual_service.name,
-            routes=rollout.spec.virtual_service.routes,
+            virtual_service=route.name,
+            routes=route.routes,
             created_at=rollout.ref.created_at.replace(tzinfo=None) if rollout.ref.created_at else None,
             started=rollout.status.canary is not None,
+            kind=route.kind,
         )
 
 
 @dataclass(frozen=True)
 class Cluster:
-    """What the Rollout's namespace holds: its VirtualService, DestinationRules and the other Rollouts."""
+    """What the Rollout's namespace holds: its route object (VirtualService or HTTPRoute), DestinationRules
+    and the other Rollouts."""
 
-    virtual_service: JsonDict | None
+    virtual_service: JsonDict | None  # the route object spec.route names
     destination_rules: Sequence[JsonDict] = ()
     claims: Sequence[Claim] = ()
 
@@ -228,6 +254,7 @@ def check_spec(spec: RolloutSpec) -> Problem | None:
     try:
         _check_steps(spec)
         _check_analysis(spec)
+        _check_webhooks(spec)
     except _Unresolved as exc:
         return exc.problem
     return None
@@ -279,17 +306,34 @@ def _check_analysis(spec: RolloutSpec) -> None:
             raise _fail(message)
 
 
+def _check_webhooks(spec: RolloutSpec) -> None:
+    seen: set[str] = set()
+    for index, hook in enumerate(spec.webhooks):
+        where = f"spec.webhooks[{index}]"
+        if hook.name in seen:
+            raise _fail(f"{where}.name: {hook.name!r} is used twice")
+        seen.add(hook.name)
+        if not hook.url.startswith(("http://", "https://")):
+            raise _fail(f"{where}.url: must be an http:// or https:// URL, not {hook.url[:100]!r}")
+        if hook.timeout <= timedelta(0):
+            raise _fail(f"{where}.timeout: must be longer than 0")
+        if hook.gating and hook.type is not WebhookType.DURING_STEP:
+            raise _fail(f"{where}.gating: applies to during-step webhooks only, not {hook.type.value}")
+    channels = [sub.channel for sub in spec.notify]
+    for index, channel in enumerate(channels):
+        if channel in channels[:index]:
+            raise _fail(f"spec.notify[{index}].channel: {channel!r} is named twice")
+
+
 # --- stage 1: the owned routes ----------------------------------------------------------------------
 
 
 def _route_index(http: Sequence[JsonDict], name: str | None) -> int | None:
-    if name is None:
-        return 0 if len(http) == 1 else None
-    return next((i for i, route in enumerate(http) if route.get("name") == name), None)
+    return routing.index_in(http, name)
 
 
-def route_index(vs: JsonDict, name: str | None) -> int | None:
-    return _route_index(vs.get("spec", {}).get("http") or [], name)
+def route_index(vs: JsonDict, name: str | None, kind: str = VIRTUAL_SERVICE) -> int | None:
+    return routing.rule_index(kind, vs, name)
 
 
 def _listed(http: Sequence[JsonDict]) -> str:
@@ -297,25 +341,32 @@ def _listed(http: Sequence[JsonDict]) -> str:
 
 
 def _vs_name(namespace: str, spec: RolloutSpec) -> str:
-    return f"VirtualService {namespace}/{spec.virtual_service.name}"
+    return f"{spec.route.kind} {namespace}/{spec.route.name}"
+
+
+def _what(ref: RouteRef) -> str:
+    """How one of the object's rules is called."""
+    return "rule" if ref.kind == HTTP_ROUTE else "http route"
 
 
 def _http_routes(spec: RolloutSpec, namespace: str, vs: JsonDict | None) -> list[JsonDict]:
+    ref = spec.route
     if vs is None:
-        raise _fail(f"{_vs_name(namespace, spec)} (spec.virtualService.name) not found", waiting=True)
-    http: list[JsonDict] = list((vs.get("spec") or {}).get("http") or [])
+        raise _fail(f"{_vs_name(namespace, spec)} ({ref.field}.name) not found", waiting=True)
+    http = routing.rules(ref.kind, vs)
     if not http:
-        raise _fail(f"{_vs_name(namespace, spec)} has no http routes (spec.http is empty)")
+        raise _fail(f"{_vs_name(namespace, spec)} has no {_what(ref)}s (spec.{routing.rules_key(ref.kind)} is empty)")
     return http
 
 
 def _owned_names(spec: RolloutSpec, namespace: str, http: Sequence[JsonDict]) -> tuple[str | None, ...]:
-    if spec.virtual_service.routes:
-        return tuple(spec.virtual_service.routes)
+    ref = spec.route
+    if ref.routes:
+        return tuple(ref.routes)
     if len(http) == 1:
         return (http[0].get("name"),)
     raise _fail(
-        f"spec.virtualService.routes: {_vs_name(namespace, spec)} has {len(http)} http routes ({_listed(http)}); "
+        f"{ref.routes_field}: {_vs_name(namespace, spec)} has {len(http)} {_what(ref)}s ({_listed(http)}); "
         "name the ones this Rollout owns"
     )
 
@@ -323,19 +374,20 @@ def _owned_names(spec: RolloutSpec, namespace: str, http: Sequence[JsonDict]) ->
 def _owned_indices(
     spec: RolloutSpec, namespace: str, http: Sequence[JsonDict], names: Sequence[str | None]
 ) -> list[int]:
+    ref = spec.route
     indices = []
     for position, name in enumerate(names):
-        field_name = f"spec.virtualService.routes[{position}]" if spec.virtual_service.routes else "spec.virtualService"
+        field_name = f"{ref.routes_field}[{position}]" if ref.routes else ref.field
         index = _route_index(http, name)
         if index is None:
             raise _fail(
-                f"{field_name}: {_vs_name(namespace, spec)} has no http route named {name!r} (routes: {_listed(http)})"
+                f"{field_name}: {_vs_name(namespace, spec)} has no {_what(ref)} named {name!r} "
+                f"(" + ("rules" if ref.kind == HTTP_ROUTE else "routes") + f": {_listed(http)})"
             )
-        route = http[index]
-        if "route" not in route:
-            kind = next((k for k in ("delegate", "redirect", "directResponse") if k in route), "no route")
+        why = routing.not_weighable(ref.kind, http[index])
+        if why is not None:
             raise _fail(
-                f"{field_name}: http route {name!r} of {_vs_name(namespace, spec)} has {kind}, not destinations to weigh"
+                f"{field_name}: {_what(ref)} {name!r} of {_vs_name(namespace, spec)} has {why}, not destinations to weigh"
             )
         indices.append(index)
     return indices
@@ -344,8 +396,9 @@ def _owned_indices(
 def _unclaimed(rollout: Rollout, http: Sequence[JsonDict], owned: Sequence[int], claims: Sequence[Claim]) -> None:
     """Another Rollout naming one of the owned routes, and ranking first, owns it."""
     me = Claim.of(rollout)
+    ref = rollout.spec.route
     for other in sorted(claims, key=Claim.rank):
-        if other.name == rollout.name or other.virtual_service != rollout.spec.virtual_service.name:
+        if other.name == rollout.name or other.virtual_service != ref.name or other.kind != ref.kind:
             continue
         theirs = {_route_index(http, name) for name in (other.routes or (None,))}
         shared = sorted(i for i in owned if i in theirs)
@@ -354,7 +407,7 @@ def _unclaimed(rollout: Rollout, http: Sequence[JsonDict], owned: Sequence[int],
             why = "it has moved traffic on it" if other.started else "it is older"
             raise _Unresolved(
                 Problem(
-                    f"spec.virtualService: http route {names} of {_vs_name(rollout.namespace, rollout.spec)} "
+                    f"{ref.field}: {_what(ref)} {names} of {_vs_name(rollout.namespace, rollout.spec)} "
                     f"is owned by Rollout {rollout.namespace}/{other.name} ({why}); this Rollout writes nothing "
                     "until that one is deleted or names other routes",
                     waiting=True,
@@ -364,6 +417,17 @@ def _unclaimed(rollout: Rollout, http: Sequence[JsonDict], owned: Sequence[int],
 
 
 def _host_for(spec: RolloutSpec, namespace: str, field_name: str, dest: Destination, hosts: Sequence[str]) -> str:
+    if spec.route.kind == HTTP_ROUTE:
+        if not dest.host:
+            raise _fail(f"spec.{field_name}.host: with spec.httpRoute, name the {field_name}'s Service")
+        if dest.subset:
+            raise _fail(
+                f"spec.{field_name}.subset: with spec.httpRoute each version is a Service of its own "
+                f"(backendRefs have no subsets); remove subset {dest.subset!r}"
+            )
+        return dest.host
+    if not dest.subset:
+        raise _fail(f"spec.{field_name}.subset: required with spec.virtualService (the DestinationRule subset)")
     if dest.host:
         return dest.host
     if len(hosts) == 1:
@@ -371,24 +435,24 @@ def _host_for(spec: RolloutSpec, namespace: str, field_name: str, dest: Destinat
     raise _fail(f"spec.{field_name}.host: {_vs_name(namespace, spec)} has {len(hosts)} hosts; say which one")
 
 
-def _shares(route: JsonDict) -> tuple[Share, ...]:
-    entries = [e for e in route.get("route") or [] if isinstance(e.get("destination"), dict)]
-    weights = [int(e.get("weight") or 0) if len(entries) > 1 else 100 for e in entries]
-    total = sum(weights)
+def _shares_of(kind: str, route: JsonDict) -> tuple[Share, ...]:
+    found = routing.entries(kind, route)
+    total = sum(e.weight for e in found)
     return tuple(
-        Share(
-            host=str(e["destination"].get("host", "")),
-            subset=str(e["destination"].get("subset", "")),
-            percent=round(100 * w / total) if total else 0,
-        )
-        for e, w in zip(entries, weights, strict=True)
+        Share(host=e.host, subset=e.subset, percent=round(100 * e.weight / total) if total else 0) for e in found
     )
+
+
+def _shares(route: JsonDict) -> tuple[Share, ...]:
+    return _shares_of(VIRTUAL_SERVICE, route)
 
 
 # --- stage 2: the stable ------------------------------------------------------------------------------
 
 
-def _infer_stable(routes: Sequence[RouteTraffic], canary: Backend, namespace: str) -> Destination:
+def _infer_stable(
+    routes: Sequence[RouteTraffic], canary: Backend, namespace: str, kind: str = VIRTUAL_SERVICE
+) -> Destination:
     """With spec.stable omitted: the destination serving the owned routes now, besides the canary.
 
     Called once per generation (plan.start records the answer in status.stable), so a release in
@@ -403,6 +467,10 @@ def _infer_stable(routes: Sequence[RouteTraffic], canary: Backend, namespace: st
             )
         best = max(others, key=lambda s: s.percent)
         chosen[route.label] = (best.host, best.subset)
+    if kind == HTTP_ROUTE:
+        hosts = {host for host, _ in chosen.values()}
+        if len(hosts) == 1:
+            return Destination(host=hosts.pop())
     if len(set(chosen.values())) > 1:
         listed = ", ".join(f"{name}: {host}/{subset}" for name, (host, subset) in chosen.items())
         raise _fail(f"spec.stable: omitted, and the routes are served by different destinations ({listed})")
@@ -419,7 +487,7 @@ def _routes_reach(
         hosts = [s.host for s in route.shares]
         if not any(same_host(h, stable.host, namespace) or same_host(h, canary.host, namespace) for h in hosts):
             raise _fail(
-                f"spec.virtualService: http route {route.label!r} of {_vs_name(namespace, spec)} routes to "
+                f"{spec.route.field}: {_what(spec.route)} {route.label!r} of {_vs_name(namespace, spec)} routes to "
                 f"{', '.join(hosts) or 'nothing'}, not to {stable.host}"
             )
 
@@ -500,14 +568,27 @@ def _shared_by(http: Sequence[JsonDict], owned: Sequence[int], traffic: Traffic)
     for index, route in enumerate(http):
         if index in owned:
             continue
-        destinations = [e.get("destination") or {} for e in route.get("route") or []]
-        if any(b.matches(d, traffic.namespace) for d in destinations for b in (traffic.stable, traffic.canary)):
+        found = routing.entries(traffic.kind, route)
+        if any(b.is_entry(e, traffic.namespace) for e in found for b in (traffic.stable, traffic.canary)):
             names.append(str(route.get("name") or f"#{index}"))
     return tuple(names)
 
 
+def _service_side(field_name: str, backend: Backend, selector: Mapping[str, str] | None) -> Side:
+    """HTTPRoute: each version is a Service of its own, so its name selects its metrics."""
+    matchers = tuple(sorted(selector.items())) if selector else ()
+    return Side(backend=backend, service_name=short_host(backend.host), matchers=matchers, version=None)
+
+
 def _target(spec: RolloutSpec, namespace: str, rules: Sequence[JsonDict], traffic: Traffic) -> Target:
     selector = spec.analysis.selector
+    if traffic.kind == HTTP_ROUTE:
+        return Target(
+            traffic=traffic,
+            destination_rule="",
+            stable=_service_side("stable", traffic.stable, selector.stable),
+            canary=_service_side("canary", traffic.canary, selector.canary),
+        )
     dr = _find_dr(spec, namespace, traffic.stable.host, rules)
     stable = _side("stable", traffic.stable, dr, namespace, selector.stable)
     if not same_host(traffic.canary.host, traffic.stable.host, namespace):
@@ -524,9 +605,11 @@ def _target(spec: RolloutSpec, namespace: str, rules: Sequence[JsonDict], traffi
 def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
     """Resolve the Rollout's references as far as they go, and say exactly what stops them."""
     spec, namespace = rollout.spec, rollout.namespace
+    kind = spec.route.kind
     try:
         _check_steps(spec)
         _check_analysis(spec)
+        _check_webhooks(spec)
         http = _http_routes(spec, namespace, cluster.virtual_service)
         names = _owned_names(spec, namespace, http)
         owned = _owned_indices(spec, namespace, http, names)
@@ -535,19 +618,22 @@ def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
         canary = Backend.of(spec.canary, _host_for(spec, namespace, "canary", spec.canary, hosts))
     except _Unresolved as exc:
         return Resolution(problem=exc.problem)
-    routes = tuple(RouteTraffic(name, i, _shares(http[i])) for name, i in zip(names, owned, strict=True))
+    routes = tuple(RouteTraffic(name, i, _shares_of(kind, http[i])) for name, i in zip(names, owned, strict=True))
 
     try:
         recorded = rollout.status.stable if rollout.started else None
-        stable_dest = spec.stable or recorded or _infer_stable(routes, canary, namespace)
+        stable_dest = spec.stable or recorded or _infer_stable(routes, canary, namespace, kind)
         stable = Backend.of(stable_dest, _host_for(spec, namespace, "stable", stable_dest, hosts))
         if same_host(stable.host, canary.host, namespace) and stable.subset == canary.subset:
             raise _fail(f"spec.canary: the canary is the stable destination ({canary.host}, {canary.subset})")
         _routes_reach(spec, namespace, routes, stable, canary)
     except _Unresolved as exc:
         return Resolution(problem=exc.problem, routes=routes, canary=canary)
-    traffic = Traffic(namespace, spec.virtual_service.name, names, stable, canary)
-    servable = _servable(spec, namespace, cluster.destination_rules, {"stable": stable, "canary": canary})
+    traffic = Traffic(namespace, spec.route.name, names, stable, canary, kind)
+    if kind == HTTP_ROUTE:  # no subsets: a Service is servable as far as the route goes
+        servable = frozenset({"stable", "canary"})
+    else:
+        servable = _servable(spec, namespace, cluster.destination_rules, {"stable": stable, "canary": canary})
 
     try:
         target = _target(spec, namespace, cluster.destination_rules, traffic)
@@ -557,17 +643,19 @@ def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
     return Resolution(routes=routes, canary=canary, traffic=traffic, servable=servable, target=target)
 
 
-def observe_routes(vs: JsonDict | None, names: Sequence[str | None]) -> tuple[RouteTraffic, ...]:
-    """The named routes as they are in `vs` now; () when the VirtualService or any of them is gone."""
+def observe_routes(
+    vs: JsonDict | None, names: Sequence[str | None], kind: str = VIRTUAL_SERVICE
+) -> tuple[RouteTraffic, ...]:
+    """The named routes as they are in `vs` now; () when the route object or any of them is gone."""
     if vs is None:
         return ()
-    http: list[JsonDict] = list((vs.get("spec") or {}).get("http") or [])
+    http = routing.rules(kind, vs)
     found = []
     for name in names:
         index = _route_index(http, name)
         if index is None:
             return ()
-        found.append(RouteTraffic(name, index, _shares(http[index])))
+        found.append(RouteTraffic(name, index, _shares_of(kind, http[index])))
     return tuple(found)
 
 

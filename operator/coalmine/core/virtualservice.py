@@ -14,14 +14,13 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from coalmine.core.routes import RouteGone
 from coalmine.core.validation import Backend, Traffic, route_index
+
+__all__ = ["RouteGone", "applied", "desired_destinations", "weight_patch"]
 
 JsonDict = Mapping[str, Any]
 Op = dict[str, Any]
-
-
-class RouteGone(Exception):
-    """An owned route is no longer in the VirtualService (someone renamed or removed it)."""
 
 
 def desired_destinations(current: list[dict[str, Any]], traffic: Traffic, canary_weight: int) -> list[dict[str, Any]]:

@@ -128,6 +128,7 @@ class RolloutView:
     rollback: RollbackRow | None
     message: str
     last_request: RequestRow | None = None
+    webhooks: tuple[tuple[str, str], ...] = ()  # (result, line) of each webhook's last answer (status.webhooks)
     events: tuple[EventRow, ...] = field(default=())
     now: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
 
@@ -175,6 +176,8 @@ def _destination(dest: Any) -> str:
     if not isinstance(dest, Mapping):
         return "?"
     host = str(dest.get("host") or "")
+    if host and not dest.get("subset"):  # spec.httpRoute: a Service per version
+        return host
     subset = str(dest.get("subset") or "?")
     return f"{host}/{subset}" if host else subset
 
@@ -251,6 +254,11 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
         if isinstance(handled, Mapping)
         else None
     )
+    webhooks = tuple(
+        (str(w.get("result") or "?"), webhook_text(w, now))
+        for w in status.get("webhooks") or []
+        if isinstance(w, Mapping)
+    )
     observed = status.get("observedGeneration")
     generation = meta.get("generation")
     ordered = sorted(events, key=lambda e: e.time or datetime.min.replace(tzinfo=UTC))
@@ -259,7 +267,12 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
         name=str(meta.get("name") or "?"),
         phase=phase,
         stale=observed is not None and generation is not None and observed != generation,
-        routes=tuple(str(r) for r in (spec.get("virtualService") or {}).get("routes") or ()),
+        routes=tuple(
+            str(r)
+            for r in (spec.get("virtualService") or {}).get("routes")
+            or (spec.get("httpRoute") or {}).get("rules")
+            or ()
+        ),
         stable=_destination(status.get("stable") or spec.get("stable")),  # the routes' truth first
         canary=_destination(status.get("canary") or spec.get("canary")),
         canary_weight=_int(status.get("canaryWeight"), 0),
@@ -281,6 +294,7 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
         rollback=rollback,
         message=str(status.get("message") or ""),
         last_request=last_request,
+        webhooks=webhooks,
         events=tuple(ordered[-MAX_EVENTS:]),
         now=now,
     )
@@ -415,6 +429,17 @@ def request_text(view: RolloutView) -> str:
     return f"{r.command}{by} {format_age(r.at, view.now)}: {r.result}{said}"
 
 
+def webhook_text(record: Mapping[str, Any], now: datetime) -> str:
+    """`confirm (pre-step) Fail HTTP 503 not yet, 3 calls, 4s ago` from one status.webhooks entry."""
+    code = f" HTTP {record['code']}" if record.get("code") is not None else ""
+    said = f" {record['message']}" if record.get("message") else ""
+    calls = int(record.get("attempts") or 1)
+    return (
+        f"{record.get('name', '?')} ({record.get('type', '?')}) {record.get('result', '?')}{code}{said}, "
+        f"{calls} call{'s' if calls != 1 else ''}, {format_age(parse_time(record.get('at')), now)}"
+    )
+
+
 def check_text(view: RolloutView) -> str:
     if view.check_verdict is None:
         return "no check yet"
@@ -484,6 +509,8 @@ def to_lines(view: RolloutView) -> list[str]:
         lines.append(f"  message  {view.message}")
     if request := request_text(view):
         lines.append(f"  request  {request}")
+    for _, hook in view.webhooks:
+        lines.append(f"  webhook  {hook}")
     for e in view.events:
         lines.append(
             f"  event    {format_age(e.time, view.now):>10}  {e.type:<7} {e.reason:<15} {short_message(e.message)}"
@@ -561,6 +588,8 @@ def to_renderable(view: RolloutView) -> RenderableType:
     if request := request_text(view):
         style = "red" if view.last_request is not None and view.last_request.result == "Refused" else "dim"
         parts.append(Text(f"last request: {request}", style=style, overflow="fold"))
+    for result, hook in view.webhooks:
+        parts.append(Text(f"webhook {hook}", style="dim" if result == "Pass" else "yellow", overflow="fold"))
     if view.events:
         events = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold dim", title_justify="left")
         events.add_column("age", justify="right", no_wrap=True)

@@ -44,7 +44,7 @@ COALMINE = ("coalmine.dev", "v1alpha1")
 RPS = 150.0  # requests/s meshsim sends to `order`; a tenth carries `user-group: beta`
 SCRAPE_JOB = "coalmine-demo-meshsim"
 SETTLE_TIMEOUT = 10.0  # seconds the VirtualService may lag the status's end phase
-START_TIMEOUT = 30.0
+START_TIMEOUT = 90.0  # a ceiling for children to start on a loaded machine, not a measure
 PLOT_WINDOW = "5s"  # sliding rate window of the timeline's series
 
 

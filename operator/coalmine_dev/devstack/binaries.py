@@ -39,6 +39,7 @@ class Binaries:
     kubectl: Path
     prometheus: Path
     istio_crds: Path
+    gateway_crds: Path
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,17 @@ def istio_crds() -> Path:
     return path
 
 
+GATEWAY_API_VERSION = "v1.7.0"
+
+
+def gateway_crds() -> Path:
+    """Gateway API's standard-channel CRDs, from the sigs.k8s.io/gateway-api module (tools/build-control-plane.sh)."""
+    path = cache_root() / "gateway-api" / GATEWAY_API_VERSION / "standard-install.yaml"
+    if not path.is_file():
+        raise MissingBinaryError(f"Gateway API CRD file not found at {path}; {BUILD_HINT}")
+    return path
+
+
 def prometheus() -> Path:
     if value := os.environ.get("PROMETHEUS_BIN"):
         path = Path(value)
@@ -166,6 +178,7 @@ def find_all() -> Binaries:
             "kubectl": kubectl,
             "prometheus": prometheus,
             "istio_crds": istio_crds,
+            "gateway_crds": gateway_crds,
         },
         missing,
     )

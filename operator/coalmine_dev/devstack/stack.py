@@ -43,6 +43,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from coalmine_dev.devstack import binaries
 
 ISTIO_CRDS = ("virtualservices.networking.istio.io", "destinationrules.networking.istio.io")
+GATEWAY_CRDS = (  # Gateway API, standard channel: the routes and what they attach to
+    "gatewayclasses.gateway.networking.k8s.io",
+    "gateways.gateway.networking.k8s.io",
+    "httproutes.gateway.networking.k8s.io",
+    "referencegrants.gateway.networking.k8s.io",
+)
 STATE_FILE = "stack.json"
 # Everything `up` creates inside the state folder; only these are removed on a fresh start.
 _GENERATED = (
@@ -543,7 +549,7 @@ def _api(info: StackInfo, timeout: float = 10.0) -> httpx.Client:
     return httpx.Client(base_url=info.apiserver_url, verify=tls, headers=headers, timeout=timeout)
 
 
-def _crd_documents(crds_dir: Path, istio_file: Path) -> list[dict[str, Any]]:
+def _crd_documents(crds_dir: Path, istio_file: Path, gateway_file: Path | None = None) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for path in sorted(crds_dir.glob("*.yaml")) if crds_dir.is_dir() else []:
         try:
@@ -563,7 +569,16 @@ def _crd_documents(crds_dir: Path, istio_file: Path) -> list[dict[str, Any]]:
     ]
     if len(istio) != len(ISTIO_CRDS):
         raise StackError(f"{istio_file} lacks one of {ISTIO_CRDS}")
-    return docs + istio
+    gateway: list[dict[str, Any]] = []
+    if gateway_file is not None:
+        gateway = [
+            d
+            for d in yaml.load_all(gateway_file.read_text(), Loader=loader)
+            if d and d.get("kind") == "CustomResourceDefinition" and d["metadata"]["name"] in GATEWAY_CRDS
+        ]
+        if len(gateway) != len(GATEWAY_CRDS):
+            raise StackError(f"{gateway_file} lacks one of {GATEWAY_CRDS}")
+    return docs + istio + gateway
 
 
 def _server_side_apply(http: httpx.Client, path: str, doc: dict[str, Any], what: str) -> None:
@@ -581,7 +596,9 @@ def _server_side_apply(http: httpx.Client, path: str, doc: dict[str, Any], what:
 def _apply_crds(info: StackInfo, docs: list[dict[str, Any]], timeout: float) -> None:
     """Server-side apply each CRD (idempotent), then wait until every one is Established."""
     base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    with _api(info) as http:
+    # A large CRD with many CEL rules (Gateway API's HTTPRoute) takes the API server seconds to compile;
+    # on a loaded machine more than the default 10 s per request.
+    with _api(info, timeout=max(10.0, timeout)) as http:
         for doc in docs:
             _server_side_apply(http, f"{base}/{doc['metadata']['name']}", doc, f"CRD {doc['metadata']['name']}")
         deadline = time.monotonic() + timeout
@@ -813,7 +830,7 @@ def up(
             missing.append(str(error))
     if missing or found is None:
         raise StackError("cannot start the devstack:\n" + "\n".join(missing))
-    crd_docs = _crd_documents(crds_dir or default_crds_dir(), found.istio_crds)
+    crd_docs = _crd_documents(crds_dir or default_crds_dir(), found.istio_crds, found.gateway_crds)
 
     state_dir.mkdir(parents=True, exist_ok=True)
     for name in _GENERATED:

@@ -49,11 +49,17 @@ class MeshsimClient:
         p99_ms: float | None = None,
         error_code: int | None = None,
         sidecarless: float | None = None,
+        grpc_error_ratio: float | None = None,
+        grpc_error_code: int | None = None,
     ) -> dict[str, Any]:
         """Replace how `<namespace>/<host>/<subset>` answers; unset values come from the defaults."""
         body: dict[str, Any] = {"errorRatio": error_ratio}
         if sidecarless is not None:
             body["sidecarless"] = sidecarless
+        if grpc_error_ratio is not None:
+            body["grpcErrorRatio"] = grpc_error_ratio
+        if grpc_error_code is not None:
+            body["grpcErrorCode"] = grpc_error_code
         latency = {k: v for k, v in (("p50Ms", p50_ms), ("p99Ms", p99_ms)) if v is not None}
         if latency:
             body["latency"] = latency
@@ -72,9 +78,16 @@ class MeshsimClient:
         rps: float,
         headers: Sequence[tuple[float, Mapping[str, str]]] | None = None,
         source_workload: str | None = None,
+        protocol: str | None = None,
+        mode: str | None = None,
     ) -> dict[str, Any]:
-        """Send `rps` requests/s to `host` in `namespace`; `headers` is a mix of (weight, headers)."""
+        """Send `rps` requests/s to `host` in `namespace`; `headers` is a mix of (weight, headers);
+        `protocol="grpc"` sends gRPC requests; `mode="ambient"` reports them as a waypoint would."""
         body: dict[str, Any] = {"rps": rps}
+        if mode is not None:
+            body["mode"] = mode
+        if protocol is not None:
+            body["protocol"] = protocol
         if headers is not None:
             body["headers"] = [{"weight": w, "headers": dict(h)} for w, h in headers]
         if source_workload is not None:

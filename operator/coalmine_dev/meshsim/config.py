@@ -18,7 +18,11 @@ File format (keys are camelCase like Kubernetes; `source_workload` is also accep
     destinations:
       demo/reviews/v2: {errorRatio: 0.2, latency: {p50Ms: 40, p99Ms: 400}, errorCode: 503}
 
-`latency: {fixedMs: 5}` gives every request the same duration.
+`latency: {fixedMs: 5}` gives every request the same duration. A service with `protocol: grpc` sends gRPC
+requests: of those a destination answers with HTTP 200, `grpcErrorRatio` get grpc-status `grpcErrorCode`
+(default 14, UNAVAILABLE) and the rest 0 (OK), as Istio's `grpc_response_status` label. A service with
+`mode: ambient` is reported as under ambient with a waypoint: by the waypoint alone (`reporter="waypoint"`,
+every routed request, as the waypoint routes them), with no sidecar's `source` or `destination` series.
 """
 
 from __future__ import annotations
@@ -53,14 +57,19 @@ class DestinationBehaviour:
     # The share of its requests served by pods without a sidecar: answered, but no destination proxy
     # reports them, and the client's proxy cannot learn the pod's workload labels (no metadata exchange).
     sidecarless: float = 0.0
+    grpc_error_ratio: float = 0.0  # of gRPC requests answered HTTP 200: the share with grpc-status grpcErrorCode
+    grpc_error_code: int = 14  # UNAVAILABLE
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        result: dict[str, Any] = {
             "errorRatio": self.error_ratio,
             "latency": self.latency.to_dict(),
             "errorCode": self.error_code,
             "sidecarless": self.sidecarless,
         }
+        if self.grpc_error_ratio:  # shown when set (gRPC services only)
+            result.update(grpcErrorRatio=self.grpc_error_ratio, grpcErrorCode=self.grpc_error_code)
+        return result
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,8 @@ class ServiceConfig:
     source_workload: str = "loadgen"
     source_namespace: str | None = None  # None: the service's namespace
     uri: str = "/"
+    protocol: str = "http"  # "grpc": Istio's request_protocol="grpc", with a grpc_response_status
+    mode: str = "sidecar"  # "ambient": reported by a waypoint alone (reporter="waypoint"), as under ambient
 
     @property
     def key(self) -> str:
@@ -103,6 +114,8 @@ class ServiceConfig:
             "sourceWorkload": self.source_workload,
             "sourceNamespace": self.source_namespace,  # null: the service's namespace
             "uri": self.uri,
+            **({"protocol": self.protocol} if self.protocol != "http" else {}),
+            **({"mode": self.mode} if self.mode != "sidecar" else {}),
         }
 
 
@@ -170,6 +183,8 @@ def parse_destination(data: Any, default: DestinationBehaviour | None = None) ->
         latency=parse_latency(d.get("latency"), base.latency) if "latency" in d else base.latency,
         error_code=code,
         sidecarless=_number(d, "sidecarless", base.sidecarless, low=0.0, high=1.0),
+        grpc_error_ratio=_number(d, "grpcErrorRatio", base.grpc_error_ratio, low=0.0, high=1.0),
+        grpc_error_code=int(_number(d, "grpcErrorCode", base.grpc_error_code, low=0, high=16)),
     )
 
 
@@ -203,7 +218,21 @@ def parse_service(data: Any, namespace: str | None = None, host: str | None = No
         source_workload=str(source),
         source_namespace=str(source_ns) if source_ns else None,
         uri=str(s.get("uri", "/")),
+        protocol=_protocol(s.get("protocol", "http")),
+        mode=_mode(s.get("mode", "sidecar")),
     )
+
+
+def _mode(value: Any) -> str:
+    if value not in ("sidecar", "ambient"):
+        raise ConfigError(f"mode must be sidecar or ambient, got {value!r}")
+    return str(value)
+
+
+def _protocol(value: Any) -> str:
+    if value not in ("http", "grpc"):
+        raise ConfigError(f"protocol must be http or grpc, got {value!r}")
+    return str(value)
 
 
 def parse_destination_key(key: str) -> str:

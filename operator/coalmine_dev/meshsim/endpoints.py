@@ -88,9 +88,14 @@ class EndpointIndex:
         pods: Iterable[Mapping[str, Any]],
     ) -> None:
         self._followed: set[tuple[str, str]] = set()
+        self._versions: dict[tuple[str, str], str] = {}  # a Service per version: its selector's `version`
         for svc in services:
-            if (svc.get("spec") or {}).get("selector"):
-                self._followed.add((str(_meta(svc).get("namespace", "")), str(_meta(svc).get("name", ""))))
+            selector = (svc.get("spec") or {}).get("selector")
+            if selector:
+                key = (str(_meta(svc).get("namespace", "")), str(_meta(svc).get("name", "")))
+                self._followed.add(key)
+                if "version" in selector:
+                    self._versions[key] = str(selector["version"])
         pod_labels: dict[tuple[str, str], Mapping[str, str]] = {}
         pod_workloads: dict[tuple[str, str], str] = {}
         for p in pods:
@@ -113,6 +118,10 @@ class EndpointIndex:
                     labels = pod_labels.get(pod_key, {})
                     workload = pod_workloads.get(pod_key, "")
                 self._endpoints[key].append(Endpoint(is_ready(endpoint), labels, workload))
+
+    def version(self, namespace: str, host: str) -> str | None:
+        """The `version` label the Service selects its pods by (None: it selects none)."""
+        return self._versions.get((namespace, host))
 
     def follows(self, namespace: str, host: str) -> bool:
         return (namespace, host) in self._followed

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from coalmine_dev.meshsim import gateway
 from coalmine_dev.meshsim.endpoints import EMPTY, EndpointIndex
 
 CLUSTER_DOMAIN = "svc.cluster.local"
@@ -299,6 +300,7 @@ def route_request(
     rng: random.Random,
     client_namespace: str | None = None,
     endpoints: EndpointIndex = EMPTY,
+    http_routes: Sequence[Mapping[str, Any]] = (),
 ) -> Decision:
     """Route one request addressed to service `host` in `namespace` (the whole pipeline).
 
@@ -308,6 +310,9 @@ def route_request(
     endpoints of the Services meshsim follows (none by default: every destination is served).
     """
     client_ns = client_namespace or namespace
+    http_route = gateway.find_http_route(http_routes, namespace, host)
+    if http_route is not None:  # a mesh HTTPRoute for the Service (see gateway.py)
+        return _route_by_http_route(http_route, host, request, rng, endpoints)
     vs = find_virtual_service(virtual_services, namespace, host)
     if vs is None:
         return Decision(NO_ROUTE, None, None)
@@ -335,3 +340,24 @@ def route_request(
         return Decision(NO_HEALTHY_UPSTREAM, Destination(dest_namespace, dest_host, subset, version), label)
     workload = endpoints.workload(dest_namespace, dest_host, labels) or ""
     return Decision(OK, Destination(dest_namespace, dest_host, subset, version, workload), label)
+
+
+def _route_by_http_route(
+    route: Mapping[str, Any], host: str, request: Request, rng: random.Random, endpoints: EndpointIndex
+) -> Decision:
+    meta = _meta(route)
+    route_ns = str(meta.get("namespace", "default"))
+    selected = gateway.select_rule(route, request.headers, request.uri)
+    if selected is None:
+        return Decision(NO_ROUTE, None, f"{route_ns}/{meta.get('name', '')}/<no match>")
+    index, rule = selected
+    label = f"{route_ns}/{meta.get('name', '')}/{rule.get('name') or f'#{index}'}"
+    chosen = gateway.choose_backend(rule.get("backendRefs") or [], rng)
+    if chosen is None:
+        return Decision(NO_ROUTE, None, label)
+    dest_ns, dest_host = str(chosen.get("namespace") or route_ns), str(chosen.get("name", host))
+    version = gateway.version_of(endpoints, dest_ns, dest_host)
+    if endpoints.ready_count(dest_ns, dest_host, None) == 0:
+        return Decision(NO_HEALTHY_UPSTREAM, Destination(dest_ns, dest_host, "", version), label)
+    workload = endpoints.workload(dest_ns, dest_host, None) or ""
+    return Decision(OK, Destination(dest_ns, dest_host, "", version, workload), label)

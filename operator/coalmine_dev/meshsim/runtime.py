@@ -20,9 +20,9 @@ HTTP API (JSON unless noted):
   GET  /counts                                   requests sent since start / last reset
   POST /counts/reset
   PUT  /destinations/<ns>/<host>/<subset>        {errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode,
-                                                 sidecarless}
+                                                 sidecarless, grpcErrorRatio, grpcErrorCode}
   DELETE /destinations/<ns>/<host>/<subset>      back to defaultDestination
-  PUT  /services/<ns>/<host>                     {rps, headers: [{weight, headers}], sourceWorkload, ...}
+  PUT  /services/<ns>/<host>                     {rps, headers: [{weight, headers}], sourceWorkload, protocol, ...}
   DELETE /services/<ns>/<host>                   stop sending to it
 """
 
@@ -63,7 +63,9 @@ DESTINATION_RULES = "destinationrules"
 SERVICES = "services"
 ENDPOINT_SLICES = "endpointslices"
 PODS = "pods"
-WATCHED = (VIRTUAL_SERVICES, DESTINATION_RULES, SERVICES, ENDPOINT_SLICES, PODS)
+HTTP_ROUTES = "httproutes"  # Gateway API, mesh (GAMMA) routes: see gateway.py
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+WATCHED = (VIRTUAL_SERVICES, DESTINATION_RULES, SERVICES, ENDPOINT_SLICES, PODS, HTTP_ROUTES)
 
 # Istio's default histogram buckets for istio_request_duration_milliseconds.
 ISTIO_DURATION_BUCKETS = (
@@ -120,11 +122,11 @@ def istio_labels(record: RequestRecord, reporter: str) -> tuple[str, ...]:
         svc_ns,
         canonical_service,
         revision,
-        "http",
+        service.protocol,
         str(record.response_code),
         record.response_flags,
-        "mutual_tls" if reporter == "destination" else "unknown",
-        "",
+        "mutual_tls" if reporter in ("destination", "waypoint") else "unknown",
+        record.grpc_status,
     )
 
 
@@ -149,12 +151,18 @@ class IstioMetrics:
 
     def record(self, records: list[RequestRecord]) -> None:
         """Emit `reporter="source"` for every routed request, `reporter="destination"` for those that
-        reached a pod with a sidecar (a no-route or missing cluster never reaches a pod)."""
+        reached a pod with a sidecar (a no-route or missing cluster never reaches a pod); for an ambient
+        service, `reporter="waypoint"` for every routed request and nothing else."""
         counts: Tally[tuple[str, ...]] = Tally()
         for record in records:
             if not record.routed:
                 continue
-            reporters = ("source", "destination") if record.reported_by_destination else ("source",)
+            if record.service.mode == "ambient":
+                reporters: tuple[str, ...] = ("waypoint",)
+            elif record.reported_by_destination:
+                reporters = ("source", "destination")
+            else:
+                reporters = ("source",)
             for reporter in reporters:
                 labels = istio_labels(record, reporter)
                 counts[labels] += 1
@@ -213,12 +221,14 @@ class MeshState:
         """{"virtualservices": {"ns/name": resourceVersion}, "destinationrules": {...},
         "endpoints": {"ns/service": ready endpoints}} (endpoints only for the Services followed)."""
         out: dict[str, dict[str, Any]] = {}
-        for plural in (VIRTUAL_SERVICES, DESTINATION_RULES):
+        for plural in (VIRTUAL_SERVICES, DESTINATION_RULES, HTTP_ROUTES):
             out[plural] = {
                 f"{ns}/{name}": str((o.get("metadata") or {}).get("resourceVersion", ""))
                 for o in self.items(plural)
                 for ns, name in [MeshState._key(o)]
             }
+        if not out[HTTP_ROUTES]:
+            del out[HTTP_ROUTES]  # shown once there are any (Gateway API)
         out["endpoints"] = self.endpoints().summary()
         return out
 
@@ -264,9 +274,10 @@ class Watcher:
                 return discovery.list_namespaced_endpoint_slice, (ns,)
             return discovery.list_endpoint_slice_for_all_namespaces, ()
         api = client.CustomObjectsApi(self.api_client)
+        group = GATEWAY_GROUP if self.plural == HTTP_ROUTES else ISTIO_GROUP
         if ns:
-            return api.list_namespaced_custom_object, (ISTIO_GROUP, version, ns, self.plural)
-        return api.list_cluster_custom_object, (ISTIO_GROUP, version, self.plural)
+            return api.list_namespaced_custom_object, (group, version, ns, self.plural)
+        return api.list_cluster_custom_object, (group, version, self.plural)
 
     def _loop(self) -> None:
         from kubernetes import watch as watch_module
@@ -276,6 +287,8 @@ class Watcher:
 
         # Istio objects: the first version the API server serves. Core objects have one version.
         versions = list(ISTIO_VERSIONS) if self.plural in (VIRTUAL_SERVICES, DESTINATION_RULES) else [""]
+        if self.plural == HTTP_ROUTES:
+            versions = ["v1"]
         while not self.stop.is_set():
             version = versions[0]
             try:
@@ -304,6 +317,10 @@ class Watcher:
                     log.info("%s/%s not served, trying %s", ISTIO_GROUP, version, versions[1])
                     versions.pop(0)
                     continue
+                if exc.status == 404 and self.plural == HTTP_ROUTES:  # no Gateway API CRDs: nothing to follow
+                    log.info("%s/v1 httproutes not served; HTTPRoutes are not followed", GATEWAY_GROUP)
+                    self.state.replace(self.plural, self.namespace, [])
+                    return
                 log.warning("watching %s failed (%s); re-listing", self.plural, exc.status)
                 self.stop.wait(1.0)
             except Exception as exc:
@@ -379,9 +396,12 @@ class Simulator:
         """Generate and record one slice of `duration_s` seconds from the current VS/DR snapshot."""
         virtual_services = self.state.items(VIRTUAL_SERVICES)
         destination_rules = self.state.items(DESTINATION_RULES)
+        http_routes = self.state.items(HTTP_ROUTES)
         endpoints = self.state.endpoints()
         with self._lock:
-            records = generate_slice(self.rng, self._config, virtual_services, destination_rules, duration_s, endpoints)
+            records = generate_slice(
+                self.rng, self._config, virtual_services, destination_rules, duration_s, endpoints, http_routes
+            )
             for r in records:
                 if not r.routed:
                     self._unrouted[r.service.key] += 1

@@ -36,6 +36,7 @@ class RequestRecord:
     duration_ms: float
     offset_s: float  # arrival time within the slice
     sidecar: bool = True  # False: served by a pod without a sidecar (see DestinationBehaviour.sidecarless)
+    grpc_status: str = ""  # gRPC requests answered 200: "0" or the error code; "" otherwise, as Istio's label
 
     @property
     def reached_destination(self) -> bool:
@@ -100,6 +101,7 @@ def simulate_request(
     config: MeshsimConfig,
     offset_s: float = 0.0,
     endpoints: EndpointIndex = EMPTY,
+    http_routes: Sequence[Mapping[str, Any]] = (),
 ) -> RequestRecord:
     request = routing.Request(headers=pick_headers(rng, service.headers), uri=service.uri)
     decision = routing.route_request(
@@ -111,6 +113,7 @@ def simulate_request(
         rng,
         client_namespace=service.client_namespace,
         endpoints=endpoints,
+        http_routes=http_routes,
     )
     if decision.outcome != routing.OK or decision.destination is None:
         code = decision.response_code or 404
@@ -118,7 +121,12 @@ def simulate_request(
     behaviour = config.behaviour(decision.destination.key)
     code = sample_response_code(rng, behaviour)
     sidecar = not (behaviour.sidecarless > 0 and rng.random() < behaviour.sidecarless)
-    return RequestRecord(service, decision, code, "-", sample_latency(rng, behaviour.latency), offset_s, sidecar)
+    latency = sample_latency(rng, behaviour.latency)
+    grpc_status = ""
+    if service.protocol == "grpc" and code == 200:
+        failed = behaviour.grpc_error_ratio > 0 and rng.random() < behaviour.grpc_error_ratio
+        grpc_status = str(behaviour.grpc_error_code) if failed else "0"
+    return RequestRecord(service, decision, code, "-", latency, offset_s, sidecar, grpc_status)
 
 
 def generate_slice(
@@ -128,6 +136,7 @@ def generate_slice(
     destination_rules: Sequence[Mapping[str, Any]],
     duration_s: float,
     endpoints: EndpointIndex = EMPTY,
+    http_routes: Sequence[Mapping[str, Any]] = (),
 ) -> list[RequestRecord]:
     """All requests of all configured services arriving within one slice of `duration_s` seconds.
 
@@ -138,6 +147,8 @@ def generate_slice(
         service = config.services[key]
         for offset in poisson_arrivals(rng, service.rps, duration_s):
             records.append(
-                simulate_request(rng, service, virtual_services, destination_rules, config, offset, endpoints)
+                simulate_request(
+                    rng, service, virtual_services, destination_rules, config, offset, endpoints, http_routes
+                )
             )
     return records
