@@ -79,6 +79,7 @@ class Destination:
     host: str  # short service name
     subset: str  # "" when the route names no subset
     version: str  # DR subset's labels.version, or "unknown"
+    workload: str = ""  # the Deployment (or other controller) owning its ready pods, "" when unknown
 
     @property
     def key(self) -> str:
@@ -336,10 +337,10 @@ def route_request(
         if labels is None:
             return Decision(NO_CLUSTER, Destination(dest_namespace, dest_host, subset, "unknown"), label)
         version = labels.get("version", "unknown")
-    destination = Destination(dest_namespace, dest_host, subset, version)
     if endpoints.ready_count(dest_namespace, dest_host, labels) == 0:
-        return Decision(NO_HEALTHY_UPSTREAM, destination, label)
-    return Decision(OK, destination, label)
+        return Decision(NO_HEALTHY_UPSTREAM, Destination(dest_namespace, dest_host, subset, version), label)
+    workload = endpoints.workload(dest_namespace, dest_host, labels) or ""
+    return Decision(OK, Destination(dest_namespace, dest_host, subset, version, workload), label)
 
 
 def _route_by_http_route(
@@ -356,7 +357,8 @@ def _route_by_http_route(
     if chosen is None:
         return Decision(NO_ROUTE, None, label)
     dest_ns, dest_host = str(chosen.get("namespace") or route_ns), str(chosen.get("name", host))
-    destination = Destination(dest_ns, dest_host, "", gateway.version_of(endpoints, dest_ns, dest_host))
+    version = gateway.version_of(endpoints, dest_ns, dest_host)
     if endpoints.ready_count(dest_ns, dest_host, None) == 0:
-        return Decision(NO_HEALTHY_UPSTREAM, destination, label)
-    return Decision(OK, destination, label)
+        return Decision(NO_HEALTHY_UPSTREAM, Destination(dest_ns, dest_host, "", version), label)
+    workload = endpoints.workload(dest_ns, dest_host, None) or ""
+    return Decision(OK, Destination(dest_ns, dest_host, "", version, workload), label)

@@ -101,7 +101,8 @@ def istio_labels(record: RequestRecord, reporter: str) -> tuple[str, ...]:
     dest = record.decision.destination
     if record.reported_by_destination and dest is not None:
         known = dest.version != "unknown"
-        workload = f"{dest.host}-{dest.version}" if known else dest.host
+        # The pods' owner when meshsim knows them (Istio's rule), else a name made of host and version.
+        workload = dest.workload or (f"{dest.host}-{dest.version}" if known else dest.host)
         workload_ns, app, version = dest.namespace, dest.host, dest.version
         canonical_service, revision = dest.host, dest.version if known else "latest"
     else:  # no upstream host was chosen, or it has no sidecar to exchange metadata with: unknown labels
