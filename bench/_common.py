@@ -56,7 +56,7 @@ class Processes:
 
 @contextmanager
 def bench_stack(
-    prefix: str, state_dir: Path | None = None, scrape_interval: str = "1s"
+    prefix: str, state_dir: Path | None = None, scrape_interval: str = "1s", nodes: int = 1
 ) -> Iterator[tuple[devstack.StackInfo, Path, Processes]]:
     """A work folder, a devstack (own unless `state_dir` names a running one) and a process list.
 
@@ -70,7 +70,7 @@ def bench_stack(
         stack_dir = workdir / "devstack" if state_dir is None else state_dir
         try:
             if own:
-                info = devstack.up(stack_dir, scrape_interval=scrape_interval)
+                info = devstack.up(stack_dir, scrape_interval=scrape_interval, nodes=nodes)
             else:
                 loaded = devstack.load(stack_dir)
                 assert loaded is not None, f"no devstack in {stack_dir}"

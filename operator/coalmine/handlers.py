@@ -59,6 +59,11 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         if isinstance(obj, dict):
             operator.observe_istio("destinationrules", event.get("type"), cast(dict[str, Any], obj))
 
+    # Readiness (spec.readiness): the ready pods of each subset, from Services, EndpointSlices and Pods.
+    # Read-only watches; the cache keeps only selectors, endpoints and pod labels.
+    for group_version, plural in (("v1", "services"), ("discovery.k8s.io/v1", "endpointslices"), ("v1", "pods")):
+        _watch_workload(registry, operator, group_version, plural)
+
     # Gateway API's HTTPRoutes (spec.httpRoute); on a cluster without their CRD kopf warns and serves the rest.
     @kopf.on.event(GATEWAY_GROUP, GATEWAY_VERSION, "httproutes", registry=registry)
     async def http_route_event(event: kopf.RawEvent, **_: Any) -> None:
@@ -69,6 +74,14 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     @kopf.on.probe(id="rollouts", registry=registry)
     async def rollouts_known(**_: Any) -> int:
         return len(operator.bodies)
+
+
+def _watch_workload(registry: kopf.OperatorRegistry, operator: Operator, group_version: str, plural: str) -> None:
+    @kopf.on.event(group_version, plural, registry=registry)
+    async def workload_event(event: kopf.RawEvent, **_: Any) -> None:
+        obj = event.get("object")
+        if isinstance(obj, dict):
+            operator.observe_workload(plural, event.get("type"), cast(dict[str, Any], obj))
 
 
 def run(config: OperatorConfig) -> None:

@@ -24,10 +24,11 @@ from pydantic import ValidationError
 from coalmine.adapters.kube import Conflict, Gone, KubeApi, Refused, Unavailable
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.adapters.webhooks import Dispatcher
-from coalmine.core import analysis, hooks, notify, plan, preflight, routers, validation
+from coalmine.core import analysis, hooks, notify, plan, preflight, routers, validation, virtualservice
 from coalmine.core.models import (
     HTTP_ROUTE,
     VIRTUAL_SERVICE,
+    Capacity,
     Phase,
     Ref,
     Rollout,
@@ -166,7 +167,8 @@ async def _tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim]) -> 
     route = rollout.spec.route
     vs = await ports.kube.get_route(routers.router(route.kind).plural, ref.namespace, route.name)
     rules = await ports.kube.list_destination_rules(ref.namespace) if route.kind == VIRTUAL_SERVICE else []
-    resolution = validation.resolve(rollout, Cluster(vs, rules, claims))
+    workloads = await ports.kube.get_workloads(ref.namespace) if _gated(rollout) else None
+    resolution = validation.resolve(rollout, Cluster(vs, rules, claims, workloads))
     if plan.needs_start(rollout) and resolution.problem is None and resolution.traffic is not None:
         resolution = await _preflight(rollout, resolution.traffic, vs, resolution, ports)
     check = None
@@ -217,6 +219,14 @@ def _queue(rollout: Rollout | None, ref: Ref, decision: plan.Decision, ports: Po
         name=ref.name,
     )
     return replace(decision, status=status)
+
+
+def _gated(rollout: Rollout) -> bool:
+    """Whether the tick needs the namespace's workloads: a rollout that may still shift traffic, with
+    readiness on (a finished one needs none, so its namespace's pods are never listed for it)."""
+    r = rollout.spec.readiness
+    on = r.min_ready > 0 or r.capacity is Capacity.PROPORTIONAL
+    return on and (plan.needs_start(rollout) or rollout.status.phase is Phase.PROGRESSING)
 
 
 async def _preflight(
@@ -361,7 +371,16 @@ async def _move_traffic(
 
     for _ in range(VS_WRITE_ATTEMPTS):
         try:
-            ops = router.weight_patch(vs, traffic, weight)
+            if traffic.kind == VIRTUAL_SERVICE:
+                ops = virtualservice.weight_patch(
+                    vs,
+                    traffic,
+                    weight,
+                    match_name=validation.match_route_name(rollout.name),
+                    match=plan.desired_match(rollout),
+                )
+            else:
+                ops = router.weight_patch(vs, traffic, weight)
         except RouteGone as exc:
             return plan.TrafficOutcome(at_weight=False, observed=seen(vs), error=str(exc))
         if not ops:

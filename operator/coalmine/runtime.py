@@ -22,7 +22,7 @@ from kubernetes_asyncio import config as k8s_config
 
 from coalmine import metrics, reconcile
 from coalmine.adapters.election import ElectionConfig, LeaseElector, ShardedElection
-from coalmine.adapters.kube import IstioCache, KubeApi, resource_version
+from coalmine.adapters.kube import IstioCache, KubeApi, WorkloadCache, resource_version
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.adapters.webhooks import Allowlist, Dispatcher, NotificationsConfig
 from coalmine.core.models import REQUEST_ANNOTATION
@@ -68,6 +68,7 @@ class Operator:
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     claims: dict[str, dict[str, Claim]] = field(default_factory=dict)  # namespace -> name -> what it claims
     istio: IstioCache = field(default_factory=IstioCache)
+    workloads: WorkloadCache = field(default_factory=WorkloadCache)
     schedulers: dict[int, Scheduler] = field(default_factory=dict)  # shard -> its scheduler, while acting on it
     ports: reconcile.Ports | None = None
     dispatcher: Dispatcher | None = None  # webhook calls and notifications, off the ticks
@@ -94,7 +95,7 @@ class Operator:
             report=metrics.delivery,
         )
         self.ports = reconcile.Ports(
-            kube=KubeApi(self._api, component=self.config.identity, cache=self.istio),
+            kube=KubeApi(self._api, component=self.config.identity, cache=self.istio, workloads=self.workloads),
             prometheus=PrometheusClient(
                 concurrency=self.config.prometheus_concurrency, timeout=self.config.prometheus_timeout
             ),
@@ -242,6 +243,13 @@ class Operator:
         meta = obj.get("metadata", {})
         only = meta.get("name") if plural in ("virtualservices", "httproutes") else None
         self._poke_namespace(str(meta.get("namespace")), virtual_service=only)
+
+    def observe_workload(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> None:
+        """A Service, EndpointSlice or Pod changed: when its ready pods or labels did, the namespace's
+        Rollouts look again soon (a shift waiting for the canary goes on, a canary that lost its pods
+        is checked)."""
+        if self.workloads.observe(kind, event_type, obj):
+            self._poke_namespace(str((obj.get("metadata") or {}).get("namespace")))
 
     def _poke_namespace(self, namespace: str, virtual_service: str | None = None) -> None:
         if not self.schedulers:

@@ -42,6 +42,15 @@ def rollback_bound(*, failure_limit: int, check_every: float, scrape_interval: f
     return 2 * scrape_interval + failure_limit * check_every + tick
 
 
+def rollback_deadline(*, failure_limit: int, check_every: float, scrape_interval: float) -> float:
+    """What a test holds a rollback to: the README's bound plus 20 s. The bound itself is a figure that
+    bench/rollback_latency.py measures on a quiet machine; a test checks behaviour (a failed step goes
+    straight to 0, nothing waits for a webhook), and a loaded machine (3 test workers on 2 cores, or other
+    jobs) must not turn a slow Prometheus query into a failure. Still far below anything that waits for a
+    webhook's 60 s answer or a maxNoData."""
+    return rollback_bound(failure_limit=failure_limit, check_every=check_every, scrape_interval=scrape_interval) + 20
+
+
 def destination_rule(namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "networking.istio.io/v1",

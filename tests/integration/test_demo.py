@@ -42,6 +42,10 @@ def test_demo_promotes_v2_rolls_back_v3_and_touches_nothing_else(
     first, second = summary["scenarios"]
     assert (first["stable"], first["canary"], first["phase"]) == ("v1", "v2", "Succeeded"), log
     assert first["history"] == [10, 30, 50, 100]
+    # The 50 % step waited for a person, and the demo's person promoted it with the CLI.
+    assert "step 3/4 waits for a person (approval: manual)" in done.stdout, log
+    assert f"$ coalmine promote order -n {namespace}" in done.stdout, log
+    assert "applied: promote by" in done.stdout, log
     assert first["vsWeights"] == [0, 10, 30, 50, 100], "canary weights seen on the VirtualService, in order"
     assert (second["stable"], second["canary"], second["phase"]) == ("v2", "v3", "RolledBack"), log
     assert second["canaryWeight"] == 0

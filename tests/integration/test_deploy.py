@@ -111,8 +111,19 @@ ALLOWED = [
     ("list", "networking.istio.io", "virtualservices", {}),
     ("watch", "networking.istio.io", "virtualservices", {}),
     ("create", "", "events", {}),
+    # readiness (spec.readiness): read only
+    ("list", "", "pods", {}),
+    ("watch", "", "pods", {}),
+    ("list", "", "services", {}),
+    ("watch", "", "services", {}),
+    ("list", "discovery.k8s.io", "endpointslices", {}),
+    ("watch", "discovery.k8s.io", "endpointslices", {}),
 ]
 DENIED = [
+    ("patch", "", "pods", {}),
+    ("delete", "", "pods", {}),
+    ("patch", "", "services", {}),
+    ("patch", "discovery.k8s.io", "endpointslices", {}),
     ("get", "", "secrets", {}),
     ("list", "", "secrets", {}),
     ("watch", "", "secrets", {}),
@@ -130,8 +141,6 @@ DENIED = [
     ("delete", "networking.istio.io", "virtualservices", {}),
     ("patch", "networking.istio.io", "destinationrules", {}),
     ("get", "", "configmaps", {}),
-    ("list", "", "pods", {}),
-    ("patch", "", "services", {}),
     ("create", "coordination.k8s.io", "leases", {}),  # only in coalmine-system
     ("list", "apiextensions.k8s.io", "customresourcedefinitions", {}),
     ("create", "rbac.authorization.k8s.io", "rolebindings", {}),

@@ -45,6 +45,14 @@ def test_gitops_overlay_renders_a_canary_only_release_the_api_server_accepts(kub
     _kubectl(kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=rendered_ns)
 
 
+def test_the_strategies_example_is_accepted_by_the_api_server(kubeconfig: Path) -> None:
+    """examples/strategies/: schema and CEL rules accept the A/B step and readiness (server-side dry run)."""
+    text = (ROOT / "examples/strategies/ab-rollout.yaml").read_text().replace("namespace: shop", "namespace: default")
+    rollout = yaml.safe_load(text)
+    assert "match" in rollout["spec"]["steps"][0]
+    _kubectl(kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=text)
+
+
 def test_the_webhooks_example_is_accepted_and_its_notifications_config_loads(kubeconfig: Path) -> None:
     """examples/webhooks/: the Rollout passes the CRD's schema and CEL rules (server-side dry run), and the
     operator reads notifications.json as it would from the Secret."""

@@ -12,11 +12,14 @@ from pydantic import BaseModel
 from coalmine.core.models import (
     Analysis,
     Approval,
+    Capacity,
     HandledRequest,
     HistoryEntry,
     Latency,
     Pause,
     Phase,
+    Readiness,
+    ReadinessStatus,
     Request,
     RollbackInfo,
     RolloutSpec,
@@ -65,6 +68,8 @@ def _aliases(model: type[BaseModel]) -> set[str]:
         pytest.param(STATUS["properties"]["history"]["items"], HistoryEntry, id="history"),
         pytest.param(STATUS["properties"]["history"]["items"]["properties"]["request"], Request, id="history-request"),
         pytest.param(STATUS["properties"]["lastRequest"], HandledRequest, id="lastRequest"),
+        pytest.param(SPEC["properties"]["readiness"], Readiness, id="readiness"),
+        pytest.param(STATUS["properties"]["readiness"], ReadinessStatus, id="status-readiness"),
     ],
 )
 def test_schema_properties_match_model_fields(schema: dict[str, Any], model: type[BaseModel]) -> None:
@@ -86,6 +91,11 @@ def test_schema_defaults_match_model_defaults() -> None:
     assert SPEC["properties"]["steps"]["default"] == [{"weight": s.weight} for s in steps]
     assert SPEC["properties"]["steps"]["items"]["properties"]["approval"]["enum"] == [a.value for a in Approval]
     assert Step(weight=10).approval is Approval.AUTO, "omitted, a step goes on by itself"
+    readiness = SPEC["properties"]["readiness"]["properties"]
+    assert readiness["minReady"]["default"] == Readiness().min_ready
+    assert readiness["capacity"]["default"] == Readiness().capacity.value
+    assert readiness["capacity"]["enum"] == [c.value for c in Capacity]
+    assert readiness["timeout"]["default"] == format_duration(Readiness().timeout)
 
 
 def test_status_subresource_and_printer_columns() -> None:

@@ -61,6 +61,14 @@ def test_cluster_role_is_exactly_what_the_operator_uses(rendered: dict[tuple[str
         ("networking.istio.io", "destinationrules", "get", ""),
         ("networking.istio.io", "destinationrules", "list", ""),
         ("networking.istio.io", "destinationrules", "watch", ""),
+        # readiness (spec.readiness): read only
+        ("", "services", "list", ""),
+        ("", "services", "watch", ""),
+        ("", "pods", "list", ""),
+        ("", "pods", "watch", ""),
+        ("discovery.k8s.io", "endpointslices", "get", ""),
+        ("discovery.k8s.io", "endpointslices", "list", ""),
+        ("discovery.k8s.io", "endpointslices", "watch", ""),
         ("", "events", "create", ""),
     }
     role = rendered["Role", "coalmine-leader-election"]

@@ -36,6 +36,7 @@ def _check(a: Analysis, target: Target, step: StepContext = SETTLED, **values: o
         "requests@stable": 900.0,
         "success-rate@stable": 99.9,
         "latency-p99@stable": 80.0,
+        "circuit-breaker": 0.0,
     }
     answers: dict[str, Sample] = {}
     asked = analysis.queries(a, target, W, step)

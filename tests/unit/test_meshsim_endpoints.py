@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coalmine_dev.meshsim import routing, runtime
 from coalmine_dev.meshsim.config import parse_config
-from coalmine_dev.meshsim.endpoints import EMPTY, EndpointIndex
+from coalmine_dev.meshsim.endpoints import EMPTY, EndpointIndex, pod_workload
 
 NS = "shop"
 
@@ -177,3 +177,79 @@ def test_uh_is_reported_by_the_source_proxy_only() -> None:
     assert uh.labels["destination_service_name"] == "order"
     assert sim.counts()["responses"][f"{NS}/order/v2"] == {"503": pytest.approx(uh.value)}
     assert state.summary()["endpoints"] == {f"{NS}/order": 1}
+
+
+def owned_pod(name: str, labels: dict[str, str], owner_kind: str, owner: str) -> dict[str, Any]:
+    ref = {"kind": owner_kind, "name": owner, "controller": True}
+    return {"metadata": {"name": name, "namespace": NS, "labels": labels, "ownerReferences": [ref]}}
+
+
+@pytest.mark.parametrize(
+    ("pod_", "expected"),
+    [
+        pytest.param(
+            owned_pod("web-7d9f-x", {"pod-template-hash": "7d9f"}, "ReplicaSet", "web-7d9f"), "web", id="deployment"
+        ),
+        pytest.param(
+            owned_pod("web-5c4b-x", {"rollouts-pod-template-hash": "5c4b"}, "ReplicaSet", "web-5c4b"),
+            "web",
+            id="argo-rollout",
+        ),
+        pytest.param(owned_pod("web-0", {}, "StatefulSet", "web"), "web", id="statefulset"),
+        pytest.param(owned_pod("odd-x", {"pod-template-hash": "zz"}, "ReplicaSet", "odd"), "odd", id="rs-without-hash"),
+        pytest.param(pod("order-v1-a", "v1"), "", id="bare-pod-unknown"),
+    ],
+)
+def test_pod_workload_is_named_after_its_controller_as_istio_does(pod_: dict[str, Any], expected: str) -> None:
+    assert pod_workload(pod_) == expected
+
+
+def test_host_level_routes_report_the_owning_deployment_as_destination_workload() -> None:
+    """Flagger's shape: the VS splits between the `web-primary` and `web-canary` Services; its checks select
+    destination_workload=~"web" (the canary Deployment) and destination_workload_namespace."""
+    primary = owned_pod(
+        "web-primary-1a-x", {"app": "web-primary", "pod-template-hash": "1a"}, "ReplicaSet", "web-primary-1a"
+    )
+    canary = owned_pod("web-2b-x", {"app": "web", "pod-template-hash": "2b"}, "ReplicaSet", "web-2b")
+    vs = {
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {
+            "hosts": ["web"],
+            "http": [
+                {
+                    "route": [
+                        {"destination": {"host": "web-primary"}, "weight": 50},
+                        {"destination": {"host": "web-canary"}, "weight": 50},
+                    ]
+                }
+            ],
+        },
+    }
+    state = runtime.MeshState()
+    state.replace(runtime.VIRTUAL_SERVICES, "", [vs])
+    state.replace(runtime.DESTINATION_RULES, "", [])
+    state.replace(
+        runtime.SERVICES,
+        "",
+        [service("web-primary", {"app": "web-primary"}), service("web-canary", {"app": "web"})],
+    )
+    state.replace(
+        runtime.ENDPOINT_SLICES,
+        "",
+        [slice_([("web-primary-1a-x", True)], svc="web-primary"), slice_([("web-2b-x", True)], svc="web-canary")],
+    )
+    state.replace(runtime.PODS, "", [primary, canary])
+    cfg = parse_config({"services": [{"namespace": NS, "host": "web", "rps": 1000}]})
+    sim = runtime.Simulator(cfg, state, runtime.IstioMetrics(), seed=1)
+    sim.tick(0.5)
+    seen = {
+        (
+            s.labels["destination_service_name"],
+            s.labels["destination_workload"],
+            s.labels["destination_workload_namespace"],
+        )
+        for f in text_string_to_metric_families(sim.metrics.exposition().decode())
+        for s in f.samples
+        if s.name == "istio_requests_total" and s.value > 0 and s.labels["reporter"] == "destination"
+    }
+    assert seen == {("web-primary", "web-primary", NS), ("web-canary", "web", NS)}

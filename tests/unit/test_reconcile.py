@@ -40,6 +40,9 @@ class FakeKube:
     async def list_destination_rules(self, namespace: str) -> list[dict[str, Any]]:
         return [destination_rule()]
 
+    async def get_workloads(self, namespace: str) -> None:
+        return None  # not watched: readiness is not judged (tests/unit/test_readiness.py judges it)
+
     async def patch_virtual_service(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         self.calls.append("vs")
         if self.unavailable:
@@ -85,7 +88,7 @@ class FakePrometheus:
         self.success_rate = success_rate
 
     async def ask(self, address: str, queries: list[Query], *, at: datetime) -> dict[str, Sample]:
-        values = {"requests": 500.0, "success-rate": self.success_rate, "latency-p99": 80.0}
+        values = {"requests": 500.0, "success-rate": self.success_rate, "latency-p99": 80.0, "circuit-breaker": 0.0}
         stable = {"requests@stable": 1167.0, "success-rate@stable": 99.9, "latency-p99@stable": 80.0}
         return {q.name: Sample({**values, **stable}[q.name]) for q in queries}
 

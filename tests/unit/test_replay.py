@@ -26,6 +26,7 @@ def answers(broken_at: datetime | None) -> replay.Ask:
             "requests@stable": 900.0,
             "success-rate@stable": 99.95,
             "latency-p99@stable": 80.0,
+            "circuit-breaker": 0.0,
         }
         return {q.name: Sample(values[q.name]) for q in queries}
 

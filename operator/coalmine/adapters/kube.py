@@ -15,6 +15,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from coalmine.core.models import Ref
+from coalmine.core.validation import Workloads
 
 GROUP, VERSION, PLURAL = "coalmine.dev", "v1alpha1", "rollouts"
 ISTIO_GROUP, ISTIO_VERSION = "networking.istio.io", "v1"
@@ -57,6 +58,64 @@ class IstioCache:
             table[key] = obj
             return True
         return False
+
+
+WORKLOAD_KINDS = ("services", "endpointslices", "pods")
+
+
+class WorkloadCache:
+    """What readiness needs of each namespace's Services, EndpointSlices and Pods, fed by the watch:
+    whether a Service has a selector, each slice's endpoints (ready, Pod), each Pod's labels. Only
+    these few fields are kept, so watching every pod costs little memory.
+
+    A namespace is listed from the API server the first time a tick asks for it (a tick must not
+    count pods the watch has not delivered yet); after that the watch keeps it current.
+    """
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[str, dict[str, tuple[int, Any]]]] = {kind: {} for kind in WORKLOAD_KINDS}
+        self.listed: set[str] = set()
+
+    @staticmethod
+    def essence(kind: str, obj: dict[str, Any]) -> Any:
+        if kind == "services":
+            return bool((obj.get("spec") or {}).get("selector"))
+        if kind == "pods":
+            return dict((obj.get("metadata") or {}).get("labels") or {})
+        service = ((obj.get("metadata") or {}).get("labels") or {}).get("kubernetes.io/service-name", "")
+        endpoints = []
+        for endpoint in obj.get("endpoints") or []:
+            ready = (endpoint.get("conditions") or {}).get("ready")
+            ref = endpoint.get("targetRef") or endpoint.get("target_ref") or {}
+            pod = ref.get("name") if ref.get("kind") == "Pod" else None
+            endpoints.append((ready is None or bool(ready), pod))
+        return (service, tuple(endpoints))
+
+    def observe(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> bool:
+        """Keep what readiness needs of the object; True when that changed."""
+        meta = obj.get("metadata") or {}
+        table = self.tables[kind].setdefault(str(meta.get("namespace", "")), {})
+        name = str(meta.get("name", ""))
+        if event_type == "DELETED":
+            return table.pop(name, None) is not None
+        known = table.get(name)
+        version = resource_version(obj)
+        if known is not None and known[0] >= version:
+            return False
+        essence = self.essence(kind, obj)
+        table[name] = (version, essence)
+        return known is None or known[1] != essence
+
+    def workloads(self, namespace: str) -> Workloads:
+        services, slices, pods = (self.tables[kind].get(namespace, {}) for kind in WORKLOAD_KINDS)
+        endpoints: dict[str, list[tuple[bool, str | None]]] = {}
+        for _, (service, items) in slices.values():
+            endpoints.setdefault(service, []).extend(items)
+        return Workloads(
+            selectors={name: selector for name, (_, selector) in services.items()},
+            endpoints=endpoints,
+            pod_labels={name: labels for name, (_, labels) in pods.items()},
+        )
 
 
 def _group_version(plural: str) -> tuple[str, str]:
@@ -111,12 +170,38 @@ def _is_failed_test(exc: ApiException) -> bool:
 
 class KubeApi:
     def __init__(
-        self, api_client: client.ApiClient, *, component: str = "coalmine", cache: IstioCache | None = None
+        self,
+        api_client: client.ApiClient,
+        *,
+        component: str = "coalmine",
+        cache: IstioCache | None = None,
+        workloads: WorkloadCache | None = None,
     ) -> None:
+        self._api_client = api_client
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
+        self._discovery = client.DiscoveryV1Api(api_client)
         self._component = component
         self._cache = cache
+        self.workload_cache = workloads
+
+    async def get_workloads(self, namespace: str) -> Workloads | None:
+        """The namespace's Services, EndpointSlices and Pods as readiness needs them (None: not watched)."""
+        cache = self.workload_cache
+        if cache is None:
+            return None
+        if namespace not in cache.listed:
+            calls = (
+                self._core.list_namespaced_service,
+                self._discovery.list_namespaced_endpoint_slice,
+                self._core.list_namespaced_pod,
+            )
+            for kind, call in zip(WORKLOAD_KINDS, calls, strict=True):
+                result = await call(namespace)
+                for item in self._api_client.sanitize_for_serialization(result)["items"]:
+                    cache.observe(kind, "MODIFIED", item)
+            cache.listed.add(namespace)
+        return cache.workloads(namespace)
 
     def _table(self, plural: str) -> dict[tuple[str, str], dict[str, Any]] | None:
         if self._cache is None:

@@ -38,6 +38,8 @@ SUCCESS_RATE = "success-rate"
 LATENCY = "latency"
 SLO_BURN = "slo-burn"
 TRAFFIC = "traffic"
+CIRCUIT_BREAKER = "circuit-breaker"
+CB_FLAGS = ("UO", "UH", "URX")  # overflow, no healthy upstream, retries exhausted
 TRAFFIC_MISMATCH = "TrafficMismatch"
 STABLE = "@stable"  # suffix of a query's name asked of the stable
 VS_STABLE = "-vs-stable"  # suffix of a judge's row
@@ -188,6 +190,28 @@ def _success_rate(sel: str, w: str, grpc_ok: Sequence[str] = GRPC_OK) -> str:
     return f"{ok} / sum(rate(istio_requests_total{{{sel}}}[{w}])) * 100"
 
 
+def _circuit_breaker(target: Target, w: str) -> str | None:
+    """503s the caller's proxy answered for the canary without a good response from it (UO, UH, URX).
+
+    Reported by the source only; UO and UH pick no upstream pod, so Istio labels them with version
+    `unknown`: those of the whole service count (the conservative side: a stable tripping its own
+    breaker during a rollout counts against the canary too). None when the canary has no version label."""
+    side = target.canary
+    if side.version is None:
+        return None
+    sel = ",".join(
+        [
+            'reporter="source"',
+            f'destination_service_namespace="{_escape(target.namespace)}"',
+            f'destination_service_name="{_escape(side.service_name)}"',
+            f'destination_version=~"{_escape(re.escape(side.version))}|unknown"',
+            'response_code="503"',
+            f'response_flags=~"{"|".join(CB_FLAGS)}"',
+        ]
+    )
+    return f"sum(increase(istio_requests_total{{{sel}}}[{w}])) or vector(0)"
+
+
 def _latency(sel: str, w: str, quantile: float) -> str:
     return f"histogram_quantile({quantile:g}, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{w}])))"
 
@@ -238,6 +262,9 @@ def queries(
             sel = selector(target, side)
             result.append(Query(f"{SUCCESS_RATE}{VS_STABLE}{suffix}", _success_rate(sel, ew, ok), range=span))
             result.append(Query(f"{latency_name(analysis)}{VS_STABLE}{suffix}", _latency(sel, ew, q), range=span))
+    cb = _circuit_breaker(target, w) if analysis.circuit_breaker.enabled else None
+    if cb is not None:
+        result.append(Query(CIRCUIT_BREAKER, cb))
     result += [Query(m.name, render(m.query, target, w)) for m in analysis.metrics]
     return tuple(result)
 
@@ -392,6 +419,40 @@ def _builtin(answers: _Answers) -> tuple[list[MetricResult], MetricResult | None
             fail_fast = _fail_fast(answers, row)
         rows.append(row)
     return rows, fail_fast
+
+
+def _with_circuit_breaker(
+    analysis: Analysis, answers: Mapping[str, Sample]
+) -> tuple[Mapping[str, Sample], MetricResult | None]:
+    """Count the mesh's 503s (UO, UH, URX) as canary requests that failed: the canary's requests and
+    success rate become those of every request meant for it. Also the row that shows them apart."""
+    cb = answers.get(CIRCUIT_BREAKER)
+    if cb is None or cb.error is not None or cb.value is None:
+        return answers, None
+    requests, success = answers.get(REQUESTS, Sample(None)), answers.get(SUCCESS_RATE, Sample(None))
+    served = requests.value or 0.0
+    total = served + cb.value
+    share = 100 * cb.value / total if total > 0 else None
+    limit = 100 - analysis.success_rate.min
+    row = MetricResult(
+        name=CIRCUIT_BREAKER,
+        value=share,
+        threshold=f"<= {limit:g}% (counted as failures in {SUCCESS_RATE})",
+        verdict=Verdict.PASS,
+    )
+    if share is not None and share > limit:
+        reason = (
+            f"{share:.4g}% of the canary's requests ({cb.value:.0f}) were answered 503 by the mesh "
+            f"({'/'.join(CB_FLAGS)}: circuit breaker overflow, no healthy upstream, retries exhausted)"
+        )
+        row = row.model_copy(update={"verdict": Verdict.FAIL, "reason": reason})
+    if cb.value <= 0 or requests.error is not None or success.error is not None:
+        return answers, row
+    adjusted = dict(answers)
+    adjusted[REQUESTS] = Sample(total)
+    good = (success.value or 0.0) / 100 * served if success.value is not None else 0.0
+    adjusted[SUCCESS_RATE] = Sample(100 * good / total)
+    return adjusted, row
 
 
 def _fail_fast(answers: _Answers, row: MetricResult) -> MetricResult | None:
@@ -556,6 +617,7 @@ def evaluate(
 ) -> CheckResult:
     """Judge one check from the answers to `asked` (keyed by query name)."""
     w = format_duration(window_length)
+    answers, breaker = _with_circuit_breaker(analysis, answers)
     facts = _Answers(analysis, {q.name: q for q in asked}, answers, w, step.weight)
     requests = facts.get(REQUESTS)
     facts.enough = requests.error is None and requests.value is not None and requests.value >= analysis.min_requests
@@ -569,6 +631,8 @@ def evaluate(
         )
 
     rows, fail_fast = _builtin(facts)
+    if breaker is not None:
+        rows.append(breaker.model_copy(update={"query": facts.query(CIRCUIT_BREAKER)}))
     mismatches = 0
     if target is not None:
         traffic, mismatches = _traffic(facts, target, step)

@@ -140,7 +140,8 @@ class Approval(enum.StrEnum):
 
 
 class Step(Model):
-    weight: int
+    weight: int = 0  # 0 only in an A/B step (match), which comes before every weight step
+    match: tuple[dict[str, Any], ...] | None = None  # A/B: Istio HTTPMatchRequests; matching users go to the canary
     hold: Duration | None = None
     approval: Approval = Approval.AUTO  # manual: after the hold, wait for `coalmine promote` (checks keep running)
 
@@ -256,6 +257,13 @@ class CustomMetric(Model):
     dry_run: bool = False  # evaluated and shown, never rolls back: to trial a metric
 
 
+class CircuitBreaker(Model):
+    """The mesh's own refusals of the canary: 503s with response_flags UO, UH or URX (overflow, no healthy
+    upstream, retries exhausted), reported by the caller's proxy, counted as failures in the success rate."""
+
+    enabled: bool = True
+
+
 class Analysis(Model):
     interval: Duration = timedelta(minutes=1)
     check_every: Duration = timedelta(seconds=10)
@@ -271,6 +279,7 @@ class Analysis(Model):
     slo: Slo | None = None
     traffic_check: TrafficCheck = TrafficCheck()
     fail_fast: FailFast = FailFast()
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
 
 
 class UnexpectedTraffic(enum.StrEnum):
@@ -278,6 +287,21 @@ class UnexpectedTraffic(enum.StrEnum):
 
     WAIT = "Wait"  # move nothing, say what was found, look again every RECHECK
     RESET = "Reset"  # start from the first step anyway: the routes get exactly stable and canary
+
+
+class Capacity(enum.StrEnum):
+    """How much ready capacity the canary needs before a shift, beyond readiness.minReady."""
+
+    NONE = "none"  # minReady ready pods, whatever the weight
+    PROPORTIONAL = "proportional"  # also the next weight's share of the stable's ready pods (rounded up)
+
+
+class Readiness(Model):
+    """Shifts wait for the canary to have ready pods (EndpointSlices of the destination's Service)."""
+
+    min_ready: int = 1  # 0 turns the gate off
+    capacity: Capacity = Capacity.NONE
+    timeout: Duration = timedelta(minutes=10)  # waiting longer than this rolls back (WaitingForCanary)
 
 
 class WebhookType(enum.StrEnum):
@@ -322,6 +346,7 @@ class RolloutSpec(Model):
     steps: tuple[Step, ...] = DEFAULT_STEPS
     analysis: Analysis = Analysis()
     on_unexpected_traffic: UnexpectedTraffic = UnexpectedTraffic.WAIT
+    readiness: Readiness = Readiness()
     webhooks: tuple[Webhook, ...] = ()
     notify: tuple[Subscription, ...] = ()
 
@@ -404,8 +429,19 @@ class AnalysisStatus(Model):
     metrics: tuple[MetricResult, ...] = ()
 
 
+class ReadinessStatus(Model):
+    """Ready pods of each side as last seen (None: the host is not a Service with a selector here, so
+    its pods cannot be counted and shifts are not gated), and a shift waiting for the canary's."""
+
+    canary_ready: int | None = None
+    stable_ready: int | None = None
+    needed: int | None = None  # ready canary pods the next shift needs (while waiting) or the current weight
+    waiting_since: Timestamp | None = None  # set while a shift waits for the canary (WaitingForCanary)
+    message: str = ""
+
+
 class RollbackInfo(Model):
-    reason: str  # FailureLimit, NoData, ObjectsChanged or Aborted
+    reason: str  # FailureLimit, FailFast, NoData, ObjectsChanged, WaitingForCanary or Aborted
     by: str = ""  # who aborted (Aborted only)
     metric: str = ""
     value: FiniteFloat = None
@@ -558,8 +594,10 @@ class RolloutStatus(Model):
     canary: Destination | None = None  # the canary canaryWeight is the share of (the last one started)
     history: tuple[HistoryEntry, ...] = ()
     last_request: HandledRequest | None = None  # acknowledges the request annotation: handled once, then ignored
+    match_route: str | None = None  # the operator's A/B route in the VirtualService, as last written or seen
     rollback: RollbackInfo | None = None
     analysis: AnalysisStatus | None = None
+    readiness: ReadinessStatus | None = None
     webhooks: tuple[WebhookStatus, ...] = ()  # the last call of each webhook (core/hooks.py)
     notifications: tuple[NotificationStatus, ...] = ()  # the newest, pending and sent (core/notify.py)
     conditions: tuple[Condition, ...] = ()

@@ -45,14 +45,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from coalmine.core import hooks, steering
+from coalmine.core import hooks, steering, validation
 from coalmine.core.analysis import CheckResult, StepContext
 from coalmine.core.models import (
     STARTED_PHASES,
     TERMINAL_PHASES,
     AnalysisStatus,
     Approval,
+    Capacity,
     Condition,
     Destination,
     HandledRequest,
@@ -60,6 +62,7 @@ from coalmine.core.models import (
     MetricResult,
     Pause,
     Phase,
+    ReadinessStatus,
     Request,
     RollbackInfo,
     Rollout,
@@ -70,7 +73,7 @@ from coalmine.core.models import (
     format_duration,
     format_time,
 )
-from coalmine.core.validation import Backend, Problem, Resolution, RouteTraffic, Traffic, share_of
+from coalmine.core.validation import Backend, Problem, Ready, Resolution, RouteTraffic, Traffic, share_of
 
 RECHECK = timedelta(seconds=10)  # how often Pending and Invalid rollouts look again
 REFRESH_CHECKS = 3  # a run of passing checks is written to status at least every this many checks
@@ -102,6 +105,7 @@ class Reason(enum.StrEnum):
     TRAFFIC_NOT_MOVED = "TrafficNotMoved"
     TRAFFIC_MOVED = "TrafficMoved"
     WAITING_FOR_PROMOTION = "WaitingForPromotion"
+    WAITING_FOR_CANARY = "WaitingForCanary"  # a shift waits for the canary's ready pods (spec.readiness)
     PREFLIGHT_FAILED = "PreflightFailed"  # the mesh lacks what the checks need (ambient: waypoint, enrolment)
     WAITING_FOR_WEBHOOK = hooks.WAITING  # a pre-rollout, pre-step or gating during-step webhook holds it
     WEBHOOK_FAILED = "WebhookFailed"  # a pre-rollout webhook gave no 2xx within its timeout, or was refused
@@ -119,6 +123,7 @@ class RollbackReason(enum.StrEnum):
     FAIL_FAST = "FailFast"
     NO_DATA = "NoData"
     OBJECTS_CHANGED = "ObjectsChanged"
+    WAITING_FOR_CANARY = "WaitingForCanary"
     ABORTED = "Aborted"
 
 
@@ -175,7 +180,34 @@ def desired_weight(rollout: Rollout) -> int | None:
         return 0
     if status.phase is Phase.SUCCEEDED:
         return 100
-    return rollout.spec.steps[status.step_index or 0].weight
+    index = status.step_index or 0
+    if waiting_for_canary(status) is not None:
+        return _weight_before(rollout.spec, index)
+    return rollout.spec.steps[index].weight
+
+
+def desired_match(rollout: Rollout) -> tuple[dict[str, Any], ...] | None:
+    """The match the operator's A/B route must have (None: the route must not exist): only while an A/B
+    step is in progress, not while it waits for the canary's pods, never after a rollback or success."""
+    status = rollout.status
+    if needs_start(rollout) or status.phase is not Phase.PROGRESSING or waiting_for_canary(status) is not None:
+        return None
+    return rollout.spec.steps[status.step_index or 0].match
+
+
+def _gate_weight(spec: RolloutSpec, index: int) -> int:
+    """The weight a step's readiness is judged for: an A/B step sends users too, judged as 1 %."""
+    return spec.steps[index].weight or 1
+
+
+def waiting_for_canary(status: RolloutStatus) -> datetime | None:
+    """Since when the current step's shift waits for the canary's ready pods (None: it does not)."""
+    return status.readiness.waiting_since if status.readiness is not None else None
+
+
+def _weight_before(spec: RolloutSpec, index: int) -> int:
+    """The weight the routes keep while step `index` waits for the canary: the step before's, or 0."""
+    return spec.steps[index - 1].weight if index > 0 else 0
 
 
 def _step_label(spec: RolloutSpec, index: int) -> str:
@@ -211,6 +243,7 @@ def wants_check(rollout: Rollout, resolution: Resolution, now: datetime) -> bool
         not needs_start(rollout)
         and rollout.status.phase is Phase.PROGRESSING
         and resolution.target is not None
+        and not (waiting_for_canary(rollout.status) and desired_weight(rollout) == 0)  # nothing to judge yet
         and now >= next_check_at(rollout)
     )
 
@@ -288,6 +321,90 @@ def traffic_stalled(status: RolloutStatus) -> Condition | None:
         ),
         None,
     )
+
+
+# --- readiness (spec.readiness) ------------------------------------------------------------------------
+
+
+def _needed(spec: RolloutSpec, ready: Ready | None, weight: int) -> int | None:
+    """Ready canary pods `weight` needs; None: the canary's pods cannot be counted (no gate)."""
+    if ready is None or ready.canary is None or weight <= 0:
+        return None
+    need = spec.readiness.min_ready
+    if spec.readiness.capacity is Capacity.PROPORTIONAL and ready.stable is not None:
+        need = max(need, math.ceil(round(ready.stable * weight / 100, 6)))
+    return need
+
+
+def _short(spec: RolloutSpec, ready: Ready | None, weight: int) -> str:
+    """Why the canary cannot take `weight` yet ("" when it can, or when its pods cannot be counted)."""
+    need = _needed(spec, ready, weight)
+    if need is None or ready is None or ready.canary is None or ready.canary >= need:
+        return ""
+    rule = f"readiness.minReady {spec.readiness.min_ready}"
+    if spec.readiness.capacity is Capacity.PROPORTIONAL and ready.stable is not None:
+        rule += f", capacity proportional to the stable's {ready.stable} ready"
+    return f"the canary has {ready.canary} ready pods in Service {ready.service}, and {weight}% needs {need} ({rule})"
+
+
+def _readiness_status(spec: RolloutSpec, status: RolloutStatus, ready: Ready) -> ReadinessStatus:
+    """The ready pods as seen now, for the status (the waiting clock is kept)."""
+    weight = spec.steps[status.step_index or 0].weight
+    need = _needed(spec, ready, weight)
+    if ready.canary is None:
+        message = f"not checked ({ready.why}): shifts do not wait for ready pods"
+    else:
+        stable = "?" if ready.stable is None else str(ready.stable)
+        message = (
+            f"canary {ready.canary} ready, stable {stable} ready in Service {ready.service}; {weight}% needs {need}"
+        )
+    return ReadinessStatus(
+        canary_ready=ready.canary,
+        stable_ready=ready.stable,
+        needed=need,
+        waiting_since=waiting_for_canary(status),
+        message=message,
+    )
+
+
+def _waiting_message(spec: RolloutSpec, index: int, short: str, since: datetime) -> str:
+    before = _weight_before(spec, index)
+    deadline = since + spec.readiness.timeout
+    return (
+        f"step {_step_label(spec, index)}: canary stays at {before}% until it has ready pods for "
+        f"{spec.steps[index].weight}%: {short}; rolls back at {format_time(deadline)} "
+        f"(readiness.timeout {format_duration(spec.readiness.timeout)}) unless they come"
+    )
+
+
+def _enter_waiting(
+    rollout: Rollout, status: RolloutStatus, index: int, short: str, now: datetime
+) -> tuple[RolloutStatus, datetime]:
+    """Step `index` begins, but its shift waits for the canary: the routes keep the weight before."""
+    spec = rollout.spec
+    readiness = (status.readiness or ReadinessStatus()).model_copy(update={"waiting_since": now})
+    new = status.model_copy(update={"readiness": readiness})
+    message = _waiting_message(spec, index, short, now)
+    new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.WAITING_FOR_CANARY, message)
+    wake = min(now + spec.readiness.timeout, now + RECHECK)
+    return new, wake
+
+
+def _with_canary_ready(check: CheckResult, status: RolloutStatus, ready: Ready | None) -> CheckResult:
+    """A canary with traffic and no ready pod fails the check, whatever Prometheus says (its users get 503)."""
+    if ready is None or ready.canary is None or not (status.canary_weight or status.match_route):
+        return check
+    ok = ready.canary > 0
+    row = MetricResult(
+        name="canary-ready",
+        value=float(ready.canary),
+        threshold=">= 1 ready pod",
+        verdict=Verdict.PASS if ok else Verdict.FAIL,
+        reason="" if ok else f"no ready pod in Service {ready.service} while the canary has {_at(status)}",
+    )
+    if ok:
+        return replace(check, metrics=(*check.metrics, row))
+    return replace(check, verdict=Verdict.FAIL, reason="", metrics=(*check.metrics, row))
 
 
 # --- transitions -----------------------------------------------------------------------------------
@@ -395,6 +512,8 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
 
     weight = spec.steps[index].weight
     observed = share_of(routes, traffic.canary, rollout.namespace)
+    shifts = (observed or 0) < weight or spec.steps[index].match is not None
+    short = _short(spec, resolution.ready, _gate_weight(spec, index)) if shifts else ""
     new = RolloutStatus(
         stable=_destination(traffic.stable),
         canary=_destination(traffic.canary),
@@ -411,6 +530,24 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
     if index:
         message += f" (the canary already had {weight}% of the routes: resumed at this step, nothing moved)"
     new = _with_phase(new, gen, now, Phase.PROGRESSING, Reason.STEP_STARTED, message)
+    if short:
+        new, wake = _enter_waiting(rollout, new, index, short, now)
+        assert new.message is not None
+        return Decision(
+            status=new,
+            weight=_weight_before(spec, index),
+            traffic=traffic,
+            events=(
+                Event(
+                    EventType.NORMAL,
+                    Reason.ROLLOUT_STARTED,
+                    f"generation {gen}: {traffic.stable.subset} -> {traffic.canary.subset}, "
+                    f"steps {', '.join(str(s.weight) for s in spec.steps)}; waiting for the canary's ready pods",
+                ),
+                Event(EventType.NORMAL, Reason.WAITING_FOR_CANARY, new.message),
+            ),
+            wake_at=wake,
+        )
     event = Event(
         EventType.NORMAL,
         Reason.ROLLOUT_STARTED,
@@ -453,8 +590,31 @@ def _already_promoted(rollout: Rollout, resolution: Resolution, canary: Backend,
     return Decision(status=new, events=(Event(EventType.NORMAL, Reason.SUCCEEDED, message),))
 
 
+def describe_match(match: Sequence[dict[str, Any]]) -> str:
+    """`user-group: exact beta` for a match list, as a person reads it."""
+    blocks = []
+    for block in match:
+        parts = []
+        for key, value in block.items():
+            if key in ("headers", "queryParams", "withoutHeaders") and isinstance(value, dict):
+                kind = {"headers": "header", "queryParams": "query", "withoutHeaders": "without header"}[key]
+                for name, cond in value.items():
+                    how = ", ".join(f"{k} {v}" for k, v in (cond or {}).items())
+                    parts.append(f"{kind} {name} {how}")
+            elif key != "name":
+                parts.append(f"{key} {value}")
+        blocks.append(" and ".join(parts))
+    return " or ".join(blocks)
+
+
 def _step_message(spec: RolloutSpec, index: int) -> str:
     then = ", then waiting for promote" if spec.steps[index].approval is Approval.MANUAL else ""
+    match = spec.steps[index].match
+    if match is not None:
+        return (
+            f"step {_step_label(spec, index)}: A/B, users with {describe_match(match)} go to the canary, "
+            f"holding {format_duration(spec.hold(index))}{then}"
+        )
     return (
         f"step {_step_label(spec, index)}: canary at {spec.steps[index].weight}%, "
         f"holding {format_duration(spec.hold(index))}{then}"
@@ -498,10 +658,11 @@ def step_context(rollout: Rollout, now: datetime, scrape_interval: timedelta) ->
     assert status.step_started_at is not None
     previous = status.analysis
     in_step = previous is not None and previous.checked_at > status.step_started_at
+    ab = rollout.spec.steps[status.step_index or 0].match is not None
     return StepContext(
         elapsed=now - status.step_started_at,
         scrape_interval=scrape_interval,
-        weight=status.canary_weight,
+        weight=None if ab else status.canary_weight,  # an A/B step's canary share is its users', not a weight
         mismatches=previous.traffic_mismatches if previous is not None and in_step else 0,
     )
 
@@ -573,6 +734,7 @@ def _rollback(
             "canary_weight": weight,
             "paused": None,
             "step_paused_for": None,
+            "readiness": status.readiness.model_copy(update={"waiting_since": None}) if status.readiness else None,
         }
     )
     new = _with_phase(new, rollout.generation, now, Phase.ROLLING_BACK, Reason.ROLLING_BACK, f"rolling back at {where}")
@@ -648,7 +810,12 @@ def _rollback_if_due(
 
 
 def _advance_if_done(
-    rollout: Rollout, traffic: Traffic, analysis: AnalysisStatus | None, events: list[Event], now: datetime
+    rollout: Rollout,
+    traffic: Traffic,
+    analysis: AnalysisStatus | None,
+    events: list[Event],
+    now: datetime,
+    ready: Ready | None = None,
 ) -> Decision | None:
     """The hold is over at the step's weight and the last check of the step passed: next step or Succeeded.
 
@@ -659,13 +826,19 @@ def _advance_if_done(
     if hooks.step_gate(rollout) is not None:
         return None  # `_hold` says which webhook holds the step
     assert analysis is not None
-    return _advance(rollout, traffic, analysis, events, now)
+    return _advance(rollout, traffic, analysis, events, now, ready=ready)
 
 
 def _ready(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> bool:
     """steering.ready, and in force: no TrafficNotMoved stall (an HTTPRoute its controller has not accepted
-    yet has the weight but not the traffic)."""
-    return steering.ready(rollout.spec, rollout.status, analysis, now) and traffic_stalled(rollout.status) is None
+    yet has the weight but not the traffic), and an A/B step's route in place."""
+    step = rollout.spec.steps[rollout.status.step_index or 0]
+    ab_in_place = step.match is None or rollout.status.match_route is not None
+    return (
+        steering.ready(rollout.spec, rollout.status, analysis, now)
+        and traffic_stalled(rollout.status) is None
+        and ab_in_place
+    )
 
 
 def _undecided(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> bool:
@@ -700,8 +873,13 @@ def _advance(
     events: list[Event],
     now: datetime,
     request: Request | None = None,
+    *,
+    ready: Ready | None = None,
 ) -> Decision:
     """To the next step, or Succeeded after the last one (or at once for promote --full).
+
+    A next step whose weight the canary has too few ready pods for (spec.readiness) begins waiting
+    for them (WaitingForCanary): the routes keep this step's weight until the pods are there.
 
     With a request (promote), the step begins now whatever is left of the hold, and the new step's
     history entry names it."""
@@ -747,6 +925,22 @@ def _advance(
     new = _with_phase(
         status.model_copy(update=update), rollout.generation, now, Phase.PROGRESSING, Reason.STEP_ADVANCED, message
     )
+    short = _short(spec, ready, _gate_weight(spec, nxt))
+    if short:
+        new, wake = _enter_waiting(rollout, new, nxt, short, now)
+        assert new.message is not None
+        why_event = Event(
+            EventType.NORMAL,
+            Reason.WAITING_FOR_CANARY,
+            f"{why}: {_summary(analysis)}; {new.message}",
+        )
+        return Decision(
+            status=new,
+            weight=spec.steps[index].weight,
+            traffic=traffic,
+            events=(*events, *promoted, why_event),
+            wake_at=min(wake, _next_check(now, None, spec.analysis.check_every)),
+        )
     event = Event(
         EventType.NORMAL, Reason.STEP_ADVANCED, f"canary {status.canary_weight}% -> {weight}%: {_summary(analysis)}"
     )
@@ -757,6 +951,12 @@ def _advance(
         events=(*events, *promoted, event),
         wake_at=_next_check(now, None, spec.analysis.check_every),
     )
+
+
+def _at(status: RolloutStatus) -> str:
+    """Where the canary's traffic is: `10%`, or `0% and the A/B route coalmine-order`."""
+    weight = f"{status.canary_weight}%"
+    return f"{weight} and the A/B route {status.match_route}" if status.match_route else weight
 
 
 def _reconciling_reason(status: RolloutStatus) -> str:
@@ -801,13 +1001,13 @@ def _hold(
         assert analysis is not None
         if gate:
             message = (
-                f"step {label}: canary at {status.canary_weight}%, hold done; waiting for promote "
+                f"step {label}: canary at {_at(status)}, hold done; waiting for promote "
                 f"({steering.command(rollout, 'promote')}); last check Pass: {_summary(analysis)}"
             )
         else:
             why = "; ".join(m.reason for m in analysis.metrics if m.verdict is Verdict.INCONCLUSIVE)
             message = (
-                f"step {label}: canary at {status.canary_weight}%, {_undecided_ends(rollout)}; "
+                f"step {label}: canary at {_at(status)}, {_undecided_ends(rollout)}; "
                 f"last check Inconclusive: {_summary(analysis)} ({why})"
             )
         new = status.model_copy(update={"analysis": analysis})
@@ -834,8 +1034,7 @@ def _hold(
         else:
             ends = "hold done, waiting for a passing check"
         message = (
-            f"step {label}: canary at {status.canary_weight}%, {ends}; "
-            f"last check {analysis.verdict.value}: {_summary(analysis)}"
+            f"step {label}: canary at {_at(status)}, {ends}; last check {analysis.verdict.value}: {_summary(analysis)}"
         )
         if analysis.verdict in (Verdict.NO_DATA, Verdict.INCONCLUSIVE):
             message += f" ({check.reason})"
@@ -876,24 +1075,97 @@ def progress(
     rollback wins over a request (which is then looked at in the next tick, against the rollback).
     """
     assert resolution.traffic is not None
+    ready = resolution.ready
+    if check is not None:
+        check = _with_canary_ready(check, rollout.status, ready)
     analysis, events = (
         _record_check(rollout, check, now, quiet_start) if check is not None else (rollout.status.analysis, [])
     )
     rollback = _rollback_if_due(rollout, resolution, check, analysis, now)
     if rollback is not None:
         return rollback
+    if waiting_for_canary(rollout.status) is not None:
+        return _wait_for_canary(rollout, resolution, analysis, events, now, request)
     if request is not None:
         checked = rollout.model_copy(update={"status": rollout.status.model_copy(update={"analysis": analysis})})
         why = steering.refusal(checked, request)
+        short = _short(rollout.spec, ready, 100) if request.verb == "promote" and request.full else ""
+        if why is None and short:
+            why = f"promote --full would give the canary 100% now: {short}"
         if why is None:
             return _steer(checked, resolution, request, analysis, events, now)
-        stay = _advance_if_done(rollout, resolution.traffic, analysis, events, now) or _hold(
+        stay = _advance_if_done(rollout, resolution.traffic, analysis, events, now, ready) or _hold(
             rollout, resolution.traffic, check, analysis, events, now
         )
         return _refuse(stay, request, why, now)
-    return _advance_if_done(rollout, resolution.traffic, analysis, events, now) or _hold(
+    return _advance_if_done(rollout, resolution.traffic, analysis, events, now, ready) or _hold(
         rollout, resolution.traffic, check, analysis, events, now
     )
+
+
+def _wait_for_canary(
+    rollout: Rollout,
+    resolution: Resolution,
+    analysis: AnalysisStatus | None,
+    events: list[Event],
+    now: datetime,
+    request: Request | None,
+) -> Decision:
+    """A step whose shift waits for the canary's ready pods: shift once they are there, roll back
+    (WaitingForCanary) once readiness.timeout has passed without them. Meanwhile the routes keep the
+    weight before, checks of a canary that already has traffic go on, and only abort applies."""
+    spec, status = rollout.spec, rollout.status
+    traffic = resolution.traffic
+    assert traffic is not None
+    since = waiting_for_canary(status)
+    assert since is not None
+    index = status.step_index or 0
+    weight, before = spec.steps[index].weight, _weight_before(spec, index)
+    if request is not None and request.verb == "abort" and steering.refusal(rollout, request) is None:
+        return _steer(rollout, resolution, request, analysis, events, now)
+    short = _short(spec, resolution.ready, _gate_weight(spec, index))
+    deadline = since + spec.readiness.timeout
+    if short and now >= deadline:
+        why = (
+            f"waited {format_duration(_whole(now - since))} for the canary's ready pods "
+            f"(readiness.timeout {format_duration(spec.readiness.timeout)}): {short}"
+        )
+        decision = _rollback(rollout, resolution, analysis, now, RollbackReason.WAITING_FOR_CANARY, None, why)
+    elif not short:
+        readiness = (status.readiness or ReadinessStatus()).model_copy(update={"waiting_since": None})
+        new = status.model_copy(
+            update={"readiness": readiness, "analysis": analysis, "step_started_at": now, "step_paused_for": None}
+        )
+        message = _step_message(spec, index)
+        new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.STEP_STARTED, message)
+        ready = resolution.ready
+        count = ready.canary if ready is not None else None
+        moved = Event(
+            EventType.NORMAL,
+            Reason.STEP_STARTED,
+            f"the canary has {count} ready pods: canary {before}% -> {weight}% at step {_step_label(spec, index)}",
+        )
+        decision = Decision(
+            status=new,
+            weight=weight,
+            traffic=traffic,
+            events=(*events, moved),
+            wake_at=_next_check(now, None, spec.analysis.check_every),
+        )
+    else:
+        new = status.model_copy(update={"analysis": analysis})
+        message = _waiting_message(spec, index, short, since)
+        if traffic_stalled(status) is None and message != status.message:
+            new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, Reason.WAITING_FOR_CANARY, message)
+        wake = [deadline, now + RECHECK]
+        if before:
+            assert status.step_started_at is not None
+            last = analysis.checked_at if analysis is not None else None
+            wake.append(_next_check(status.step_started_at, last, spec.analysis.check_every))
+        decision = Decision(status=new, weight=before, traffic=traffic, events=tuple(events), wake_at=min(wake))
+    if request is None:
+        return decision
+    return _refuse(decision, request, f"step {_step_label(spec, index)} waits for the canary's ready pods", now)
 
 
 # --- requests a person makes (core/steering.py says when each applies) ------------------------------
@@ -935,7 +1207,7 @@ def _steer(
     label, weight = _step_label(spec, index), spec.steps[index].weight
     if request.verb == "promote":
         assert analysis is not None
-        return _advance(rollout, traffic, analysis, events, now, request)
+        return _advance(rollout, traffic, analysis, events, now, request, ready=resolution.ready)
     if request.verb == "abort":
         canary = f" {status.canary.label}" if status.canary is not None else ""
         text = f"{_who(request, 'abort')}: canary{canary} {status.canary_weight}% -> 0% at step {label}"
@@ -1051,6 +1323,11 @@ def decide(
 ) -> Decision:
     """The one decision of a tick."""
     decision = _decide(rollout, resolution, check, now, policy)
+    ready = resolution.ready
+    if decision.status.phase is Phase.PROGRESSING and ready is not None:
+        record = _readiness_status(rollout.spec, decision.status, ready)
+        if record != decision.status.readiness:
+            decision = replace(decision, status=decision.status.model_copy(update={"readiness": record}))
     kept = {"webhooks": rollout.status.webhooks, "notifications": rollout.status.notifications}
     if any(getattr(decision.status, k) != v for k, v in kept.items()):  # a fresh status (start, retry) keeps them
         decision = replace(decision, status=decision.status.model_copy(update=kept))
@@ -1127,7 +1404,8 @@ def _record_traffic(rollout: Rollout, wanted: int | None, outcome: TrafficOutcom
     status, gen = rollout.status, rollout.generation
     stall = traffic_stalled(status)
     if wanted is not None and outcome.at_weight:
-        update: dict[str, object] = {"canary_weight": wanted, "traffic_retry_at": None}
+        mine = validation.match_route_name(rollout.name) if desired_match(rollout) is not None else None
+        update: dict[str, object] = {"canary_weight": wanted, "traffic_retry_at": None, "match_route": mine}
         if stall is not None and status.phase is Phase.PROGRESSING:
             update["step_started_at"] = now  # the step's hold counts from when its traffic arrived ...
             update["step_paused_for"] = None  # ... and so do its pauses (steering.paused_for)

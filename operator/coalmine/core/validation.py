@@ -211,13 +211,35 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Workloads:
+    """A namespace's Services, EndpointSlice endpoints and Pod labels, as the watch delivered them."""
+
+    selectors: Mapping[str, bool]  # Service name -> it has a selector (so its pods are known)
+    endpoints: Mapping[str, Sequence[tuple[bool, str | None]]]  # Service name -> (ready, Pod name) per endpoint
+    pod_labels: Mapping[str, Mapping[str, str]]  # Pod name -> labels
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Ready pods of each side: ready endpoints of the host's Service whose Pod carries every label of
+    the side's subset. None for a side whose host is not a Service with a selector in the Rollout's
+    namespace (its pods cannot be counted; `why` says so)."""
+
+    canary: int | None
+    stable: int | None
+    service: str = ""
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class Cluster:
     """What the Rollout's namespace holds: its route object (VirtualService or HTTPRoute), DestinationRules
-    and the other Rollouts."""
+    and the other Rollouts, and its workloads (None: not observed, so readiness is not judged)."""
 
     virtual_service: JsonDict | None  # the route object spec.route names
     destination_rules: Sequence[JsonDict] = ()
     claims: Sequence[Claim] = ()
+    workloads: Workloads | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +250,7 @@ class Resolution:
     traffic: Traffic | None = None  # stage 2
     servable: frozenset[str] = field(default_factory=frozenset)  # "stable"/"canary" with a subset in the DR
     target: Target | None = None  # stage 3
+    ready: Ready | None = None  # with the target, when the workloads were observed
 
 
 def short_host(host: str) -> str:
@@ -260,17 +283,71 @@ def check_spec(spec: RolloutSpec) -> Problem | None:
     return None
 
 
+MATCH_KEYS = frozenset(
+    {
+        "name",
+        "uri",
+        "scheme",
+        "method",
+        "authority",
+        "headers",
+        "queryParams",
+        "withoutHeaders",
+        "ignoreUriCase",
+        "port",
+    }
+)
+STRING_MATCH_KEYS = frozenset({"exact", "prefix", "regex"})
+
+
+def match_route_name(rollout_name: str) -> str:
+    """The name of the route an A/B step inserts: the operator's, named after its Rollout."""
+    return f"coalmine-{rollout_name}"
+
+
+def _check_match(index: int, match: Sequence[JsonDict]) -> None:
+    where = f"spec.steps[{index}].match"
+    if not match:
+        raise _fail(f"{where}: at least one match is needed")
+    for position, block in enumerate(match):
+        unknown = sorted(set(block) - MATCH_KEYS)
+        if unknown:
+            raise _fail(f"{where}[{position}]: {unknown[0]!r} is not supported (use {', '.join(sorted(MATCH_KEYS))})")
+        if not set(block) - {"name"}:
+            raise _fail(f"{where}[{position}]: an empty match would send every user to the canary")
+        for key in ("headers", "queryParams", "withoutHeaders"):
+            for name, cond in (block.get(key) or {}).items():
+                if (
+                    not isinstance(cond, Mapping)
+                    or len(set(cond) & STRING_MATCH_KEYS) != 1
+                    or set(cond) - STRING_MATCH_KEYS
+                ):
+                    raise _fail(f"{where}[{position}].{key}.{name}: needs exactly one of exact, prefix, regex")
+
+
 def _check_steps(spec: RolloutSpec) -> None:
-    weights = [step.weight for step in spec.steps]
-    if not weights:
+    if not spec.steps:
         raise _fail("spec.steps: at least one step is needed")
-    for index, weight in enumerate(weights):
+    weighted = False
+    for index, step in enumerate(spec.steps):
+        if step.match is not None:
+            if step.weight:
+                raise _fail(f"spec.steps[{index}]: a step has a weight or a match (A/B), not both")
+            if weighted:
+                raise _fail(f"spec.steps[{index}].match: A/B steps come before every weight step")
+            _check_match(index, step.match)
+            continue
+        weighted = True
+    weights = [(index, step.weight) for index, step in enumerate(spec.steps) if step.match is None]
+    if not weights:
+        raise _fail("spec.steps: at least one weight step is needed (the last has weight 100)")
+    for position, (index, weight) in enumerate(weights):
         if not 1 <= weight <= 100:
             raise _fail(f"spec.steps[{index}].weight: {weight} is not between 1 and 100")
-        if index and weight <= weights[index - 1]:
-            raise _fail(f"spec.steps[{index}].weight: {weight} does not increase on {weights[index - 1]}")
-    if weights[-1] != 100:
-        raise _fail(f"spec.steps[{len(weights) - 1}].weight: the last step must be 100, not {weights[-1]}")
+        if position and weight <= weights[position - 1][1]:
+            raise _fail(f"spec.steps[{index}].weight: {weight} does not increase on {weights[position - 1][1]}")
+    if weights[-1][1] != 100:
+        raise _fail(f"spec.steps[{weights[-1][0]}].weight: the last step must be 100, not {weights[-1][1]}")
     for index, step in enumerate(spec.steps):
         if step.hold is not None and step.hold <= timedelta(0):
             raise _fail(f"spec.steps[{index}].hold: must be longer than 0")
@@ -563,10 +640,10 @@ def _side(
     return Side(backend=backend, service_name=short_host(backend.host), matchers=matchers, version=version)
 
 
-def _shared_by(http: Sequence[JsonDict], owned: Sequence[int], traffic: Traffic) -> tuple[str, ...]:
+def _shared_by(http: Sequence[JsonDict], owned: Sequence[int], traffic: Traffic, mine: str = "") -> tuple[str, ...]:
     names = []
     for index, route in enumerate(http):
-        if index in owned:
+        if index in owned or route.get("name") == mine:
             continue
         found = routing.entries(traffic.kind, route)
         if any(b.is_entry(e, traffic.namespace) for e in found for b in (traffic.stable, traffic.canary)):
@@ -599,6 +676,46 @@ def _target(spec: RolloutSpec, namespace: str, rules: Sequence[JsonDict], traffi
     return Target(traffic=traffic, destination_rule=dr["metadata"]["name"], stable=stable, canary=canary)
 
 
+def host_namespace(host: str, namespace: str) -> str:
+    """The namespace a host's Service lives in: `order` is in the Rollout's, `order.shop...` in shop."""
+    parts = host.split(".")
+    return parts[1] if len(parts) > 1 else namespace
+
+
+def count_ready(workloads: Workloads, service: str, labels: Mapping[str, str]) -> int | None:
+    """Ready endpoints of `service` whose Pod carries every one of `labels`, as istiod builds a subset's
+    endpoints; an endpoint whose ready condition is unset counts as ready (the API's "unknown"). None
+    when the Service does not exist or has no selector (its endpoints are not tied to pods)."""
+    if not workloads.selectors.get(service):
+        return None
+    count = 0
+    for ready, pod in workloads.endpoints.get(service, ()):
+        have = workloads.pod_labels.get(pod or "", {})
+        if ready and pod is not None and all(have.get(k) == str(v) for k, v in labels.items()):
+            count += 1
+    return count
+
+
+def _ready(namespace: str, rules: Sequence[JsonDict], spec: RolloutSpec, target: Target, workloads: Workloads) -> Ready:
+    counts: dict[str, int | None] = {}
+    whys = []
+    for role, side in (("canary", target.canary), ("stable", target.stable)):
+        service = short_host(side.host)
+        if host_namespace(side.host, namespace) != namespace:
+            counts[role] = None
+            whys.append(f"{role} host {side.host} is in another namespace")
+            continue
+        labels: Mapping[str, str] = {}  # an HTTPRoute's side is a whole Service (one per version)
+        if target.traffic.kind != HTTP_ROUTE:
+            dr = _find_dr(spec, namespace, side.host, rules)
+            labels = (_subset(dr, side.subset) or {}).get("labels") or {}
+        counts[role] = count_ready(workloads, service, labels)
+        if counts[role] is None:
+            whys.append(f"no Service {namespace}/{service} with a selector")
+    service = f"{namespace}/{short_host(target.canary.host)}"
+    return Ready(canary=counts["canary"], stable=counts["stable"], service=service, why="; ".join(dict.fromkeys(whys)))
+
+
 # --- the edge ---------------------------------------------------------------------------------------------
 
 
@@ -613,6 +730,14 @@ def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
         http = _http_routes(spec, namespace, cluster.virtual_service)
         names = _owned_names(spec, namespace, http)
         owned = _owned_indices(spec, namespace, http, names)
+        ab = next((i for i, step in enumerate(spec.steps) if step.match is not None), None)
+        if ab is not None and kind == HTTP_ROUTE:
+            raise _fail(f"spec.steps[{ab}].match: A/B steps need spec.virtualService (not built for an HTTPRoute)")
+        if ab is not None and len(names) != 1:
+            raise _fail(f"spec.steps[{ab}].match: an A/B step needs exactly one owned route, not {len(names)}")
+        mine = match_route_name(rollout.name)
+        if mine in names:
+            raise _fail(f"spec.virtualService.routes: {mine!r} is the name of this Rollout's own A/B route")
         _unclaimed(rollout, http, owned, cluster.claims)
         hosts: list[str] = list((cluster.virtual_service or {}).get("spec", {}).get("hosts") or [])
         canary = Backend.of(spec.canary, _host_for(spec, namespace, "canary", spec.canary, hosts))
@@ -637,10 +762,13 @@ def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
 
     try:
         target = _target(spec, namespace, cluster.destination_rules, traffic)
-        target = replace(target, shared_by=_shared_by(http, owned, traffic))
+        target = replace(target, shared_by=_shared_by(http, owned, traffic, match_route_name(rollout.name)))
     except _Unresolved as exc:
         return Resolution(problem=exc.problem, routes=routes, canary=canary, traffic=traffic, servable=servable)
-    return Resolution(routes=routes, canary=canary, traffic=traffic, servable=servable, target=target)
+    ready = None
+    if cluster.workloads is not None:
+        ready = _ready(namespace, cluster.destination_rules, spec, target, cluster.workloads)
+    return Resolution(routes=routes, canary=canary, traffic=traffic, servable=servable, target=target, ready=ready)
 
 
 def observe_routes(

@@ -11,7 +11,7 @@ routes, other fields of each destination) is left as it is. No change means an e
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from coalmine.core.routes import RouteGone
@@ -47,8 +47,47 @@ def desired_destinations(current: list[dict[str, Any]], traffic: Traffic, canary
     return [stable, canary]
 
 
-def weight_patch(vs: JsonDict, traffic: Traffic, canary_weight: int) -> list[Op]:
-    """JSON patch (RFC 6902) moving every owned route to `canary_weight`; [] when already there."""
+COPIED = ("retries", "timeout", "headers")  # what an A/B route copies from the owned route
+
+
+def _merged(owned: JsonDict, extra: JsonDict) -> dict[str, Any]:
+    """One match block that holds when both do: the owned route's block with the A/B step's added."""
+    result = copy.deepcopy(dict(owned))
+    for key, value in extra.items():
+        if key in ("headers", "queryParams", "withoutHeaders") and isinstance(result.get(key), dict):
+            result[key] = {**result[key], **copy.deepcopy(value)}
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def match_route(owned: JsonDict, traffic: Traffic, name: str, match: Sequence[JsonDict]) -> dict[str, Any]:
+    """The A/B route: `match` (within the owned route's own match, when it has one), all to the canary,
+    with the owned route's retries, timeout and headers so matched users get the same resilience."""
+    own = owned.get("match") or [{}]
+    blocks = [_merged(o, m) for o in own for m in match]
+    canary = desired_destinations(list(owned.get("route") or []), traffic, 100)[1]
+    canary.pop("weight", None)
+    route: dict[str, Any] = {"name": name, "match": blocks, "route": [canary]}
+    for key in COPIED:
+        if key in owned:
+            route[key] = copy.deepcopy(owned[key])
+    return route
+
+
+def weight_patch(
+    vs: JsonDict,
+    traffic: Traffic,
+    canary_weight: int,
+    *,
+    match_name: str | None = None,
+    match: Sequence[JsonDict] | None = None,
+) -> list[Op]:
+    """JSON patch (RFC 6902) moving every owned route to `canary_weight`; [] when already there.
+
+    With `match_name`, also the operator's A/B route of that name: present with `match` right ahead of
+    the (one) owned route, or absent when `match` is None. Its ops come last, so the owned route's
+    index in the ops before them is the one read."""
     http = vs.get("spec", {}).get("http") or []
     ops: list[Op] = []
     for name in traffic.routes:
@@ -66,7 +105,38 @@ def weight_patch(vs: JsonDict, traffic: Traffic, canary_weight: int) -> list[Op]
             ops.append({"op": "test", "path": f"{path}/name", "value": name})
         ops.append({"op": "test", "path": f"{path}/route", "value": current})
         ops.append({"op": "replace", "path": f"{path}/route", "value": desired})
+    if match_name is not None:
+        ops += _match_ops(vs, traffic, canary_weight, match_name, match)
     return ops
+
+
+def _match_ops(
+    vs: JsonDict, traffic: Traffic, canary_weight: int, name: str, match: Sequence[JsonDict] | None
+) -> list[Op]:
+    http = vs.get("spec", {}).get("http") or []
+    found = route_index(vs, name)
+    if match is None:
+        if found is None:
+            return []
+        return [
+            {"op": "test", "path": f"/spec/http/{found}/name", "value": name},
+            {"op": "remove", "path": f"/spec/http/{found}"},
+        ]
+    owned_name = traffic.routes[0]
+    index = route_index(vs, owned_name)
+    assert index is not None  # weight_patch raised RouteGone otherwise
+    owned = dict(http[index])
+    owned["route"] = desired_destinations(list(owned.get("route") or []), traffic, canary_weight)
+    desired = match_route(owned, traffic, name, match)
+    guard = [{"op": "test", "path": f"/spec/http/{index}/name", "value": owned_name}] if owned_name else []
+    if found is None:
+        return [*guard, {"op": "add", "path": f"/spec/http/{index}", "value": desired}]
+    if http[found] == desired:
+        return []
+    return [
+        {"op": "test", "path": f"/spec/http/{found}/name", "value": name},
+        {"op": "replace", "path": f"/spec/http/{found}", "value": desired},
+    ]
 
 
 def applied(vs: JsonDict, ops: list[Op]) -> dict[str, Any]:
@@ -74,8 +144,22 @@ def applied(vs: JsonDict, ops: list[Op]) -> dict[str, Any]:
     tests). Raises RouteGone when a `test` op does not hold, as the server would refuse the patch."""
     result: dict[str, Any] = copy.deepcopy(dict(vs))
     for op in ops:
-        parts = op["path"].strip("/").split("/")  # spec, http, <i>, name|route
-        route = result["spec"]["http"][int(parts[2])]
+        parts = op["path"].strip("/").split("/")  # spec, http, <i>[, name|route]
+        http = result["spec"]["http"]
+        index = int(parts[2])
+        if len(parts) == 3:
+            if op["op"] == "add":
+                http.insert(index, copy.deepcopy(op["value"]))
+            elif op["op"] == "remove":
+                del http[index]
+            elif op["op"] == "replace":
+                http[index] = copy.deepcopy(op["value"])
+            elif http[index] != op["value"]:
+                raise RouteGone(f"{op['path']} is not {op['value']!r}")
+            continue
+        if index >= len(http):
+            raise RouteGone(f"{op['path']} does not exist")
+        route = http[index]
         if op["op"] == "test" and route.get(parts[3]) != op["value"]:
             raise RouteGone(f"{op['path']} is not {op['value']!r}")
         if op["op"] == "replace":

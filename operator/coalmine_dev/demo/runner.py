@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +45,8 @@ COALMINE = ("coalmine.dev", "v1alpha1")
 RPS = 150.0  # requests/s meshsim sends to `order`; a tenth carries `user-group: beta`
 SCRAPE_JOB = "coalmine-demo-meshsim"
 SETTLE_TIMEOUT = 10.0  # seconds the VirtualService may lag the status's end phase
+GATED_WEIGHT = 50  # scenario 1's step that waits for a person
+GATE_SHOWN_FOR = 3.0  # seconds the live view shows the waiting step before the demo's person promotes
 START_TIMEOUT = 90.0  # a ceiling for children to start on a loaded machine, not a measure
 PLOT_WINDOW = "5s"  # sliding rate window of the timeline's series
 
@@ -220,8 +223,11 @@ class Demo:
         dr_before = self._get("destinationrules", "order")
         routes = scenario.owned_routes(examples.rollout)
 
-        # Scenario 1: v1 -> v2, healthy.
+        # Scenario 1: v1 -> v2, healthy; its 50 % step waits for a person (approval: manual), who promotes.
         body = scenario.demo_rollout(examples.rollout, self.o.hold)
+        gated = next((i for i, s in enumerate(body["spec"]["steps"]) if s["weight"] == GATED_WEIGHT), None)
+        if gated is not None:
+            body["spec"]["steps"][gated]["approval"] = "manual"
         analysis = body["spec"]["analysis"]
         say(
             f"scenario 1: {_dest(body, 'stable')} -> {_dest(body, 'canary')} (healthy), steps "
@@ -232,7 +238,9 @@ class Demo:
         self.display.header = "scenario 1: a healthy canary (v2) is promoted"
         started = datetime.now(UTC)
         custom.create_namespaced_custom_object(*COALMINE, ns, "rollouts", body)
-        first = self._follow("scenario 1", reader, operator, generation=1, canary="v2", routes=routes)
+        first = self._follow(
+            "scenario 1", reader, operator, generation=1, canary="v2", routes=routes, on_read=self._person(info)
+        )
         first.started = started
         say(f"scenario 1 ended {first.status.get('phase')}: {first.status.get('message', '')}", _style(first))
 
@@ -283,6 +291,38 @@ class Demo:
         return [first, second], untouched, png
 
     # --- pieces ------------------------------------------------------------------------------------
+
+    def _person(self, info: devstack.StackInfo) -> Callable[[Snapshot], None]:
+        """The person at the keyboard: once the live view has shown a step waiting for promote for a few
+        seconds, run `coalmine promote` as anyone would, and show what it answered."""
+        seen: list[float] = []
+        done: list[bool] = []
+
+        def act(snap: Snapshot) -> None:
+            status = (snap.rollouts[0][0].get("status") or {}) if snap.rollouts else {}
+            reasons = {c.get("type"): c.get("reason") for c in status.get("conditions") or []}
+            if done or reasons.get("Reconciling") != "WaitingForPromotion":
+                return
+            if not seen:
+                seen.append(time.monotonic())
+                self.display.say(f"step {status.get('stepLabel')} waits for a person (approval: manual)", "bold")
+                return
+            if time.monotonic() - seen[0] < GATE_SHOWN_FOR:
+                return
+            done.append(True)
+            argv = ["promote", "order", "-n", self.o.namespace, "--reason", "the demo's person at the keyboard"]
+            self.display.say(f"$ coalmine {' '.join(argv)}", "bold")
+            result = subprocess.run(
+                [sys.executable, "-m", "coalmine", *argv, "--kubeconfig", str(info.kubeconfig)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            for line in (result.stdout + result.stderr).splitlines():
+                self.display.say(f"  {line}", "" if result.returncode == 0 else "bold red")
+
+        return act
 
     def _stack(self) -> devstack.StackInfo:
         try:

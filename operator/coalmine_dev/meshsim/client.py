@@ -48,12 +48,15 @@ class MeshsimClient:
         p50_ms: float | None = None,
         p99_ms: float | None = None,
         error_code: int | None = None,
+        overflow_ratio: float | None = None,
         sidecarless: float | None = None,
         grpc_error_ratio: float | None = None,
         grpc_error_code: int | None = None,
     ) -> dict[str, Any]:
         """Replace how `<namespace>/<host>/<subset>` answers; unset values come from the defaults."""
         body: dict[str, Any] = {"errorRatio": error_ratio}
+        if overflow_ratio is not None:
+            body["overflowRatio"] = overflow_ratio
         if sidecarless is not None:
             body["sidecarless"] = sidecarless
         if grpc_error_ratio is not None:

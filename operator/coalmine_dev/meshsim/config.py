@@ -59,6 +59,7 @@ class DestinationBehaviour:
     sidecarless: float = 0.0
     grpc_error_ratio: float = 0.0  # of gRPC requests answered HTTP 200: the share with grpc-status grpcErrorCode
     grpc_error_code: int = 14  # UNAVAILABLE
+    overflow_ratio: float = 0.0  # this share never reaches a pod: 503 UO from the caller's circuit breaker
 
     def to_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -66,6 +67,7 @@ class DestinationBehaviour:
             "latency": self.latency.to_dict(),
             "errorCode": self.error_code,
             "sidecarless": self.sidecarless,
+            **({"overflowRatio": self.overflow_ratio} if self.overflow_ratio else {}),
         }
         if self.grpc_error_ratio:  # shown when set (gRPC services only)
             result.update(grpcErrorRatio=self.grpc_error_ratio, grpcErrorCode=self.grpc_error_code)
@@ -172,7 +174,7 @@ def parse_latency(data: Any, default: Latency | None = None) -> Latency:
 
 
 def parse_destination(data: Any, default: DestinationBehaviour | None = None) -> DestinationBehaviour:
-    """Parse `{errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode, sidecarless}`.
+    """Parse `{errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode, sidecarless, overflowRatio}`.
 
     Absent keys come from `default` (a PUT replaces a destination's behaviour with defaults + body)."""
     base = default or DestinationBehaviour()
@@ -185,6 +187,7 @@ def parse_destination(data: Any, default: DestinationBehaviour | None = None) ->
         sidecarless=_number(d, "sidecarless", base.sidecarless, low=0.0, high=1.0),
         grpc_error_ratio=_number(d, "grpcErrorRatio", base.grpc_error_ratio, low=0.0, high=1.0),
         grpc_error_code=int(_number(d, "grpcErrorCode", base.grpc_error_code, low=0, high=16)),
+        overflow_ratio=_number(d, "overflowRatio", base.overflow_ratio, low=0.0, high=1.0),
     )
 
 

@@ -20,6 +20,7 @@ What it must not do: I/O. It gets snapshots of Services, EndpointSlices and Pods
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,15 +30,46 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One endpoint of a Service: whether it takes traffic, and its Pod's labels ({} when unknown)."""
+    """One endpoint of a Service: whether it takes traffic, its Pod's labels ({} when unknown), and the
+    workload that owns the Pod ("" when unknown; see `pod_workload`)."""
 
     ready: bool
     labels: Mapping[str, str]
+    workload: str = ""
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     meta: Mapping[str, Any] = obj.get("metadata") or {}
     return meta
+
+
+# Labels a ReplicaSet's name ends with ("-<hash>"): Deployments set the first, Argo Rollouts the second.
+_TEMPLATE_HASH_LABELS = ("pod-template-hash", "rollouts-pod-template-hash")
+
+
+def pod_workload(pod: Mapping[str, Any]) -> str:
+    """The workload name Istio reports as `destination_workload` for this Pod ("" when unknown).
+
+    Istio names a Pod's workload after its controller: a Pod owned by a ReplicaSet `<name>-<hash>`
+    (a Deployment's, or an Argo Rollout's) belongs to workload `<name>`; any other owner gives its own
+    name. A Pod without an owner gives "" here (Istio would use the Pod's name): meshsim then keeps
+    its older `<host>-<version>` name, which tests with bare Pods rely on. Flagger's built-in Istio
+    checks select on this label.
+    """
+    meta = _meta(pod)
+    labels = meta.get("labels") or {}
+    owners = [o for o in meta.get("ownerReferences") or [] if o.get("controller")] or list(
+        meta.get("ownerReferences") or []
+    )
+    if not owners:
+        return ""
+    owner = str(owners[0].get("name", ""))
+    if owners[0].get("kind") == "ReplicaSet":
+        for label in _TEMPLATE_HASH_LABELS:
+            suffix = f"-{labels.get(label)}"
+            if labels.get(label) and owner.endswith(suffix):
+                return owner[: -len(suffix)]
+    return owner
 
 
 def is_ready(endpoint: Mapping[str, Any]) -> bool:
@@ -64,10 +96,12 @@ class EndpointIndex:
                 self._followed.add(key)
                 if "version" in selector:
                     self._versions[key] = str(selector["version"])
-        pod_labels: dict[tuple[str, str], Mapping[str, str]] = {
-            (str(_meta(p).get("namespace", "")), str(_meta(p).get("name", ""))): _meta(p).get("labels") or {}
-            for p in pods
-        }
+        pod_labels: dict[tuple[str, str], Mapping[str, str]] = {}
+        pod_workloads: dict[tuple[str, str], str] = {}
+        for p in pods:
+            key = (str(_meta(p).get("namespace", "")), str(_meta(p).get("name", "")))
+            pod_labels[key] = _meta(p).get("labels") or {}
+            pod_workloads[key] = pod_workload(p)
         self._endpoints: dict[tuple[str, str], list[Endpoint]] = {key: [] for key in self._followed}
         for eps in endpoint_slices:
             namespace = str(_meta(eps).get("namespace", ""))
@@ -78,9 +112,12 @@ class EndpointIndex:
             for endpoint in eps.get("endpoints") or []:
                 ref = endpoint.get("targetRef") or {}
                 labels: Mapping[str, str] = {}
+                workload = ""
                 if ref.get("kind") == "Pod":
-                    labels = pod_labels.get((str(ref.get("namespace") or namespace), str(ref.get("name"))), {})
-                self._endpoints[key].append(Endpoint(is_ready(endpoint), labels))
+                    pod_key = (str(ref.get("namespace") or namespace), str(ref.get("name")))
+                    labels = pod_labels.get(pod_key, {})
+                    workload = pod_workloads.get(pod_key, "")
+                self._endpoints[key].append(Endpoint(is_ready(endpoint), labels, workload))
 
     def version(self, namespace: str, host: str) -> str | None:
         """The `version` label the Service selects its pods by (None: it selects none)."""
@@ -99,6 +136,19 @@ class EndpointIndex:
             return None
         wanted = dict(subset_labels or {})
         return sum(1 for e in endpoints if e.ready and all(e.labels.get(k) == str(v) for k, v in wanted.items()))
+
+    def workload(self, namespace: str, host: str, subset_labels: Mapping[str, str] | None) -> str | None:
+        """The workload owning most ready endpoints of `host` that match `subset_labels` (ties: the
+        first by name); None when the host is not followed or no such endpoint has a known owner."""
+        wanted = dict(subset_labels or {})
+        owners = Counter(
+            e.workload
+            for e in self._endpoints.get((namespace, host), ())
+            if e.ready and e.workload and all(e.labels.get(k) == str(v) for k, v in wanted.items())
+        )
+        if not owners:
+            return None
+        return min(owners, key=lambda name: (-owners[name], name))
 
     def summary(self) -> dict[str, int]:
         """{"<namespace>/<service>": ready endpoints} for every followed service (for GET /mesh).

@@ -57,6 +57,7 @@ OK = "ok"
 NO_ROUTE = "no_route"  # 404, response_flags NR
 NO_CLUSTER = "no_cluster"  # 503, response_flags NC
 NO_HEALTHY_UPSTREAM = "no_healthy_upstream"  # 503, response_flags UH
+OVERFLOW = "overflow"  # 503, response_flags UO: the caller's circuit breaker (connectionPool) is full
 
 _SUPPORTED_MATCH_KEYS = frozenset({"name", "headers", "uri", "method"})
 
@@ -78,6 +79,7 @@ class Destination:
     host: str  # short service name
     subset: str  # "" when the route names no subset
     version: str  # DR subset's labels.version, or "unknown"
+    workload: str = ""  # the Deployment (or other controller) owning its ready pods, "" when unknown
 
     @property
     def key(self) -> str:
@@ -100,11 +102,11 @@ class Decision:
     @property
     def response_code(self) -> int | None:
         """The code Envoy itself answers with, or None when the request reaches the destination."""
-        return {NO_ROUTE: 404, NO_CLUSTER: 503, NO_HEALTHY_UPSTREAM: 503}.get(self.outcome)
+        return {NO_ROUTE: 404, NO_CLUSTER: 503, NO_HEALTHY_UPSTREAM: 503, OVERFLOW: 503}.get(self.outcome)
 
     @property
     def response_flags(self) -> str:
-        return {NO_ROUTE: "NR", NO_CLUSTER: "NC", NO_HEALTHY_UPSTREAM: "UH"}.get(self.outcome, "-")
+        return {NO_ROUTE: "NR", NO_CLUSTER: "NC", NO_HEALTHY_UPSTREAM: "UH", OVERFLOW: "UO"}.get(self.outcome, "-")
 
 
 def fqdn(name: str, namespace: str) -> str:
@@ -335,10 +337,10 @@ def route_request(
         if labels is None:
             return Decision(NO_CLUSTER, Destination(dest_namespace, dest_host, subset, "unknown"), label)
         version = labels.get("version", "unknown")
-    destination = Destination(dest_namespace, dest_host, subset, version)
     if endpoints.ready_count(dest_namespace, dest_host, labels) == 0:
-        return Decision(NO_HEALTHY_UPSTREAM, destination, label)
-    return Decision(OK, destination, label)
+        return Decision(NO_HEALTHY_UPSTREAM, Destination(dest_namespace, dest_host, subset, version), label)
+    workload = endpoints.workload(dest_namespace, dest_host, labels) or ""
+    return Decision(OK, Destination(dest_namespace, dest_host, subset, version, workload), label)
 
 
 def _route_by_http_route(
@@ -355,10 +357,11 @@ def _route_by_http_route(
     if chosen is None:
         return Decision(NO_ROUTE, None, label)
     dest_ns, dest_host = str(chosen.get("namespace") or route_ns), str(chosen.get("name", host))
-    destination = Destination(dest_ns, dest_host, "", gateway.version_of(endpoints, dest_ns, dest_host))
+    version = gateway.version_of(endpoints, dest_ns, dest_host)
     if endpoints.ready_count(dest_ns, dest_host, None) == 0:
-        return Decision(NO_HEALTHY_UPSTREAM, destination, label)
-    return Decision(OK, destination, label)
+        return Decision(NO_HEALTHY_UPSTREAM, Destination(dest_ns, dest_host, "", version), label)
+    workload = endpoints.workload(dest_ns, dest_host, None) or ""
+    return Decision(OK, Destination(dest_ns, dest_host, "", version, workload), label)
 
 
 class MeshIndex:

@@ -20,7 +20,7 @@ HTTP API (JSON unless noted):
   GET  /counts                                   requests sent since start / last reset
   POST /counts/reset
   PUT  /destinations/<ns>/<host>/<subset>        {errorRatio, latency: {p50Ms, p99Ms} | {fixedMs}, errorCode,
-                                                 sidecarless, grpcErrorRatio, grpcErrorCode}
+                                                 sidecarless, grpcErrorRatio, grpcErrorCode, overflowRatio}
   DELETE /destinations/<ns>/<host>/<subset>      back to defaultDestination
   PUT  /services/<ns>/<host>                     {rps, headers: [{weight, headers}], sourceWorkload, protocol, ...}
   DELETE /services/<ns>/<host>                   stop sending to it
@@ -103,7 +103,8 @@ def istio_labels(record: RequestRecord, reporter: str) -> tuple[str, ...]:
     dest = record.decision.destination
     if record.reported_by_destination and dest is not None:
         known = dest.version != "unknown"
-        workload = f"{dest.host}-{dest.version}" if known else dest.host
+        # The pods' owner when meshsim knows them (Istio's rule), else a name made of host and version.
+        workload = dest.workload or (f"{dest.host}-{dest.version}" if known else dest.host)
         workload_ns, app, version = dest.namespace, dest.host, dest.version
         canonical_service, revision = dest.host, dest.version if known else "latest"
     else:  # no upstream host was chosen, or it has no sidecar to exchange metadata with: unknown labels

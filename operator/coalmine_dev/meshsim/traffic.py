@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from coalmine_dev.meshsim import routing
@@ -119,6 +119,9 @@ def simulate_request(
         code = decision.response_code or 404
         return RequestRecord(service, decision, code, decision.response_flags, 0.0, offset_s)
     behaviour = config.behaviour(decision.destination.key)
+    if behaviour.overflow_ratio and rng.random() < behaviour.overflow_ratio:
+        overflow = replace(decision, outcome=routing.OVERFLOW)  # reported by the source only, like UH
+        return RequestRecord(service, overflow, 503, overflow.response_flags, 0.0, offset_s)
     code = sample_response_code(rng, behaviour)
     sidecar = not (behaviour.sidecarless > 0 and rng.random() < behaviour.sidecarless)
     latency = sample_latency(rng, behaviour.latency)

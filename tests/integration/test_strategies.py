@@ -1,0 +1,118 @@
+"""A/B steps on the real stack: the operator's route `coalmine-order` is written through Istio's validation
+webhook, sits right ahead of the owned route while the step runs, carries its retries and timeout, and is
+gone after the weights begin or a rollback. Everything else in the VirtualService stays byte-equal."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rollout_support import OperatorProcess, Shop, without_owned_route
+
+pytestmark = pytest.mark.integration
+
+RPS = 150.0
+COOKIE = [{"headers": {"cookie": {"regex": ".*beta=1.*"}}}]
+STEPS = [{"match": COOKIE, "hold": "4s"}, {"weight": 50, "hold": "3s"}, {"weight": 100}]
+MIX = [(4.0, {}), (1.0, {"cookie": "session=abc; beta=1"})]
+
+
+class RouteWatch:
+    """Reads the VirtualService in the background and keeps every distinct list of route names seen."""
+
+    def __init__(self, shop: Shop) -> None:
+        self.shop, self.seen, self.routes = shop, [], {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            vs = self.shop.get_vs()
+            names = [str(r.get("name")) for r in vs["spec"]["http"]]
+            if not self.seen or self.seen[-1] != names:
+                self.seen.append(names)
+            for route in vs["spec"]["http"]:
+                if route.get("name") == "coalmine-order":
+                    self.routes["coalmine-order"] = route
+                    self.routes["primary"] = next(r for r in vs["spec"]["http"] if r.get("name") == "primary")
+            time.sleep(0.05)
+
+    def stop(self) -> list[list[str]]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen
+
+
+def test_ab_step_then_weights_to_success(
+    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    meshsim.client.set_service(shop.ns, "order", rps=RPS, headers=MIX)
+    before = without_owned_route(shop.get_vs())
+    op = operator_factory(shop.ns)
+    watch = RouteWatch(shop)
+    shop.create_rollout(steps=STEPS)
+    during = shop.wait_for(lambda s: s.get("matchRoute") == "coalmine-order", 60, "the A/B route written", op)
+    assert during["canaryWeight"] == 0
+    assert "A/B, users with header cookie regex" in during["message"]
+    judged = shop.wait_for(
+        lambda s: s.get("stepIndex") == 0 and ((s.get("analysis") or {}).get("requests") or 0) > 0,
+        60,
+        "the canary judged on the matched users' requests",
+        op,
+    )
+    assert judged["analysis"]["verdict"] in ("Pass", "NoData")
+    status = shop.wait_for_phase("Succeeded", 120, op)
+    seen = watch.stop()
+    assert ["beta", "coalmine-order", "primary"] in seen, "right ahead of the owned route"
+    assert all(names.count("coalmine-order") <= 1 for names in seen), "never duplicated"
+    ours, primary = watch.routes["coalmine-order"], watch.routes["primary"]
+    assert ours["match"] == COOKIE
+    assert [d["destination"]["subset"] for d in ours["route"]] == ["v2"]
+    assert (ours["retries"], ours["timeout"]) == (primary["retries"], primary["timeout"])
+    assert "matchRoute" not in status
+    vs = shop.get_vs()
+    assert [r.get("name") for r in vs["spec"]["http"]] == ["beta", "primary"]
+    assert without_owned_route(vs) == before, "everything the operator does not own is byte-equal"
+    assert shop.canary_weight() == 100
+
+
+def test_a_failing_ab_step_rolls_back_and_removes_the_route(
+    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    meshsim.client.set_service(shop.ns, "order", rps=RPS, headers=MIX)
+    meshsim.client.set_destination(shop.ns, "order", "v2", error_ratio=0.5)
+    before = without_owned_route(shop.get_vs())
+    op = operator_factory(shop.ns)
+    shop.create_rollout(steps=[{"match": COOKIE, "hold": "1m"}, {"weight": 100}])
+    shop.wait_for(lambda s: s.get("matchRoute") == "coalmine-order", 60, "the A/B route written", op)
+    status = shop.wait_for_phase("RolledBack", 90, op)
+    assert status["rollback"]["reason"] in ("FailureLimit", "FailFast")
+    assert "matchRoute" not in status
+    vs = shop.get_vs()
+    assert "coalmine-order" not in [r.get("name") for r in vs["spec"]["http"]]
+    assert shop.canary_weight() == 0
+    assert without_owned_route(vs) == before
+
+
+def test_the_circuit_breaker_signal_trips_on_overflow_503s(
+    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    """Half the canary's requests are refused by the caller's circuit breaker (503 UO, reported by the source
+    only, version unknown): no pod ever sees them, yet they fail the canary, and the status shows them apart."""
+    meshsim.client.set_service(shop.ns, "order", rps=RPS)
+    meshsim.client.set_destination(shop.ns, "order", "v2", overflow_ratio=0.5)
+    op = operator_factory(shop.ns)
+    shop.create_rollout(steps=[{"weight": 20, "hold": "1m"}, {"weight": 100}])
+    status = shop.wait_for_phase("RolledBack", 90, op)
+    rows = {m["name"]: m for m in status["analysis"]["metrics"]}
+    breaker = rows["circuit-breaker"]
+    assert breaker["verdict"] == "Fail"
+    assert 30 < breaker["value"] < 70, "about half of the canary's requests"
+    assert 'response_flags=~"UO|UH|URX"' in breaker["query"]
+    assert rows["success-rate"]["verdict"] == "Fail"
+    assert status["rollback"]["metric"] in ("success-rate", "circuit-breaker")
+    assert shop.canary_weight() == 0
