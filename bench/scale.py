@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -179,7 +180,7 @@ def histogram_quantile(q: float, before: dict[Any, float], after: dict[Any, floa
 @dataclass
 class Endpoints:
     info: devstack.StackInfo
-    operator_metrics: str
+    operator_metrics: list[str]  # one per replica; their samples are added up
 
     def apiserver(self) -> dict[Any, float]:
         headers = {"Authorization": f"Bearer {self.info.admin_token}"}
@@ -189,7 +190,11 @@ class Endpoints:
         return scrape(f"{self.info.prometheus_url}/metrics")
 
     def operator(self) -> dict[Any, float]:
-        return scrape(self.operator_metrics)
+        merged: dict[Any, float] = {}
+        for url in self.operator_metrics:
+            for key, value in scrape(url).items():
+                merged[key] = merged.get(key, 0.0) + value
+        return merged
 
 
 @dataclass
@@ -218,8 +223,20 @@ class Samples:
 
 
 def list_rollouts(custom: client.CustomObjectsApi, samples: Samples) -> list[dict[str, Any]]:
+    """Every Rollout, from the API server's watch cache (resourceVersion 0: no quorum read from etcd).
+    A starved API server timed out (504) on a quorum LIST of 1,000 Rollouts, and on pages of 100 (their
+    continue tokens name a resourceVersion its lagging cache did not have yet); retried a few times."""
     samples.lists += 1
-    answer: Any = custom.list_cluster_custom_object(*COALMINE, "rollouts")
+    for attempt in range(5):
+        try:
+            answer: Any = custom.list_cluster_custom_object(
+                *COALMINE, "rollouts", resource_version="0", _request_timeout=120
+            )
+            break
+        except ApiException as exc:
+            if exc.status < 500 or attempt == 4:
+                raise
+            time.sleep(2)
     items: list[dict[str, Any]] = answer["items"]
     for item in items:
         check = (item.get("status") or {}).get("analysis") or {}
@@ -297,25 +314,36 @@ def run(args: argparse.Namespace) -> None:
         meshsims = start_meshsims(fleet, args, info, workdir, procs)
         print(f"{len(meshsims)} meshsims scraped, {args.rps:g} rps per service", flush=True)
 
-        metrics_port, health_port = free_port(), free_port()
-        op_argv = operator_argv(
-            info, fleet.namespaces, "--metrics-port", str(metrics_port), "--health-port", str(health_port)
-        )
-        operator = procs.start("operator", op_argv, workdir / "operator.log", kube_env(info))
-        wait_healthy(f"http://127.0.0.1:{health_port}/healthz", operator)
-        op = operator.pid
-        endpoints = Endpoints(info, f"http://127.0.0.1:{metrics_port}/metrics")
+        urls, pids = [], []
+        for r in range(args.replicas):
+            metrics_port, health_port = free_port(), free_port()
+            extra = ["--metrics-port", str(metrics_port), "--health-port", str(health_port)]
+            if args.replicas > 1 or args.shards > 1:
+                extra += ["--leader-election", "--lease-namespace", "default", "--shards", str(args.shards)]
+                extra += ["--lease-name", "coalmine-bench"]
+            log = workdir / f"operator-{r}.log"
+            env = {**kube_env(info), "POD_NAME": f"bench-operator-{r}"}
+            operator = procs.start(f"operator-{r}", operator_argv(info, fleet.namespaces, *extra), log, env)
+            wait_healthy(f"http://127.0.0.1:{health_port}/healthz", operator)
+            urls.append(f"http://127.0.0.1:{metrics_port}/metrics")
+            pids.append(operator.pid)
+        op = pids[0]
+        endpoints = Endpoints(info, urls)
         idle = proc_status(op)
-        print(f"operator {op} up: RSS {idle.get('VmRSS', 0) / 1024:.0f} MiB, {idle.get('Threads')} threads", flush=True)
+        print(
+            f"{len(pids)} operator(s) {pids} up: RSS {idle.get('VmRSS', 0) / 1024:.0f} MiB, {idle.get('Threads')} threads",
+            flush=True,
+        )
 
         watched = {
-            "operator": [op],
+            "operator": pids,
             "meshsim": [m.pid for m in meshsims],
             "prometheus": [info.pids["prometheus"]],
             "kube-apiserver": [info.pids["kube-apiserver"]],
             "etcd": [info.pids["etcd"]],
         }
         cpu_start = {name: sum(cpu_seconds(p) for p in pids) for name, pids in watched.items()}
+        cpu_start["bench"] = own_cpu()
         machine_start = machine_cpu()
         mesh_counts_start = {m.job: m.client.counts()["total"] for m in meshsims}
 
@@ -333,17 +361,18 @@ def run(args: argparse.Namespace) -> None:
 
         steady: Snapshot | None = None
         steady_at_progress = 0.0
-        last_cpu, last_machine, last_t = cpu_seconds(op), machine_cpu(), time.monotonic()
+        last_cpu, last_machine, last_t = sum(map(cpu_seconds, pids)), machine_cpu(), time.monotonic()
         next_list = time.monotonic()
         items: list[dict[str, Any]] = []
-        while time.monotonic() - t0 < args.duration:
+        # From the last create, not the first: on a busy machine creating 1,000 Rollouts can take minutes.
+        while time.monotonic() - t0 < created_in + args.duration:
             time.sleep(args.sample)
             now = time.monotonic()
-            status = proc_status(op)
-            assert status, "the operator exited"
-            cpu, machine = cpu_seconds(op), machine_cpu()
-            samples.rss_mib.append(status["VmRSS"] / 1024)
-            samples.threads.append(status["Threads"])
+            statuses = [proc_status(p) for p in pids]
+            assert all(statuses), "an operator exited"
+            cpu, machine = sum(map(cpu_seconds, pids)), machine_cpu()
+            samples.rss_mib.append(max(st["VmRSS"] for st in statuses) / 1024)  # the largest replica
+            samples.threads.append(max(st["Threads"] for st in statuses))
             samples.cpu_percent.append(100 * (cpu - last_cpu) / (now - last_t))
             samples.machine_percent.append(
                 100 * (machine[0] - last_machine[0]) / max(1.0, machine[1] - last_machine[1])
@@ -367,10 +396,15 @@ def run(args: argparse.Namespace) -> None:
         items = list_rollouts(custom, samples)
         elapsed = time.monotonic() - t0
         cpu_end = {name: sum(cpu_seconds(p) for p in pids) for name, pids in watched.items()}
+        cpu_end["bench"] = own_cpu()
+        load = os.getloadavg()
         machine_end = machine_cpu()
         mesh_counts_end = {m.job: m.client.counts()["total"] for m in meshsims}
         errors = [
-            line for line in (workdir / "operator.log").read_text(errors="replace").splitlines() if "ERROR" in line
+            line
+            for r in range(args.replicas)
+            for line in (workdir / f"operator-{r}.log").read_text(errors="replace").splitlines()
+            if "ERROR" in line
         ]
 
         report(
@@ -385,10 +419,11 @@ def run(args: argparse.Namespace) -> None:
             created_in,
             elapsed,
             check_every,
-            {k: 100 * (cpu_end[k] - cpu_start[k]) / elapsed for k in watched},
+            {k: 100 * (cpu_end[k] - cpu_start[k]) / elapsed for k in cpu_end},
             100 * (machine_end[0] - machine_start[0]) / max(1.0, machine_end[1] - machine_start[1]),
             sum(mesh_counts_end[j] - mesh_counts_start[j] for j in mesh_counts_end) / elapsed,
             errors,
+            load,
         )
 
 
@@ -414,6 +449,21 @@ def api_latency(steady: Snapshot, end: Snapshot) -> str:
     return ", ".join(parts) + " ms (bucket upper bounds)"
 
 
+def tick_phases(steady: Snapshot, end: Snapshot) -> str:
+    parts = []
+    for phase in ("late", "queued", "prometheus", "status", "traffic", "events"):
+        name = "coalmine_tick_phase_seconds"
+        count = total(end.operator, f"{name}_count", phase=phase) - total(steady.operator, f"{name}_count", phase=phase)
+        p50, p99 = (histogram_quantile(q, steady.operator, end.operator, name, phase=phase) for q in (0.5, 0.99))
+        parts.append(f"{phase} {p50 * 1000:.0f}/{p99 * 1000:.0f} ms ({count:.0f})")
+    return ", ".join(parts)
+
+
+def own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def report(
     args: argparse.Namespace,
     fleet: Fleet,
@@ -430,6 +480,7 @@ def report(
     machine_percent: float,
     mesh_rps: float,
     op_errors: list[str],
+    load: tuple[float, float, float],
 ) -> None:
     n = len(fleet.services)
     counts = phases(items)
@@ -462,6 +513,7 @@ def report(
         ("all Progressing after (max startedAt - first create)", f"{to_progressing:.1f} s"),
         ("phases at the end", ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))),
         ("Succeeded within the run", f"{counts['Succeeded']} of {n} in {elapsed:.0f} s"),
+        ("operator replicas / shards", f"{args.replicas} / {args.shards} (RSS and threads: the largest replica)"),
         (
             "operator RSS (max / end)",
             f"{max(samples.rss_mib):.0f} / {samples.rss_mib[-1]:.0f} MiB",
@@ -534,15 +586,52 @@ def report(
                 " ms (bucket upper bounds)",
             ),
             ("API requests per check", f"{api_total / max(checks, 1):.2f}"),
+            (
+                "check lag p50 / p99 (operator's coalmine_check_lag_seconds, every check)",
+                " / ".join(
+                    f"{histogram_quantile(q, steady.operator, end.operator, 'coalmine_check_lag_seconds') * 1000:.0f}"
+                    for q in (0.5, 0.99)
+                )
+                + " ms (bucket upper bounds)",
+            ),
+            (
+                "event loop lag p50 / p99 (100 ms sleep)",
+                " / ".join(
+                    f"{histogram_quantile(q, steady.operator, end.operator, 'coalmine_event_loop_lag_seconds') * 1000:.0f}"
+                    for q in (0.5, 0.99)
+                )
+                + " ms",
+            ),
+            ("tick phases p50 / p99, count", tick_phases(steady, end)),
         ]
     else:
         rows.append(("steady window", "never: not every Rollout reached Progressing within the run"))
     rows += [
         ("CPU over the run, % of one core", ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())),
+        ("harness CPU (meshsim + this script), % of one core", f"{cpu['meshsim'] + cpu['bench']:.0f}"),
+        ("load average at the end (1 / 5 / 15 min)", " / ".join(f"{x:.2f}" for x in load)),
         ("machine CPU over the run (2 cores = 100 %)", f"{machine_percent:.0f} %"),
         ("meshsim achieved rps (all services)", f"{mesh_rps:.0f} (configured {args.rps * n:.0f})"),
         ("operator ERROR log lines", str(len(op_errors))),
     ]
+    if args.record:
+        figures = {
+            "rollouts": n,
+            "check_every": args.check_every,
+            "replicas": args.replicas,
+            "shards": args.shards,
+            "rss_max_mib": max(samples.rss_mib),
+            "lag_p50_ms": percentile(lags, 50) * 1000,
+            "lag_p99_ms": percentile(lags, 99) * 1000,
+            "overshoot_p50_s": percentile(overshoot, 50),
+            "overshoot_p99_s": percentile(overshoot, 99),
+            "succeeded": counts["Succeeded"],
+            "load": load,
+            "at": f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
+            "rows": rows,
+        }
+        with Path(args.record).open("a") as out:
+            out.write(json.dumps(figures) + "\n")
     width = max(len(k) for k, _ in rows)
     print(f"\nscale benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     for label, text in rows:
@@ -562,9 +651,12 @@ def main() -> None:
     parser.add_argument("--hold", default="30s", help="hold of every step (analysis.interval)")
     parser.add_argument("--min-requests", type=int, default=2)
     parser.add_argument("--scrape-interval", default="5s", help="Prometheus scrape interval of the own devstack")
-    parser.add_argument("--duration", type=float, default=180.0, help="seconds from the first Rollout created")
+    parser.add_argument("--duration", type=float, default=180.0, help="seconds from the last Rollout created")
     parser.add_argument("--sample", type=float, default=2.0, help="seconds between /proc samples")
     parser.add_argument("--list-every", type=float, default=5.0, help="seconds between LISTs of the Rollouts")
+    parser.add_argument("--replicas", type=int, default=1, help="operator processes (more than 1: with --shards)")
+    parser.add_argument("--shards", type=int, default=1, help="shards (one Lease each) the replicas share")
+    parser.add_argument("--record", help="append the figures as a JSON line to this file (bench/scale_plot.py)")
     args = parser.parse_args()
     try:
         run(args)

@@ -45,6 +45,23 @@ LEADER = Gauge("coalmine_leader", "1 while this replica holds the leader Lease (
 TICK_SECONDS = Histogram(
     "coalmine_tick_duration_seconds", "Time per tick", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 )
+_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+TICK_PHASE_SECONDS = Histogram(
+    "coalmine_tick_phase_seconds",
+    "Where ticks spend their time: late (due -> started by the scheduler), queued (waiting for a tick slot), "
+    "prometheus (the check's queries), status (each status PATCH), traffic (VirtualService reads and writes), "
+    "events (posting Events)",
+    ["phase"],
+    buckets=_LATENCY_BUCKETS,
+)
+CHECK_LAG_SECONDS = Histogram(
+    "coalmine_check_lag_seconds", "When each check ran, after its checkEvery grid point", buckets=_LATENCY_BUCKETS
+)
+LOOP_LAG_SECONDS = Histogram(
+    "coalmine_event_loop_lag_seconds",
+    "How late a 100 ms sleep on the operator's event loop wakes (a busy loop delays every tick)",
+    buckets=_LATENCY_BUCKETS,
+)
 
 TRAFFIC_STUCK = Gauge(
     "coalmine_rollout_traffic_stuck",
@@ -132,3 +149,11 @@ def forget(namespace: str, name: str) -> None:
     for gauge, labels in removals:
         with contextlib.suppress(KeyError):
             gauge.remove(*labels)
+
+
+def observe(phase: str, seconds: float) -> None:
+    """A tick's or the scheduler's timing (reconcile.Ports.observe, Scheduler(observe=...))."""
+    if phase == "check_lag":
+        CHECK_LAG_SECONDS.observe(seconds)
+    else:
+        TICK_PHASE_SECONDS.labels(phase).observe(seconds)

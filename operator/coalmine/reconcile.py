@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -65,11 +67,23 @@ class Ports:
     prometheus: PrometheusClient
     settings: Settings
     clock: Callable[[], datetime]
+    # Where a tick's time goes (phase, seconds): prometheus, status, traffic, events; and check_lag
+    # (a check's moment after its grid point). runtime.py feeds these to /metrics.
+    observe: Callable[[str, float], None] = field(default=lambda phase, seconds: None)
     dispatcher: Dispatcher | None = None  # webhooks and notifications, off the tick
 
     @property
     def default_notify(self) -> tuple[Subscription, ...]:
         return self.dispatcher.config.default if self.dispatcher is not None else ()
+
+
+@contextmanager
+def _timed(ports: Ports, phase: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        ports.observe(phase, time.perf_counter() - started)
 
 
 @dataclass(frozen=True)
@@ -160,8 +174,12 @@ async def _tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim]) -> 
     check = None
     if plan.wants_check(rollout, resolution, now):
         assert resolution.target is not None
-        check = await _check(rollout, resolution.target, now, ports)
+        with _timed(ports, "prometheus"):
+            check = await _check(rollout, resolution.target, now, ports)
         now = ports.clock()
+        every = rollout.spec.analysis.check_every.total_seconds()
+        if every > 0:
+            ports.observe("check_lag", now.timestamp() % every)
     decision = plan.decide(rollout, resolution, check, now, ports.settings.policy)
     outcome = await _commit(rollout, original, body, decision, vs, resolution, ports, logger)
     if ports.dispatcher is not None and outcome.status is not None:
@@ -252,7 +270,8 @@ async def _write_status(
         return {}
     patch = merge_patch(old.to_wire(), new.to_wire())
     try:
-        return await ports.kube.patch_rollout_status(ref.namespace, ref.name, ref.resource_version, patch)
+        with _timed(ports, "status"):
+            return await ports.kube.patch_rollout_status(ref.namespace, ref.name, ref.resource_version, patch)
     except Gone:
         raise
     except Conflict as exc:
@@ -279,7 +298,8 @@ async def _commit(
     latest = written or body
     current = rollout.model_copy(update={"status": decision.status, "ref": Ref.from_body(latest)})
 
-    outcome = await _traffic(current, decision, vs, resolution, ports, logger)
+    with _timed(ports, "traffic"):
+        outcome = await _traffic(current, decision, vs, resolution, ports, logger)
     follow = plan.record_traffic(current, decision.weight, outcome, ports.clock(), ports.settings.policy)
     follow = _queue(current, current.ref, follow, ports, ports.clock())
     again = await _write_status(current.ref, current.status, follow.status, ports, logger)
@@ -288,7 +308,8 @@ async def _commit(
     latest = again or latest
     # Events last: a rollback waits for nothing but the status and VirtualService writes.
     events = (*decision.events, *follow.events)
-    await _post_events(Ref.from_body(latest), events, ports, logger)
+    with _timed(ports, "events"):
+        await _post_events(Ref.from_body(latest), events, ports, logger)
     wakes = [w for w in (decision.wake_at, follow.wake_at) if w is not None]
     return Outcome(
         body=(again or written) or None, wake_at=min(wakes) if wakes else None, status=follow.status, events=events

@@ -64,6 +64,12 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--webhook-concurrency", str(DEFAULTS.webhook_concurrency), "most webhook calls and notifications in flight"),
     ("--notifications-config", "", "JSON file of notification channels (mount it from a Secret); empty: none"),
     ("--lease-name", ELECTION_DEFAULTS.name, "name of the Lease"),
+    (
+        "--shards",
+        str(DEFAULTS.shards),
+        "with leader election: split Rollouts into this many shards, one Lease each (<lease-name>-shard-K), "
+        "shared fairly by the replicas; 1: one leader acts on all",
+    ),
     ("--lease-duration", _seconds(ELECTION_DEFAULTS.lease_duration), "a leader silent this long is replaced"),
     (
         "--renew-deadline",
@@ -76,7 +82,9 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         "how often the leader renews and followers look at the Lease",
     ),
 )
-_INTEGERS = frozenset({"--prometheus-concurrency", "--health-port", "--metrics-port", "--webhook-concurrency"})
+_INTEGERS = frozenset(
+    {"--prometheus-concurrency", "--shards", "--health-port", "--metrics-port", "--webhook-concurrency"}
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,6 +191,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         webhook_allow=Allowlist.parse(args.webhook_allow),
         webhook_concurrency=args.webhook_concurrency,
         notifications=NotificationsConfig.load(args.notifications_config),
+        shards=max(1, args.shards),
     )
 
 

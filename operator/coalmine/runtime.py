@@ -21,11 +21,12 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
 from coalmine import metrics, reconcile
-from coalmine.adapters.election import ElectionConfig, LeaseElector
+from coalmine.adapters.election import ElectionConfig, LeaseElector, ShardedElection
 from coalmine.adapters.kube import IstioCache, KubeApi, WorkloadCache, resource_version
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.adapters.webhooks import Allowlist, Dispatcher, NotificationsConfig
 from coalmine.core.models import REQUEST_ANNOTATION
+from coalmine.core.sharding import shard_of
 from coalmine.core.validation import Claim
 from coalmine.scheduler import Scheduler, utcnow
 
@@ -49,6 +50,7 @@ class OperatorConfig:
     metrics_port: int = 9090  # 0: no /metrics
     identity: str = "coalmine"  # the Event source component
     election: ElectionConfig | None = None  # None: act at once, alone (local runs, tests)
+    shards: int = 1  # > 1 (with election): one Lease per shard, replicas share them (core/sharding.py)
     webhook_allow: Allowlist = field(default_factory=Allowlist)  # what Rollouts' webhooks may call
     webhook_concurrency: int = 16  # webhook calls and notification deliveries in flight at once
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)  # channels, default
@@ -67,13 +69,16 @@ class Operator:
     claims: dict[str, dict[str, Claim]] = field(default_factory=dict)  # namespace -> name -> what it claims
     istio: IstioCache = field(default_factory=IstioCache)
     workloads: WorkloadCache = field(default_factory=WorkloadCache)
-    scheduler: Scheduler | None = None
+    schedulers: dict[int, Scheduler] = field(default_factory=dict)  # shard -> its scheduler, while acting on it
     ports: reconcile.Ports | None = None
     dispatcher: Dispatcher | None = None  # webhook calls and notifications, off the ticks
     _api: k8s_client.ApiClient | None = None
-    _task: asyncio.Task[None] | None = None
+    _election_api: k8s_client.ApiClient | None = None  # its own connections: renewals never queue behind ticks
+    _tasks: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     elector: LeaseElector | None = None
+    sharded: ShardedElection | None = None
     _election_task: asyncio.Task[None] | None = None
+    _loop_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         try:
@@ -96,50 +101,103 @@ class Operator:
             ),
             settings=self.config.settings,
             clock=utcnow,
+            observe=metrics.observe,
             dispatcher=self.dispatcher,
         )
-        if self.config.election is None:
-            self._lead()
+        self._loop_task = asyncio.create_task(_watch_loop_lag(), name="coalmine event loop lag")
+        election = self.config.election
+        if election is None:
+            self._lead(0)
             return
         metrics.LEADER.set(0)
-        self.elector = LeaseElector(self._api, self.config.election, on_started=self._lead, on_stopped=self._follow)
+        # A renewal that waits behind a hundred status PATCHes in the shared connection pool misses its
+        # deadline and the replica stops acting (seen at 300 Rollouts on a starved API server).
+        self._election_api = k8s_client.ApiClient()
+        if self.config.shards > 1:
+            self.sharded = ShardedElection(
+                self._election_api,
+                election,
+                self.config.shards,
+                on_started=self._lead,
+                on_stopped=self._follow,
+                drain=self._drain,
+            )
+            self._election_task = asyncio.create_task(self.sharded.run(), name="coalmine shards")
+            return
+        self.elector = LeaseElector(
+            self._election_api, election, on_started=lambda: self._lead(0), on_stopped=lambda: self._follow(0)
+        )
         self._election_task = asyncio.create_task(self.elector.run(), name="coalmine leader election")
 
-    def _lead(self) -> None:
-        """Start ticking every known Rollout (their deadlines come from their status)."""
-        self.scheduler = Scheduler(
-            self.tick, concurrency=self.config.tick_concurrency, granularity=self.config.granularity
+    def shard(self, key: str) -> int:
+        namespace, _, name = key.partition("/")
+        return shard_of(namespace, name, self.config.shards if self.sharded is not None else 1)
+
+    def acting_on(self, key: str) -> bool:
+        """Whether this replica may tick `key` now: alone, as the leader, or holding the key's shard."""
+        if self.sharded is not None:
+            return self.sharded.leading(self.shard(key))
+        return self.elector is None or self.elector.leading
+
+    def _lead(self, shard: int) -> None:
+        """Start ticking every known Rollout of `shard` (their deadlines come from their status)."""
+        scheduler = Scheduler(
+            self.tick,
+            concurrency=self.config.tick_concurrency,
+            granularity=self.config.granularity,
+            observe=metrics.observe,
         )
+        self.schedulers[shard] = scheduler
         for key in self.bodies:
-            self.scheduler.poke(key)
-        self._task = asyncio.create_task(self.scheduler.run(), name="coalmine scheduler")
+            if self.shard(key) == shard:
+                scheduler.poke(key)
+        self._tasks[shard] = asyncio.create_task(scheduler.run(), name=f"coalmine scheduler {shard}")
         metrics.LEADER.set(1)
+        if self.sharded is not None:
+            log.info("acting on shard %d; shards held: %s", shard, sorted(self.schedulers))
+
+    def _follow(self, shard: int) -> None:
+        """Stop ticking the shard at once: cancel its scheduler and its ticks in flight; keep watching."""
+        self.schedulers.pop(shard, None)
+        task = self._tasks.get(shard)
+        if task is not None:
+            task.cancel()  # _drain or stop() awaits it
+        metrics.LEADER.set(1 if self.schedulers else 0)
+        if self.sharded is not None:
+            log.info("stopped acting on shard %d; shards held: %s", shard, sorted(self.schedulers))
+
+    async def _drain(self, shard: int) -> None:
+        """Wait until the shard's cancelled scheduler and ticks have ended (before its Lease is released)."""
+        task = self._tasks.pop(shard, None)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _scheduler_for(self, key: str) -> Scheduler | None:
+        return self.schedulers.get(self.shard(key)) if self.schedulers else None
 
     def _poke(self, key: str) -> None:
         """A webhook answered or a notification went out: the Rollout records it now."""
-        if self.scheduler is not None and key in self.bodies:
-            self.scheduler.poke(key)
-
-    def _follow(self) -> None:
-        """Stop ticking at once: cancel the scheduler and the ticks in flight; keep watching."""
-        metrics.LEADER.set(0)
-        self.scheduler = None
-        if self._task is not None:
-            self._task.cancel()  # stop() still awaits it
+        scheduler = self._scheduler_for(key)
+        if scheduler is not None and key in self.bodies:
+            scheduler.poke(key)
 
     async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
         if self._election_task is not None:  # releases the Lease, so a peer takes over at once
             self._election_task.cancel()
             await asyncio.gather(self._election_task, return_exceptions=True)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         if self.ports is not None:
             await self.ports.prometheus.close()
         if self.dispatcher is not None:
             await self.dispatcher.close()
         if self._api is not None:
             await self._api.close()
+        if self._election_api is not None:
+            await self._election_api.close()
 
     def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
         """A watch event: remember the newest body; tick it when it is new, its spec changed, or a person
@@ -157,8 +215,9 @@ class Operator:
             if gone is not None and self.dispatcher is not None:
                 self.dispatcher.forget(str(gone["metadata"].get("uid", "")))
             metrics.forget(namespace, name)
-            if self.scheduler is not None:
-                self.scheduler.forget(key)
+            scheduler = self._scheduler_for(key)
+            if scheduler is not None:
+                scheduler.forget(key)
             self._poke_namespace(namespace)  # a Rollout waiting for this one's route may start
             return
         known = self.bodies.get(key)
@@ -172,8 +231,9 @@ class Operator:
             self.claims.setdefault(namespace, {})[name] = claim
         changed = known is None or known["metadata"].get("generation") != meta.get("generation")
         changed = changed or _request(known) != _request(body)  # a person's request: look now
-        if changed and self.scheduler is not None:
-            self.scheduler.poke(key)
+        scheduler = self._scheduler_for(key)
+        if changed and scheduler is not None:
+            scheduler.poke(key)
 
     def observe_istio(self, plural: str, event_type: str | None, obj: dict[str, Any]) -> None:
         """A VirtualService or DestinationRule changed: the Rollouts that read it look again soon, so a
@@ -192,17 +252,19 @@ class Operator:
             self._poke_namespace(str((obj.get("metadata") or {}).get("namespace")))
 
     def _poke_namespace(self, namespace: str, virtual_service: str | None = None) -> None:
-        if self.scheduler is None:
+        if not self.schedulers:
             return
         for name, claim in self.claims.get(namespace, {}).items():
             if virtual_service is None or claim.virtual_service == virtual_service:
-                self.scheduler.poke_soon(f"{namespace}/{name}")
+                scheduler = self._scheduler_for(f"{namespace}/{name}")
+                if scheduler is not None:
+                    scheduler.poke_soon(f"{namespace}/{name}")
 
     async def tick(self, key: str) -> Any:
         body = self.bodies.get(key)
         if body is None or self.ports is None:
             return None
-        if self.elector is not None and not self.elector.leading:
+        if not self.acting_on(key):
             return None  # the Lease lapsed and the scheduler is being cancelled: write nothing
         namespace = str(body["metadata"].get("namespace"))
         claims = tuple(self.claims.get(namespace, {}).values())
@@ -222,6 +284,16 @@ class Operator:
         if outcome.status is not None:
             metrics.record(namespace, str(body["metadata"].get("name")), outcome.status, outcome.events)
         return outcome.wake_at
+
+
+async def _watch_loop_lag(period: float = 0.1) -> None:
+    """Measure how late the event loop runs a sleep: time the loop spends on other work (JSON, pydantic,
+    kopf's watch) delays every tick by as much."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(period)
+        metrics.LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - started - period))
 
 
 def _request(body: dict[str, Any] | None) -> Any:

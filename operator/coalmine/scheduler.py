@@ -13,6 +13,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -35,8 +36,10 @@ class Scheduler:
         error_backoff: timedelta = timedelta(seconds=5),
         min_gap: timedelta = timedelta(seconds=1),
         clock: Callable[[], datetime] = utcnow,
+        observe: Callable[[str, float], None] = lambda phase, seconds: None,
     ) -> None:
         self._tick = tick
+        self._observe = observe  # ("late", due -> started) and ("queued", started -> got a slot), seconds
         self._limit = asyncio.Semaphore(concurrency)
         self._granularity = granularity
         self._error_backoff = error_backoff
@@ -88,7 +91,7 @@ class Scheduler:
                     if self._due.get(key) != when:
                         continue  # superseded by an earlier poke, or forgotten
                     del self._due[key]
-                    self._start(key)
+                    self._start(key, when)
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -105,9 +108,10 @@ class Scheduler:
         else:
             await self._changed.wait()
 
-    def _start(self, key: str) -> None:
+    def _start(self, key: str, due: datetime) -> None:
         self._running.add(key)
-        self._started[key] = self._clock()
+        now = self._started[key] = self._clock()
+        self._observe("late", max(0.0, (now - due).total_seconds()))
         task = asyncio.create_task(self._run_one(key), name=f"tick {key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -115,7 +119,9 @@ class Scheduler:
     async def _run_one(self, key: str) -> None:
         wake: datetime | None
         try:
+            queued = time.perf_counter()
             async with self._limit:
+                self._observe("queued", time.perf_counter() - queued)
                 wake = await self._tick(key)
         except asyncio.CancelledError:
             raise

@@ -24,16 +24,19 @@ writes in adapters/kube.py, which hold even if the election misbehaves.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from coalmine.core import sharding
 
 log = logging.getLogger("coalmine.election")
 
@@ -70,13 +73,16 @@ class LeaseElector:
         *,
         on_started: Callable[[], None],
         on_stopped: Callable[[], None],
+        may_acquire: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self._api = client.CoordinationV1Api(api_client)
         self._on_started = on_started
         self._on_stopped = on_stopped
+        self._may_acquire = may_acquire  # asked before taking a Lease this replica does not lead on
         self._clock = clock
+        self._lock = asyncio.Lock()  # a round and a step_down never interleave
         self._renewed_at: float | None = None  # set while leading: start of the last successful renew
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
@@ -99,7 +105,25 @@ class LeaseElector:
                 except Exception as exc:  # best effort: the Lease expires by itself
                     log.warning("could not release Lease %s: %s", self._lease_ref, exc)
 
+    async def step_down(self, why: str, drain: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Stop leading now, wait for the work to end (`drain`), then release the Lease, so another
+        replica may take it at once and never while this one still acts."""
+        async with self._lock:
+            if self._renewed_at is None:
+                return
+            self._stop_leading(why)
+            if drain is not None:
+                await drain()
+            try:
+                await asyncio.wait_for(self._release(), timeout=self.config.retry_period)
+            except Exception as exc:  # best effort: the Lease expires by itself
+                log.warning("could not release Lease %s: %s", self._lease_ref, exc)
+
     async def _round(self) -> None:
+        async with self._lock:
+            await self._round_locked()
+
+    async def _round_locked(self) -> None:
         started = self._clock()
         if self._renewed_at is not None:
             budget = max(0.0, self._renewed_at + self.config.renew_deadline - started)
@@ -137,6 +161,8 @@ class LeaseElector:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+            if not self._may_acquire():
+                return False
             body = client.V1Lease(
                 metadata=client.V1ObjectMeta(name=cfg.name, namespace=cfg.namespace),
                 spec=client.V1LeaseSpec(
@@ -165,6 +191,8 @@ class LeaseElector:
             duration = spec.lease_duration_seconds or math.ceil(cfg.lease_duration)
             if now - self._observed_at < duration:
                 return False  # held, and renewed recently enough
+        if self._renewed_at is None and not self._may_acquire():
+            return False  # free (or expired), but this replica holds its share already
         if holder != cfg.identity:
             spec.acquire_time = wall
             spec.lease_transitions = (spec.lease_transitions or 0) + (1 if holder else 0)
@@ -190,3 +218,108 @@ class LeaseElector:
         lease.spec.renew_time = datetime.now(UTC)
         await self._api.replace_namespaced_lease(cfg.name, cfg.namespace, lease)
         log.info("%s released Lease %s", cfg.identity, self._lease_ref)
+
+
+class ShardedElection:
+    """One Lease per shard (`<name>-shard-<k>`), and one per replica (`<name>-member-<identity>`) so the
+    replicas can count each other; core/sharding.py says which Rollouts are in which shard.
+
+    Each shard Lease is won, renewed and lost exactly as the single leader Lease (a LeaseElector
+    each), so a shard is acted on by one replica at a time. A replica takes a free shard only while
+    it holds fewer than its fair share (shards / live replicas, rounded up), and hands the excess
+    over when more replicas appear: it stops acting on the shard, waits for its ticks to end
+    (`drain`), and only then releases the Lease. A replica that dies keeps its shards until their
+    Leases expire (lease duration), then the others take them.
+
+    Live replicas are the member Leases whose record changed within the lease duration, measured on
+    this replica's own clock from when it saw the change (no one trusts another host's clock).
+    """
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        config: ElectionConfig,
+        shards: int,
+        *,
+        on_started: Callable[[int], None],
+        on_stopped: Callable[[int], None],
+        drain: Callable[[int], Awaitable[None]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.shards = shards
+        self._api = client.CoordinationV1Api(api_client)
+        self._clock = clock
+        self._drain = drain
+        self.member = LeaseElector(
+            api_client,
+            replace(config, name=f"{config.name}-member-{config.identity}"),
+            on_started=lambda: None,
+            on_stopped=lambda: None,
+            clock=clock,
+        )
+        self.electors = [
+            LeaseElector(
+                api_client,
+                replace(config, name=f"{config.name}-shard-{k}"),
+                on_started=functools.partial(on_started, k),
+                on_stopped=functools.partial(on_stopped, k),
+                may_acquire=self._may_acquire,
+                clock=clock,
+            )
+            for k in range(shards)
+        ]
+        self.replicas = 1  # live member Leases seen, this one included
+        self._seen: dict[str, tuple[tuple[Any, ...], float]] = {}
+
+    def leading(self, shard: int) -> bool:
+        return self.electors[shard].leading
+
+    def held(self) -> set[int]:
+        return {k for k, e in enumerate(self.electors) if e.leading}
+
+    def _may_acquire(self) -> bool:
+        return self.member.leading and len(self.held()) < sharding.fair_share(self.shards, self.replicas)
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self.member.run(), name="coalmine member Lease")]
+        try:
+            await asyncio.sleep(0)  # the member Lease first: it counts this replica
+            tasks += [asyncio.create_task(e.run(), name=f"coalmine shard {k}") for k, e in enumerate(self.electors)]
+            while True:
+                try:
+                    self.replicas = max(1, await self._count_replicas())
+                    for shard in sharding.to_hand_over(self.held(), self.shards, self.replicas):
+                        await self.electors[shard].step_down(
+                            "handing over to another replica", functools.partial(self._drain, shard)
+                        )
+                except Exception as exc:  # API errors: count again next round; the shards stay as they are
+                    log.warning("shard rebalancing: %s", str(exc) or type(exc).__name__)
+                await asyncio.sleep(self.config.retry_period)
+        finally:
+            for task in reversed(tasks):  # shards first (each releases its Lease), the member Lease last
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _count_replicas(self) -> int:
+        prefix = f"{self.config.name}-member-"
+        leases = await self._api.list_namespaced_lease(self.config.namespace)
+        now = self._clock()
+        alive = 1  # this replica
+        names = set()
+        for lease in leases.items or []:
+            name = lease.metadata.name or ""
+            if not name.startswith(prefix):
+                continue
+            names.add(name)
+            spec = lease.spec or client.V1LeaseSpec()
+            record = (spec.holder_identity, spec.renew_time, spec.acquire_time, spec.lease_transitions)
+            seen = self._seen.get(name)
+            if seen is None or seen[0] != record:
+                self._seen[name] = seen = (record, now)
+            duration = spec.lease_duration_seconds or math.ceil(self.config.lease_duration)
+            if name != self.member.config.name and spec.holder_identity and now - seen[1] < duration:
+                alive += 1
+        for gone in set(self._seen) - names:
+            del self._seen[gone]
+        return alive

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from coalmine.core.analysis import Batch, Query, Range, Sample, batched_promql, pick
+from coalmine.core.analysis import Batch, Query, Range, Sample, batched_promql, index_series, pick_from
 from coalmine.core.analysis import BatchKey as QueryKey
 
 BatchKey = tuple[str, QueryKey]
@@ -103,6 +103,8 @@ class PrometheusClient:
         waiters: list[tuple[Batch, asyncio.Future[Sample]]],
     ) -> None:
         data = await self._data(address, batched_promql(key, [batch for batch, _ in waiters]))
+        result = data.get("result") if isinstance(data, dict) else None
+        index = index_series(result, key[3]) if isinstance(result, list) else {}
         for batch, future in waiters:
             if future.done():
                 continue
@@ -111,7 +113,7 @@ class PrometheusClient:
             elif data.get("resultType") != "vector" or not isinstance(data.get("result"), list):
                 future.set_result(Sample(None, f"batched query returned a {data.get('resultType')}"))
             else:
-                future.set_result(pick(data["result"], batch))
+                future.set_result(pick_from(index, batch))
 
 
 def parse_range(data: dict[str, Any]) -> Sample:

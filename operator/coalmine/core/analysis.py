@@ -295,12 +295,27 @@ def batched_promql(key: BatchKey, selectors: Sequence[Batch]) -> str:
 
 def pick(series: Sequence[Mapping[str, Any]], batch: Batch) -> Sample:
     """This Rollout's answer out of a batched vector result (Prometheus' `result` list)."""
-    wanted = dict(batch.labels)
+    return pick_from(index_series(series, batch.key[3]), batch)
+
+
+SeriesIndex = dict[tuple[Any, ...], Any]
+
+
+def index_series(series: Sequence[Mapping[str, Any]], names: Sequence[str]) -> SeriesIndex:
+    """A batched result's values by their `names` labels (the first series of each wins), so each of
+    the batch's Rollouts finds its own in one lookup: scanning the result for each of them was
+    quadratic, seconds of the event loop per round at 1,000 Rollouts."""
+    index: SeriesIndex = {}
     for item in series:
         metric = item.get("metric", {})
-        if all(metric.get(name) == value for name, value in wanted.items()):
-            return Sample.of(float(item["value"][1]))
-    return Sample(None)
+        index.setdefault(tuple(metric.get(name) for name in names), item.get("value", (None, None))[1])
+    return index
+
+
+def pick_from(index: SeriesIndex, batch: Batch) -> Sample:
+    """This Rollout's answer out of an `index_series` of its batch's result."""
+    value = index.get(tuple(value for _, value in batch.labels))
+    return Sample(None) if value is None else Sample.of(float(value))
 
 
 # --- judging the answers --------------------------------------------------------------------------

@@ -28,6 +28,7 @@ HTTP API (JSON unless noted):
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import random
@@ -35,13 +36,14 @@ import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 from coalmine_dev.meshsim import routing
 from coalmine_dev.meshsim.config import (
@@ -131,29 +133,30 @@ def istio_labels(record: RequestRecord, reporter: str) -> tuple[str, ...]:
 
 
 class IstioMetrics:
-    """istio_requests_total and istio_request_duration_milliseconds in a registry of their own."""
+    """istio_requests_total and istio_request_duration_milliseconds, rendered as prometheus_client would.
+
+    The series, their labels and the text are those of a prometheus_client Counter and Histogram
+    (with their `_created` series), but the counts are plain dicts and each label set's text is
+    rendered once: at 1,000 services a scrape is ~60 MB of text every 5 s, and prometheus_client's
+    generic exposition (escaping every label of every line on every scrape) took more CPU than the
+    simulation itself (bench/README.md, "The harness").
+    """
+
+    REQUESTS_HELP = "Simulated by coalmine meshsim: requests, as Istio's stats filter counts them."
+    DURATION_HELP = "Simulated by coalmine meshsim: request duration in milliseconds."
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "istio_requests_total",
-            "Simulated by coalmine meshsim: requests, as Istio's stats filter counts them.",
-            ISTIO_LABELS,
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "istio_request_duration_milliseconds",
-            "Simulated by coalmine meshsim: request duration in milliseconds.",
-            ISTIO_LABELS,
-            buckets=ISTIO_DURATION_BUCKETS,
-            registry=self.registry,
-        )
+        self._lock = threading.Lock()
+        self._requests: dict[tuple[str, ...], list[float]] = {}  # labels -> [count, created]
+        self._durations: dict[tuple[str, ...], _Histogram] = {}
+        self._text: dict[tuple[str, ...], tuple[str, str, str]] = {}  # see _labels
 
     def record(self, records: list[RequestRecord]) -> None:
         """Emit `reporter="source"` for every routed request, `reporter="destination"` for those that
         reached a pod with a sidecar (a no-route or missing cluster never reaches a pod); for an ambient
         service, `reporter="waypoint"` for every routed request and nothing else."""
         counts: Tally[tuple[str, ...]] = Tally()
+        observed: dict[tuple[str, ...], list[float]] = {}
         for record in records:
             if not record.routed:
                 continue
@@ -166,12 +169,90 @@ class IstioMetrics:
             for reporter in reporters:
                 labels = istio_labels(record, reporter)
                 counts[labels] += 1
-                self.duration.labels(*labels).observe(record.duration_ms)
-        for labels, n in counts.items():
-            self.requests.labels(*labels).inc(n)
+                observed.setdefault(labels, []).append(record.duration_ms)
+        now = time.time()
+        with self._lock:
+            for labels, n in counts.items():
+                entry = self._requests.get(labels)
+                if entry is None:
+                    entry = self._requests[labels] = [0.0, now]
+                entry[0] += n
+            for labels, values in observed.items():
+                histogram = self._durations.get(labels)
+                if histogram is None:
+                    histogram = self._durations[labels] = _Histogram(now)
+                histogram.observe(values)
+
+    def _labels(self, labels: tuple[str, ...]) -> tuple[str, str, str]:
+        """The label set as text (names sorted, as prometheus_client writes them), and the parts that go
+        before and after a histogram's `le`."""
+        text = self._text.get(labels)
+        if text is None:
+            pairs = sorted(zip(ISTIO_LABELS, labels, strict=True))
+            before = ",".join(f'{name}="{_escape(value)}"' for name, value in pairs if name < "le")
+            after = ",".join(f'{name}="{_escape(value)}"' for name, value in pairs if name > "le")
+            text = self._text[labels] = (",".join(p for p in (before, after) if p), before, after)
+        return text
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        with self._lock:
+            requests = [(labels, entry[0], entry[1]) for labels, entry in self._requests.items()]
+            durations = [(labels, h.snapshot(), h.created) for labels, h in self._durations.items()]
+        out: list[str] = []
+        name = "istio_requests"
+        out.append(f"# HELP {name}_total {self.REQUESTS_HELP}\n# TYPE {name}_total counter\n")
+        out += [f"{name}_total{{{self._labels(labels)[0]}}} {_go(count)}\n" for labels, count, _ in requests]
+        out.append(f"# HELP {name}_created {self.REQUESTS_HELP}\n# TYPE {name}_created gauge\n")
+        out += [f"{name}_created{{{self._labels(labels)[0]}}} {_go(created)}\n" for labels, _, created in requests]
+        name = "istio_request_duration_milliseconds"
+        out.append(f"# HELP {name} {self.DURATION_HELP}\n# TYPE {name} histogram\n")
+        for labels, (buckets, total), _ in durations:
+            text, before, after = self._labels(labels)
+            cumulative = 0.0
+            for le, n in zip(_LE, buckets, strict=True):
+                cumulative += n
+                bucket = ",".join(p for p in (before, f'le="{le}"', after) if p)
+                out.append(f"{name}_bucket{{{bucket}}} {_go(cumulative)}\n")
+            out.append(f"{name}_count{{{text}}} {_go(cumulative)}\n{name}_sum{{{text}}} {_go(total)}\n")
+        out.append(f"# HELP {name}_created {self.DURATION_HELP}\n# TYPE {name}_created gauge\n")
+        out += [f"{name}_created{{{self._labels(labels)[0]}}} {_go(created)}\n" for labels, _, created in durations]
+        return "".join(out).encode()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _go(value: float) -> str:
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+
+
+_LE = (*(_go(b) for b in ISTIO_DURATION_BUCKETS), "+Inf")
+
+
+class _Histogram:
+    """Bucket counts (not cumulative), sum and creation time of one label set."""
+
+    def __init__(self, created: float) -> None:
+        self.created = created
+        self.buckets = [0.0] * (len(ISTIO_DURATION_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, values: list[float]) -> None:
+        for value in values:
+            self.buckets[bisect.bisect_left(ISTIO_DURATION_BUCKETS, value)] += 1
+            self.total += value
+
+    def snapshot(self) -> tuple[list[float], float]:
+        return list(self.buckets), self.total
+
+
+@dataclass(frozen=True)
+class RoutingSnapshot:
+    virtual_services: list[dict[str, Any]]
+    destination_rules: list[dict[str, Any]]
+    endpoints: EndpointIndex
+    index: routing.MeshIndex
 
 
 class MeshState:
@@ -182,6 +263,8 @@ class MeshState:
         # (plural, scope) -> {(namespace, name): object}; scope is a namespace or "" for all
         self._objects: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
         self._synced: set[tuple[str, str]] = set()
+        self._version = 0  # bumped on every change, so a tick rebuilds its indexes only after one
+        self._snapshot: tuple[int, RoutingSnapshot] | None = None
 
     @staticmethod
     def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
@@ -192,6 +275,7 @@ class MeshState:
         with self._lock:
             self._objects[(plural, scope)] = {self._key(o): o for o in items}
             self._synced.add((plural, scope))
+            self._version += 1
 
     def apply(self, plural: str, scope: str, event_type: str, obj: dict[str, Any]) -> None:
         with self._lock:
@@ -200,6 +284,7 @@ class MeshState:
                 objects.pop(self._key(obj), None)
             else:
                 objects[self._key(obj)] = obj
+            self._version += 1
 
     def items(self, plural: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -216,6 +301,24 @@ class MeshState:
     def endpoints(self) -> EndpointIndex:
         """The ready endpoints of the Services seen, indexed for routing (a snapshot)."""
         return EndpointIndex(self.items(SERVICES), self.items(ENDPOINT_SLICES), self.items(PODS))
+
+    def routing(self) -> RoutingSnapshot:
+        """The VirtualServices, DestinationRules and ready endpoints now, with their index; rebuilt only
+        after a change (a tick at 1,000 services must not rebuild them every slice)."""
+        with self._lock:
+            version, snapshot = self._version, self._snapshot
+        if snapshot is not None and snapshot[0] == version:
+            return snapshot[1]
+        virtual_services, destination_rules = self.items(VIRTUAL_SERVICES), self.items(DESTINATION_RULES)
+        built = RoutingSnapshot(
+            virtual_services,
+            destination_rules,
+            self.endpoints(),
+            routing.MeshIndex(virtual_services, destination_rules),
+        )
+        with self._lock:
+            self._snapshot = (version, built)
+        return built
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """{"virtualservices": {"ns/name": resourceVersion}, "destinationrules": {...},
@@ -394,13 +497,18 @@ class Simulator:
     # the tick ----------------------------------------------------------------------------------
     def tick(self, duration_s: float) -> list[RequestRecord]:
         """Generate and record one slice of `duration_s` seconds from the current VS/DR snapshot."""
-        virtual_services = self.state.items(VIRTUAL_SERVICES)
-        destination_rules = self.state.items(DESTINATION_RULES)
+        mesh = self.state.routing()
         http_routes = self.state.items(HTTP_ROUTES)
-        endpoints = self.state.endpoints()
         with self._lock:
             records = generate_slice(
-                self.rng, self._config, virtual_services, destination_rules, duration_s, endpoints, http_routes
+                self.rng,
+                self._config,
+                mesh.virtual_services,
+                mesh.destination_rules,
+                duration_s,
+                mesh.endpoints,
+                http_routes,
+                mesh.index,
             )
             for r in records:
                 if not r.routed:

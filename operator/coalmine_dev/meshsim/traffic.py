@@ -140,18 +140,20 @@ def generate_slice(
     duration_s: float,
     endpoints: EndpointIndex = EMPTY,
     http_routes: Sequence[Mapping[str, Any]] = (),
+    index: routing.MeshIndex | None = None,
 ) -> list[RequestRecord]:
     """All requests of all configured services arriving within one slice of `duration_s` seconds.
 
-    Services are visited in sorted key order so that a seed reproduces the same records.
+    Services are visited in sorted key order so that a seed reproduces the same records. `index`
+    (built from the same snapshot) narrows each service's VirtualServices and DestinationRules to the
+    ones that can apply, which decides the same and saves scanning them all per request.
     """
     records: list[RequestRecord] = []
     for key in sorted(config.services):
         service = config.services[key]
+        vss, drs = (virtual_services, destination_rules)
+        if index is not None:
+            vss, drs = index.for_service(service.namespace, service.host)
         for offset in poisson_arrivals(rng, service.rps, duration_s):
-            records.append(
-                simulate_request(
-                    rng, service, virtual_services, destination_rules, config, offset, endpoints, http_routes
-                )
-            )
+            records.append(simulate_request(rng, service, vss, drs, config, offset, endpoints, http_routes))
     return records

@@ -1,0 +1,78 @@
+"""PNG plots of check lag and operator RSS against the number of Rollouts, from the JSON lines that
+`bench/scale.py --record FILE` appends (one per run; one series per replica count).
+
+  .venv/bin/python bench/scale_plot.py bench/scale_runs.jsonl --output bench/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot(runs: list[dict[str, Any]], output: Path) -> list[Path]:
+    series: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        label = run.get("label") or (
+            f"{run.get('replicas', 1)} replica(s), {run.get('shards', 1)} shard(s), {run.get('at', '')[:10]}"
+        )
+        series[label].append(run)
+    written = []
+    panels = (
+        (
+            "scale_lag.png",
+            "check lag after the grid point (s)",
+            ("lag_p50_ms", "lag_p99_ms"),
+            0.001,
+            (1.0, "target p99 at 1,000"),
+        ),
+        ("scale_rss.png", "operator RSS, largest replica (MiB)", ("rss_max_mib",), 1.0, (300.0, "target at 1,000")),
+    )
+    for name, ylabel, keys, scale, (target, target_label) in panels:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+        for label, points in sorted(series.items()):
+            points.sort(key=lambda r: r["rollouts"])
+            xs = [p["rollouts"] for p in points]
+            for key in keys:
+                style = "--" if key.endswith("p50_ms") else "-"
+                suffix = {"lag_p50_ms": " p50", "lag_p99_ms": " p99"}.get(key, "")
+                ax.plot(xs, [p[key] * scale for p in points], style, marker="o", label=label + suffix)
+        ax.axhline(target, color="grey", linewidth=0.8, linestyle=":", label=target_label)
+        ax.set_xlabel("Rollouts")
+        ax.set_ylabel(ylabel)
+        ax.set_xscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        loads = ", ".join(f"{r['rollouts']}: {r['load'][0]:.1f}" for r in runs if r.get("load"))
+        ax.set_title(f"bench/scale.py on 2 shared cores (load average at the end: {loads})", fontsize=7)
+        fig.tight_layout()
+        path = output / name
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path, help="JSON lines from bench/scale.py --record")
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent)
+    args = parser.parse_args()
+    for path in plot(load(args.runs), args.output):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
