@@ -111,7 +111,9 @@ def test_the_circuit_breaker_signal_trips_on_overflow_503s(
     rows = {m["name"]: m for m in status["analysis"]["metrics"]}
     breaker = rows["circuit-breaker"]
     assert breaker["verdict"] == "Fail"
-    assert 30 < breaker["value"] < 70, "about half of the canary's requests"
+    # About half in steady state; the check that decides may come while the first scrapes hold the refused
+    # requests' series but not yet two samples of the served ones (then it reads up to 100 %).
+    assert breaker["value"] > 30, "at least about half of the canary's requests"
     assert 'response_flags=~"UO|UH|URX"' in breaker["query"]
     assert rows["success-rate"]["verdict"] == "Fail"
     assert status["rollback"]["metric"] in ("success-rate", "circuit-breaker")

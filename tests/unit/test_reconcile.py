@@ -41,7 +41,7 @@ class FakeKube:
         return [destination_rule()]
 
     async def get_workloads(self, namespace: str) -> None:
-        return None  # not watched: readiness is not judged (tests/unit/test_readiness.py judges it)
+        return None  # not watched: readiness is not judged (tests/unit/test_readiness_core.py judges it)
 
     async def patch_virtual_service(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         self.calls.append("vs")
