@@ -12,7 +12,7 @@ demo: setup
 	$(BIN)/coalmine demo
 
 test: setup lint
-	$(BIN)/python -m pytest -n 3 --dist loadfile
+	$(BIN)/python -m pytest -n 4 --dist loadfile
 
 setup: python binaries prometheus helm
 
