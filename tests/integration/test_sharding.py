@@ -98,18 +98,20 @@ async def test_shards_spread_move_on_a_crash_and_never_overlap(api: aclient.ApiC
     def balanced() -> bool:
         return watch.covered([a, b, c]) and all(len(r.acting) <= fair for r in (a, b, c))
 
-    await wait_until(balanced, 20)
+    await wait_until(balanced, 60)
     assert a.drained, "a handed shards over, draining each before its release"
     assert {len(r.acting) for r in (a, b, c)} == {2}
 
     c.crash()
     lost = set(c.acting)
     assert lost
-    took = await wait_until(lambda: watch.covered([a, b]), 20)
+    # Generous: once, in a 4-worker `make test` run, the survivors had not covered every shard after 20 s
+    # (not reproduced alone or 4 at a time, 7 runs); what is asserted is the takeover and no overlap.
+    took = await wait_until(lambda: watch.covered([a, b]), 60)
     assert took >= FAST["lease_duration"] - 2 * FAST["retry_period"], "a silent holder's shards wait for expiry"
     # Two shard Leases of one replica can be taken in the same round (each asks `may_acquire` before the
     # other's write lands), so a replica may briefly hold one over its share; it hands that one over.
-    await wait_until(lambda: watch.covered([a, b]) and len(a.acting) == len(b.acting) == 3, 20)
+    await wait_until(lambda: watch.covered([a, b]) and len(a.acting) == len(b.acting) == 3, 60)
 
     await b.stop()  # graceful: releases its shards, a takes them at once
     await wait_until(lambda: watch.covered([a]), 10)
