@@ -11,13 +11,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from kubernetes import client
+from kubernetes_asyncio import client as aclient
+from kubernetes_asyncio import config as aconfig
 from rollout_support import OperatorProcess, Shop
 
 from coalmine_dev import processes
@@ -154,3 +156,12 @@ def operator_factory(
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+async def api(kubeconfig: Path) -> AsyncIterator[aclient.ApiClient]:
+    """An asyncio client (kubernetes_asyncio, as the operator uses) of the session stack."""
+    configuration = aclient.Configuration()
+    await aconfig.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    async with aclient.ApiClient(configuration) as api_client:
+        yield api_client

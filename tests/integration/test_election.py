@@ -5,27 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client as aclient
-from kubernetes_asyncio import config as aconfig
 
 from coalmine.adapters.election import ElectionConfig, LeaseElector
 
 pytestmark = pytest.mark.integration
 
 FAST = {"lease_duration": 2.0, "renew_deadline": 1.5, "retry_period": 0.25}
-
-
-@pytest.fixture
-async def api(kubeconfig: Path) -> AsyncIterator[aclient.ApiClient]:
-    configuration = aclient.Configuration()
-    await aconfig.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    async with aclient.ApiClient(configuration) as api_client:
-        yield api_client
 
 
 class Candidate:
