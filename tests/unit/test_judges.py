@@ -294,3 +294,32 @@ def test_at_100_percent_relative_checks_and_the_judge_stand_aside() -> None:
     assert result.verdict is Verdict.PASS
     assert "at 100 % the stable has no traffic" in _row(result, "success-rate").reason
     assert _row(result, "success-rate-vs-stable").verdict is Verdict.SKIPPED
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 1_000, 48_213, 1_000_000, 10_000_000])
+@pytest.mark.parametrize("p", [0.0, 1e-6, 0.001, 0.01, 0.05, 0.3, 0.5, 0.97, 1.0])
+def test_binomial_tail_is_scipys(n: int, p: float) -> None:
+    """The stdlib binomial tail (so a check does not load scipy's ~90 MiB) against scipy.stats.binom.sf
+    at every k around the mean, both tails and the ends."""
+    from scipy.stats import binom
+
+    sd = math.sqrt(n * p * (1 - p))
+    ks = {0, 1, 2, n - 1, n} | {max(0, min(n, round(n * p + d * sd))) for d in (-8, -3, -1, -0.3, 0, 0.3, 1, 3, 8, 30)}
+    for k in sorted(ks):
+        ours, theirs = judges.binomial_tail(k, n, p), float(binom.sf(k - 1, n, p))
+        assert ours == pytest.approx(theirs, rel=1e-7, abs=1e-300), (k, n, p)
+
+
+def test_the_checks_judges_do_not_load_scipy() -> None:
+    """Fail-fast and the traffic share margin run on every check with traffic: in a fresh interpreter they
+    must not import scipy (only the Mann-Whitney judge may)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from coalmine.core import judges; "
+        "judges.overwhelming_errors(1000, 30, 0.01, 0.999); judges.share_margin(0.1, 1000, 0.02, 0.999); "
+        "print('scipy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
