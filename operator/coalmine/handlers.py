@@ -21,11 +21,27 @@ from coalmine.runtime import Operator, OperatorConfig
 log = logging.getLogger("coalmine.operator")
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """No change-detecting handlers read kopf's diffs, so none is built: kopf's default storage deep-copies
+    every watched object (a Rollout with its whole status, every Pod and EndpointSlice) on every event to
+    compute a diff nobody reads, 9 % of the operator's CPU at 1,000 Rollouts (bench/README.md, issue 17)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False  # our own Events carry the rollout's story
         settings.scanning.disabled = True
+        settings.persistence.diffbase_storage = _NoDiffBase()
         await operator.start()
 
     @kopf.on.login(registry=registry)
