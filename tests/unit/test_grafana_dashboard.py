@@ -56,3 +56,14 @@ def test_operator_metrics_sit_next_to_istio_metrics() -> None:
     text = " ".join(queries())
     assert "istio_requests_total" in text
     assert "istio_request_duration_milliseconds_bucket" in text
+
+
+def test_istio_panels_select_the_reporters_the_checks_use() -> None:
+    """The canary panels show what the checks judge: the same reporters as the default queries (an
+    ambient namespace reports through its waypoint; a panel on reporter="destination" alone is empty there)."""
+    from coalmine.core.analysis import REPORTERS
+
+    istio = [expr for expr in queries() if "istio_request" in expr]
+    assert istio
+    for expr in istio:
+        assert REPORTERS in expr, expr
