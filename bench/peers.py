@@ -258,6 +258,19 @@ class Tool:
     def ready_status(self, ns: str, status: dict[str, Any]) -> bool:
         return True
 
+    def serving(self) -> set[str]:
+        """Namespaces whose Deployments all have their ready pods, in one LIST: the old version serves
+        (a namespace without Deployments, Argo's, counts; its Rollout's Healthy says the same)."""
+        self.calls += 1
+        short: set[str] = set()
+        seen: set[str] = set()
+        for d in self.apps.list_deployment_for_all_namespaces().items:
+            seen.add(d.metadata.namespace)
+            if (d.status.ready_replicas or 0) < (d.spec.replicas or 0):
+                short.add(d.metadata.namespace)
+        everything = {n.metadata.name for n in self.core.list_namespace().items}
+        return (everything | seen) - short
+
     def done_status(self, ns: str, status: dict[str, Any]) -> bool:
         return status.get("phase") == "Succeeded"
 
@@ -359,6 +372,8 @@ class Coalmine(Tool):
         self.custom.create_namespaced_custom_object(*ISTIO, ns, "virtualservices", vs)
         self._holds = scenario.holds
         self._min_requests = scenario.min_requests
+        if wait:  # as Flagger's Initialized and Argo's Healthy do: release once the old version serves
+            self.wait("web-v1 and web-v2 ready", lambda: ns in self.serving(), 120)
 
     def release(self, ns: str) -> None:
         steps = [{"weight": w, "hold": f"{h}s"} for w, h in self._holds.items()] + [{"weight": 100, "hold": "1s"}]
@@ -897,8 +912,10 @@ class Bench:
                     tool.prepare(ns, Scenario(holds, min_requests=2), wait=False)
                 waiting = set(names)
                 while waiting and time.monotonic() - t_prep < 600:
-                    statuses = tool.statuses()
-                    waiting = {ns for ns in waiting if not tool.ready_status(ns, statuses.get(ns, {}))}
+                    statuses, serving = tool.statuses(), tool.serving()
+                    waiting = {
+                        ns for ns in waiting if not (ns in serving and tool.ready_status(ns, statuses.get(ns, {})))
+                    }
                     time.sleep(1)
                 row["ready_s"] = round(time.monotonic() - t_prep, 1)
                 row["not_ready"] = len(waiting)
