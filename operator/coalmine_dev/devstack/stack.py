@@ -715,7 +715,7 @@ def apiserver_argv(binary: Path, info: StackInfo) -> list[str]:
         "--advertise-address=127.0.0.1",
         f"--secure-port={info.ports['kube-apiserver']}",
         f"--cert-dir={state_dir / 'pki'}",
-        "--service-cluster-ip-range=10.0.0.0/24",
+        "--service-cluster-ip-range=10.0.0.0/16",  # /24 ran out at 100 of bench/peers.py's Flagger canaries (3 Services each)
         "--authorization-mode=RBAC",
         "--allow-privileged=true",
         "--disable-admission-plugins=ServiceAccount",
