@@ -348,16 +348,17 @@ def _short(spec: RolloutSpec, ready: Ready | None, weight: int) -> str:
 
 
 def _readiness_status(spec: RolloutSpec, status: RolloutStatus, ready: Ready) -> ReadinessStatus:
-    """The ready pods as seen now, for the status (the waiting clock is kept)."""
-    weight = spec.steps[status.step_index or 0].weight
+    """The ready pods as seen now, for the status (the waiting clock is kept). An A/B step needs what its
+    gate judged it by (as 1 %)."""
+    index = status.step_index or 0
+    weight = _gate_weight(spec, index)
     need = _needed(spec, ready, weight)
     if ready.canary is None:
         message = f"not checked ({ready.why}): shifts do not wait for ready pods"
     else:
         stable = "?" if ready.stable is None else str(ready.stable)
-        message = (
-            f"canary {ready.canary} ready, stable {stable} ready in Service {ready.service}; {weight}% needs {need}"
-        )
+        step = "the A/B step" if spec.steps[index].match is not None else f"{weight}%"
+        message = f"canary {ready.canary} ready, stable {stable} ready in Service {ready.service}; {step} needs {need}"
     return ReadinessStatus(
         canary_ready=ready.canary,
         stable_ready=ready.stable,
