@@ -210,6 +210,11 @@ def _weight_before(spec: RolloutSpec, index: int) -> int:
     return spec.steps[index - 1].weight if index > 0 else 0
 
 
+def _steps_text(spec: RolloutSpec) -> str:
+    """`A/B, 10, 30, 100`: the steps as messages name them (an A/B step by its kind, not its weight 0)."""
+    return ", ".join("A/B" if s.match is not None else str(s.weight) for s in spec.steps)
+
+
 def _step_label(spec: RolloutSpec, index: int) -> str:
     return f"{index + 1}/{len(spec.steps)}"
 
@@ -543,7 +548,7 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
                     EventType.NORMAL,
                     Reason.ROLLOUT_STARTED,
                     f"generation {gen}: {traffic.stable.subset} -> {traffic.canary.subset}, "
-                    f"steps {', '.join(str(s.weight) for s in spec.steps)}; waiting for the canary's ready pods",
+                    f"steps {_steps_text(spec)}; waiting for the canary's ready pods",
                 ),
                 Event(EventType.NORMAL, Reason.WAITING_FOR_CANARY, new.message),
             ),
@@ -553,7 +558,7 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
         EventType.NORMAL,
         Reason.ROLLOUT_STARTED,
         f"generation {gen}: {traffic.stable.label} -> {traffic.canary.label}, "
-        f"steps {', '.join(str(s.weight) for s in spec.steps)}; canary at {weight}%"
+        f"steps {_steps_text(spec)}; canary at {weight}%"
         + (f" (resumed at step {_step_label(spec, index)})" if index else ""),
     )
     return Decision(
@@ -942,9 +947,7 @@ def _advance(
             events=(*events, *promoted, why_event),
             wake_at=min(wake, _next_check(now, None, spec.analysis.check_every)),
         )
-    event = Event(
-        EventType.NORMAL, Reason.STEP_ADVANCED, f"canary {status.canary_weight}% -> {weight}%: {_summary(analysis)}"
-    )
+    event = Event(EventType.NORMAL, Reason.STEP_ADVANCED, f"canary {_at(status)} -> {weight}%: {_summary(analysis)}")
     return Decision(
         status=new,
         weight=weight,
