@@ -166,7 +166,10 @@ def test_with_no_ready_canary_pod_the_replay_waits_and_rolls_back_at_the_readine
     assert waiting[0].readiness is not None
     assert (waiting[0].readiness.canary_ready, waiting[0].readiness.needed) == (0, 1)
     assert replay.ready_text(waiting[0].readiness) == "ready 0/1 WaitingForCanary"
-    assert "WaitingForCanary" in [e.reason for r in rows for e in r.events]
+    waits = [e.message for r in rows for e in r.events if e.reason == "WaitingForCanary"]
+    assert waits, "a WaitingForCanary Event"
+    assert "step 1/3: canary stays at 0% until it has ready pods for the A/B step: the canary has 0 ready" in waits[0]
+    assert waiting[0].readiness.message.endswith("; the A/B step needs 1")
     out = io.StringIO()
     replay._print_text(rows, out, (0, 2))
     text = out.getvalue()

@@ -215,6 +215,11 @@ def _steps_text(spec: RolloutSpec) -> str:
     return ", ".join("A/B" if s.match is not None else str(s.weight) for s in spec.steps)
 
 
+def _step_name(spec: RolloutSpec, index: int) -> str:
+    """What a step gives the canary, as messages say it: `30%`, or `the A/B step`."""
+    return "the A/B step" if spec.steps[index].match is not None else f"{spec.steps[index].weight}%"
+
+
 def _step_label(spec: RolloutSpec, index: int) -> str:
     return f"{index + 1}/{len(spec.steps)}"
 
@@ -362,7 +367,7 @@ def _readiness_status(spec: RolloutSpec, status: RolloutStatus, ready: Ready) ->
         message = f"not checked ({ready.why}): shifts do not wait for ready pods"
     else:
         stable = "?" if ready.stable is None else str(ready.stable)
-        step = "the A/B step" if spec.steps[index].match is not None else f"{weight}%"
+        step = _step_name(spec, index)
         message = f"canary {ready.canary} ready, stable {stable} ready in Service {ready.service}; {step} needs {need}"
     return ReadinessStatus(
         canary_ready=ready.canary,
@@ -378,7 +383,7 @@ def _waiting_message(spec: RolloutSpec, index: int, short: str, since: datetime)
     deadline = since + spec.readiness.timeout
     return (
         f"step {_step_label(spec, index)}: canary stays at {before}% until it has ready pods for "
-        f"{spec.steps[index].weight}%: {short}; rolls back at {format_time(deadline)} "
+        f"{_step_name(spec, index)}: {short}; rolls back at {format_time(deadline)} "
         f"(readiness.timeout {format_duration(spec.readiness.timeout)}) unless they come"
     )
 
