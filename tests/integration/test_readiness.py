@@ -11,11 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from kubernetes import client
-from rollout_support import OperatorProcess, Shop, without_owned_route
+from rollout_support import COALMINE, OperatorProcess, Shop, without_owned_route
 from test_workloads import deployment, ready_pods, service, wait_for
+
+from coalmine.core.models import REQUEST_ANNOTATION, Request
 
 pytestmark = pytest.mark.integration
 
@@ -96,4 +99,38 @@ def test_the_shift_waits_for_a_ready_pod_and_a_canary_losing_its_pods_is_rolled_
     status = shop.wait_for_phase("RolledBack", 90, op)
     assert status["rollback"]["metric"] == "canary-ready"
     assert status["canaryWeight"] == 0 == shop.canary_weight()
+    assert without_owned_route(shop.get_vs()) == before
+
+
+def test_a_retry_of_a_canary_still_without_ready_pods_waits_again_and_never_gives_it_weight(
+    shop: Shop, api_client: client.ApiClient, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    """A finished rollout reads no pods; `retry` starts it again, and that start is gated like the first."""
+    _order(api_client, shop.ns, v1=2, v2=0)
+    before = without_owned_route(shop.get_vs())
+    op = operator_factory(shop.ns)
+    watch = WeightWatch(shop)
+    shop.create_rollout(steps=HOLD, readiness={"timeout": "5s"})
+    first = shop.wait_for_phase("RolledBack", 60, op)
+    assert first["rollback"]["reason"] == "WaitingForCanary"
+
+    retry = Request(id="retry-no-pods", verb="retry", by="integration test", at=datetime.now(UTC))
+    shop.custom.patch_namespaced_custom_object(
+        *COALMINE,
+        shop.ns,
+        "rollouts",
+        "order",
+        {"metadata": {"annotations": {REQUEST_ANNOTATION: retry.to_annotation()}}},
+    )
+    handled = shop.wait_for(lambda s: (s.get("lastRequest") or {}).get("id") == retry.id, 60, "the retry handled", op)
+    assert handled["lastRequest"]["result"] == "Applied"
+    again = shop.wait_for(
+        lambda s: s.get("phase") == "RolledBack" and s.get("finishedAt") != first["finishedAt"],
+        60,
+        "rolled back again at readiness.timeout",
+        op,
+    )
+    assert again["rollback"]["reason"] == "WaitingForCanary", "it waited for the pods again, then gave up"
+    assert watch.stop() == 0, "the canary, with no ready pod, never had any weight"
+    assert again["canaryWeight"] == 0 == shop.canary_weight()
     assert without_owned_route(shop.get_vs()) == before
