@@ -86,6 +86,16 @@ def test_another_spec_tries_other_thresholds_on_the_same_data() -> None:
 AB = [{"headers": {"cookie": {"regex": ".*beta=1.*"}}}]
 
 
+def _replay_ab(
+    spec: RolloutSpec, vs: dict[str, Any] | None = None, ready: tuple[int, int | None] | None = None
+) -> list[replay.Row]:
+    """Five healthy minutes of Rollout `order` on the seed's routes (or `vs`), ready pods assumed or not."""
+    vs = vs if vs is not None else virtual_service()
+    return list(
+        replay.replay(spec, "shop", vs, [destination_rule()], T0, T0 + 5 * 60 * S, S, answers(None), ready, "order")
+    )
+
+
 def _ab_spec(**overrides: Any) -> RolloutSpec:
     return parsed_spec(
         steps=[{"match": AB, "hold": "20s"}, {"weight": 10, "hold": "20s"}, {"weight": 100, "hold": "20s"}],
@@ -95,19 +105,7 @@ def _ab_spec(**overrides: Any) -> RolloutSpec:
 
 
 def test_an_ab_step_replays_with_the_operators_route_then_without_it() -> None:
-    rows = list(
-        replay.replay(
-            _ab_spec(),
-            "shop",
-            virtual_service(),
-            [destination_rule()],
-            T0,
-            T0 + 5 * 60 * S,
-            S,
-            answers(None),
-            name="order",
-        )
-    )
+    rows = _replay_ab(_ab_spec())
     assert rows[-1].phase == "Succeeded"
     ab = [r for r in rows if r.match_route]
     assert ab, "the A/B route was never in the replayed VirtualService"
@@ -136,28 +134,13 @@ def test_the_live_releases_ab_route_is_not_where_a_replay_starts() -> None:
     vs["spec"]["http"].insert(
         1, {"name": "coalmine-order", "match": AB, "route": [{"destination": {"host": "order", "subset": "v2"}}]}
     )
-    rows = list(
-        replay.replay(_ab_spec(), "shop", vs, [destination_rule()], T0, T0 + 5 * 60 * S, S, answers(None), name="order")
-    )
+    rows = _replay_ab(_ab_spec(), vs)
     assert rows[-1].phase == "Succeeded"
 
 
 def test_with_no_ready_canary_pod_the_replay_waits_and_rolls_back_at_the_readiness_timeout() -> None:
     spec = _ab_spec(readiness={"minReady": 1, "timeout": "1m"})
-    rows = list(
-        replay.replay(
-            spec,
-            "shop",
-            virtual_service(),
-            [destination_rule()],
-            T0,
-            T0 + 5 * 60 * S,
-            S,
-            answers(None),
-            ready=(0, 2),
-            name="order",
-        )
-    )
+    rows = _replay_ab(spec, ready=(0, 2))
     assert rows[-1].phase == "RolledBack"
     assert rows[-1].at == T0 + 60 * S
     assert all(r.match_route is None and r.weight == 0 for r in rows), "no user ever reached the canary"
@@ -179,20 +162,7 @@ def test_with_no_ready_canary_pod_the_replay_waits_and_rolls_back_at_the_readine
 
 
 def test_with_ready_canary_pods_the_gates_pass_and_the_counts_are_shown() -> None:
-    rows = list(
-        replay.replay(
-            _ab_spec(),
-            "shop",
-            virtual_service(),
-            [destination_rule()],
-            T0,
-            T0 + 5 * 60 * S,
-            S,
-            answers(None),
-            ready=(2, 2),
-            name="order",
-        )
-    )
+    rows = _replay_ab(_ab_spec(), ready=(2, 2))
     assert rows[-1].phase == "Succeeded"
     shown = {replay.ready_text(r.readiness) for r in rows if r.phase == "Progressing"}
     assert shown == {"ready 2/1"}

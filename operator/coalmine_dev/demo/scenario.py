@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 import yaml
 
 from coalmine.core.models import format_duration
+from coalmine.core.validation import match_route_name
 
 T = TypeVar("T")
 KINDS = ("Namespace", "DestinationRule", "VirtualService", "Rollout")
 WORKLOAD_KINDS = ("Service", "Deployment")
 AB_EXAMPLE = Path("strategies") / "ab-rollout.yaml"  # the seed story's A/B step, relative to examples/
-MATCH_ROUTE = "coalmine-order"  # the route the operator inserts during an A/B step of Rollout `order`
+MATCH_ROUTE = match_route_name("order")  # the route the operator inserts during an A/B step of Rollout `order`
 
 
 @dataclass(frozen=True)
