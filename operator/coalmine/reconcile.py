@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from coalmine.adapters.kube import Conflict, Gone, KubeApi, Refused, Unavailable
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.adapters.webhooks import Dispatcher
-from coalmine.core import analysis, hooks, notify, plan, preflight, routers, validation, virtualservice
+from coalmine.core import analysis, hooks, notify, plan, preflight, routers, steering, validation, virtualservice
 from coalmine.core.models import (
     HTTP_ROUTE,
     VIRTUAL_SERVICE,
@@ -223,10 +223,12 @@ def _queue(rollout: Rollout | None, ref: Ref, decision: plan.Decision, ports: Po
 
 def _gated(rollout: Rollout) -> bool:
     """Whether the tick needs the namespace's workloads: a rollout that may still shift traffic, with
-    readiness on (a finished one needs none, so its namespace's pods are never listed for it)."""
+    readiness on. A finished one needs none, so its namespace's pods are never listed for it, unless a
+    request is pending: `retry` starts it again, and that start is gated like any other."""
     r = rollout.spec.readiness
     on = r.min_ready > 0 or r.capacity is Capacity.PROPORTIONAL
-    return on and (plan.needs_start(rollout) or rollout.status.phase is Phase.PROGRESSING)
+    may_shift = plan.needs_start(rollout) or rollout.status.phase is Phase.PROGRESSING
+    return on and (may_shift or steering.pending(rollout) is not None)
 
 
 async def _preflight(

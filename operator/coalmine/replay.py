@@ -3,9 +3,11 @@ data, exactly as the operator would have, and say when it would have rolled back
 
 The same core runs (validation.resolve, plan.decide and plan.record_traffic, the same checkEvery grid and
 windows); only the clock is virtual and the VirtualService is simulated: the owned routes start on the
-stable at --from and follow the replayed decisions. Every check asks Prometheus as of its own moment
+stable at --from and follow the replayed decisions, the operator's A/B route included. Every check asks Prometheus as of its own moment
 (instant queries with `time=`, range queries ending there), so it sees what the operator saw then.
 `--spec FILE` swaps in another analysis (and steps) to tune thresholds on a past release before the next.
+Kubernetes keeps no history of ready pods, so readiness gates are replayed only with `--ready CANARY[/STABLE]`,
+ready pod counts assumed throughout (e.g. `--ready 0` to see a release wait for its canary and roll back).
 
 Prometheus is asked with prometheus-api-client (blocking: a CLI needs no event loop); the Rollout,
 VirtualService and DestinationRules are read with the blocking kubernetes client. Both come with the
@@ -18,7 +20,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from coalmine.core import analysis, plan, validation, virtualservice
 from coalmine.core.models import (
     TERMINAL_PHASES,
     Phase,
+    ReadinessStatus,
     Ref,
     Rollout,
     RolloutSpec,
@@ -55,8 +58,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scrape-interval", default="15s", help="Prometheus' scrape interval, as the operator was told (default 15s)"
     )
+    parser.add_argument(
+        "--ready",
+        type=ready_counts,
+        help="CANARY[/STABLE]: replay the readiness gates with these ready pod counts throughout (default: "
+        "not replayed, as Kubernetes keeps no history of ready pods)",
+    )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     parser.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+
+def ready_counts(text: str) -> tuple[int, int | None]:
+    """`2` or `2/4`: the canary's ready pods, and the stable's (for readiness.capacity proportional)."""
+    canary, _, stable = text.partition("/")
+    try:
+        counts = int(canary), int(stable) if stable else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not CANARY or CANARY/STABLE (ready pod counts)") from None
+    if counts[0] < 0 or (counts[1] is not None and counts[1] < 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: ready pod counts are not negative")
+    return counts
 
 
 def moment(text: str, now: datetime) -> datetime:
@@ -77,14 +98,20 @@ class Row:
     phase: str
     check: analysis.CheckResult | None
     events: tuple[plan.Event, ...]
+    match_route: str | None = None  # the operator's A/B route, while the replayed VirtualService has it
+    match: tuple[dict[str, Any], ...] | None = None  # its match
+    readiness: ReadinessStatus | None = None  # the replayed status.readiness (only with --ready)
 
     def to_json(self) -> dict[str, Any]:
         check = self.check
+        ready = self.readiness
         return {
             "at": format_time(self.at),
             "step": self.step,
             "weight": self.weight,
             "phase": self.phase,
+            "matchRoute": {"name": self.match_route, "match": list(self.match or ())} if self.match_route else None,
+            "readiness": ready.model_dump(by_alias=True, exclude_none=True, mode="json") if ready else None,
             "verdict": check.verdict.value if check else None,
             "window": check.window if check else None,
             "metrics": [m.to_wire() for m in check.metrics] if check else [],
@@ -101,14 +128,23 @@ def replay(
     end: datetime,
     scrape_interval: timedelta,
     ask: Ask,
+    ready: tuple[int, int | None] | None = None,
+    name: str = "replay",
 ) -> Iterator[Row]:
-    """Replay a generation that starts at `start` on routes put on the stable, until it finishes or `end`."""
-    rollout = Rollout(ref=Ref(namespace=namespace, name="replay", created_at=start), spec=spec, status=RolloutStatus())
+    """Replay a generation that starts at `start` on routes put on the stable, until it finishes or `end`.
+
+    `ready` (canary, stable): the ready pods the readiness gates see throughout; None: gates not replayed.
+    `name`: the Rollout's, which names its A/B route."""
+    rollout = Rollout(ref=Ref(namespace=namespace, name=name, created_at=start), spec=spec, status=RolloutStatus())
     policy = plan.Policy(quiet_start=analysis.MIN_SCRAPES * scrape_interval, resync=timedelta(days=1))
     routes = _on_the_stable(rollout, vs, rules)
     now = start
     while now <= end:
         resolution = validation.resolve(rollout, validation.Cluster(routes, rules))
+        if ready is not None and resolution.target is not None and resolution.traffic is not None:
+            host = validation.short_host(resolution.traffic.canary.host)
+            assumed = validation.Ready(canary=ready[0], stable=ready[1], service=f"{host} (as --ready assumes)")
+            resolution = replace(resolution, ready=assumed)
         check = None
         if plan.wants_check(rollout, resolution, now):
             assert resolution.target is not None
@@ -120,9 +156,15 @@ def replay(
         rollout = rollout.model_copy(update={"status": decision.status})
         outcome = plan.TrafficOutcome(at_weight=False, observed=rollout.status.canary_weight)
         if decision.weight is not None and decision.traffic is not None:
-            routes = virtualservice.applied(
-                routes, virtualservice.weight_patch(routes, decision.traffic, decision.weight)
+            # As the operator writes it (reconcile): the weights and the A/B route in one patch.
+            ops = virtualservice.weight_patch(
+                routes,
+                decision.traffic,
+                decision.weight,
+                match_name=validation.match_route_name(rollout.name),
+                match=plan.desired_match(rollout),
             )
+            routes = virtualservice.applied(routes, ops)
             outcome = plan.TrafficOutcome(at_weight=True, observed=decision.weight)
         follow = plan.record_traffic(rollout, decision.weight, outcome, now, policy)
         rollout = rollout.model_copy(update={"status": follow.status})
@@ -134,6 +176,9 @@ def replay(
             phase=status.phase.value if status.phase else "",
             check=check,
             events=(*decision.events, *follow.events),
+            match_route=status.match_route,
+            match=plan.desired_match(rollout) if status.match_route else None,
+            readiness=status.readiness if ready is not None else None,
         )
         if status.phase in (*TERMINAL_PHASES, Phase.PENDING, Phase.INVALID):
             return  # finished, or it could not start (the message says why)
@@ -147,7 +192,8 @@ def _on_the_stable(rollout: Rollout, vs: Mapping[str, Any], rules: Sequence[Mapp
     if resolution.traffic is None:
         problem = resolution.problem.message if resolution.problem else "the routes cannot be resolved"
         raise SystemExit(f"coalmine replay: {problem}")
-    return virtualservice.applied(vs, virtualservice.weight_patch(vs, resolution.traffic, 0))
+    mine = validation.match_route_name(rollout.name)  # an A/B route of the live release is not there yet
+    return virtualservice.applied(vs, virtualservice.weight_patch(vs, resolution.traffic, 0, match_name=mine))
 
 
 def prometheus_ask(prometheus: PrometheusConnect) -> Ask:
@@ -194,10 +240,29 @@ def _spec(live: Mapping[str, Any], override: Path | None) -> RolloutSpec:
     return RolloutSpec.model_validate(body)
 
 
-def _print_text(rows: list[Row], out: Any) -> None:
+def ready_text(readiness: ReadinessStatus | None) -> str:
+    """`ready 0/1 WaitingForCanary` (canary ready pods / needed), or "" without a record."""
+    if readiness is None or readiness.canary_ready is None:
+        return ""
+    needed = f"/{readiness.needed}" if readiness.needed is not None else ""
+    waiting = " WaitingForCanary" if readiness.waiting_since is not None else ""
+    return f"ready {readiness.canary_ready}{needed}{waiting}"
+
+
+def _print_text(rows: list[Row], out: Any, ready: tuple[int, int | None] | None = None) -> None:
+    if ready is None:
+        print("readiness: not replayed (Kubernetes keeps no history of ready pods; --ready N assumes N)", file=out)
+    else:
+        stable = f", stable {ready[1]}" if ready[1] is not None else ""
+        print(f"readiness: replayed as if the canary had {ready[0]} ready pods{stable} throughout (--ready)", file=out)
+    shown: tuple[str | None, str] = (None, "")
     for row in rows:
         check = row.check
         parts = [format_time(row.at), f"step {row.step or '-'}", f"{row.weight if row.weight is not None else '-'}%"]
+        if row.match_route:
+            parts.append(f"+ A/B route {row.match_route}")
+        if pods := ready_text(row.readiness):
+            parts.append(pods)
         if check is not None:
             parts.append(f"{check.verdict.value} ({check.window})")
             parts += [
@@ -206,6 +271,12 @@ def _print_text(rows: list[Row], out: Any) -> None:
             ]
         parts += [f"{e.reason.value}: {e.message}" for e in row.events]
         print("  ".join(parts), file=out)
+        route = (row.match_route, plan.describe_match(row.match) if row.match else "")
+        if route != shown and row.match_route:
+            print(f"    A/B route {row.match_route} in the VirtualService: users with {route[1]} -> canary", file=out)
+        elif route != shown and shown[0]:
+            print(f"    A/B route {shown[0]} removed", file=out)
+        shown = route
     last = rows[-1] if rows else None
     if last is None:
         print("nothing to replay", file=out)
@@ -238,13 +309,15 @@ def run(args: argparse.Namespace) -> int:
         print("coalmine replay: say where Prometheus is (--prometheus-url)", file=sys.stderr)
         return 2
     ask = prometheus_ask(PrometheusConnect(url=url, disable_ssl=True))
-    rows = list(replay(spec, args.namespace, vs, rules, start, end, parse_duration(args.scrape_interval), ask))
+    scrape = parse_duration(args.scrape_interval)
+    rows = list(replay(spec, args.namespace, vs, rules, start, end, scrape, ask, ready=args.ready, name=args.name))
     if args.output == "json":
         json.dump(
             {
                 "from": format_time(start),
                 "to": format_time(end),
                 "scrapeInterval": format_duration(parse_duration(args.scrape_interval)),
+                "ready": None if args.ready is None else {"canary": args.ready[0], "stable": args.ready[1]},
                 "ticks": [r.to_json() for r in rows],
                 "outcome": rows[-1].phase if rows else None,
                 "at": format_time(rows[-1].at) if rows else None,
@@ -254,5 +327,5 @@ def run(args: argparse.Namespace) -> int:
         )
         print()
     else:
-        _print_text(rows, sys.stdout)
+        _print_text(rows, sys.stdout, args.ready)
     return 0

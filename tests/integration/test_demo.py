@@ -47,13 +47,37 @@ def test_demo_promotes_v2_rolls_back_v3_and_touches_nothing_else(
     assert f"$ coalmine promote order -n {namespace}" in done.stdout, log
     assert "applied: promote by" in done.stdout, log
     assert first["vsWeights"] == [0, 10, 30, 50, 100], "canary weights seen on the VirtualService, in order"
+    assert first["abRoute"] is None, "scenario 1 has no A/B step"
     assert (second["stable"], second["canary"], second["phase"]) == ("v2", "v3", "RolledBack"), log
     assert second["canaryWeight"] == 0
     assert second["vsWeights"][-1] == 0
     assert 30 in second["vsWeights"], "v3 failed part-way, after reaching 30 %"
     assert second["rollback"]["reason"] in ("FailFast", "FailureLimit")
+    # The seed story's A/B step: the users who opted in (cookie beta=1) got v3 first, through the operator's
+    # route ahead of `primary`, while `primary` gave v3 0 %; the route went in the write that began the
+    # weights, and the rollback ended without it.
+    assert second["history"] == [0, 10, 30], "A/B step (weight 0 on primary), then 10 %, then 30 %"
+    assert second["vsStory"][-4:] == ["A/B", "10", "30", "0"], second["vsStory"]
+    assert second["vsStory"].count("A/B") == 1
+    assert second["abProblem"] == ""
+    route = second["abRoute"]
+    assert route["name"] == "coalmine-order"
+    assert route["match"] == [{"headers": {"cookie": {"regex": ".*beta=1.*"}}}]
+    assert [d["destination"]["subset"] for d in route["route"]] == ["v3"]
+    primary_before = next(
+        r for r in scenario.load_examples(EXAMPLES, namespace).virtual_service["spec"]["http"] if r["name"] == "primary"
+    )
+    assert (route["retries"], route["timeout"]) == (primary_before["retries"], primary_before["timeout"])
+    assert "VirtualService order: route coalmine-order added (routes now beta, coalmine-order, primary)" in done.stdout
+    assert "VirtualService order: route coalmine-order removed (canary 10% on primary)" in done.stdout
+    # The live view showed the A/B route while it was there, and readiness (kwok's Ready pods).
+    assert (
+        "|   A/B      route coalmine-order ahead of primary: users with header cookie regex .*beta=1.*" in done.stdout
+    )
+    assert "|   ready    canary 2 ready pods (needs 1), stable 2 ready" in done.stdout, log
     assert summary["ok"] is True
     assert all(u["equal"] for u in summary["untouched"])
+    assert {u["name"]: u["equal"] for u in summary["untouched"]}["VS route coalmine-order (operator's A/B)"]
 
     # The cluster, read independently: v3 at 0 on the owned route, the rest byte-for-byte as applied.
     custom = client.CustomObjectsApi(api_client)
@@ -62,6 +86,7 @@ def test_demo_promotes_v2_rolls_back_v3_and_touches_nothing_else(
     vs: dict[str, Any] = custom.get_namespaced_custom_object(*ISTIO, namespace, "virtualservices", "order")
     dr: dict[str, Any] = custom.get_namespaced_custom_object(*ISTIO, namespace, "destinationrules", "order")
     applied = scenario.load_examples(EXAMPLES, namespace)
+    assert [r["name"] for r in vs["spec"]["http"]] == ["beta", "primary"], "the operator's A/B route is gone"
     primary = next(r for r in vs["spec"]["http"] if r["name"] == "primary")
     assert {d["destination"]["subset"]: d["weight"] for d in primary["route"]} == {"v2": 100, "v3": 0}
     routes = ("primary",)

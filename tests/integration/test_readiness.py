@@ -11,11 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from kubernetes import client
-from rollout_support import OperatorProcess, Shop, without_owned_route
+from rollout_support import COALMINE, OperatorProcess, Shop, without_owned_route
 from test_workloads import deployment, ready_pods, service, wait_for
+
+from coalmine.core.models import REQUEST_ANNOTATION, Request
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +55,10 @@ class WeightWatch:
         return self.highest
 
 
-def test_a_canary_without_ready_pods_never_gets_weight_and_rolls_back_at_the_timeout(
+def test_a_canary_without_ready_pods_never_gets_weight_and_rolls_back_at_the_timeout_also_after_a_retry(
     shop: Shop, api_client: client.ApiClient, operator_factory: Callable[..., OperatorProcess]
 ) -> None:
+    """A finished rollout reads no pods; `retry` starts it again, and that start is gated like the first."""
     _order(api_client, shop.ns, v1=2, v2=0)
     before = without_owned_route(shop.get_vs())
     op = operator_factory(shop.ns)
@@ -66,10 +70,29 @@ def test_a_canary_without_ready_pods_never_gets_weight_and_rolls_back_at_the_tim
     reconciling = next(c for c in waiting["conditions"] if c["type"] == "Reconciling")
     assert reconciling["reason"] == "WaitingForCanary"
     status = shop.wait_for_phase("RolledBack", 60, op)
-    assert watch.stop() == 0, "the canary never had any weight"
     assert status["rollback"]["reason"] == "WaitingForCanary"
     assert "readiness.timeout 5s" in status["rollback"]["message"]
     assert status["canaryWeight"] == 0 == shop.canary_weight()
+
+    retry = Request(id="retry-no-pods", verb="retry", by="integration test", at=datetime.now(UTC))
+    shop.custom.patch_namespaced_custom_object(
+        *COALMINE,
+        shop.ns,
+        "rollouts",
+        "order",
+        {"metadata": {"annotations": {REQUEST_ANNOTATION: retry.to_annotation()}}},
+    )
+    handled = shop.wait_for(lambda s: (s.get("lastRequest") or {}).get("id") == retry.id, 60, "the retry handled", op)
+    assert handled["lastRequest"]["result"] == "Applied"
+    again = shop.wait_for(
+        lambda s: s.get("phase") == "RolledBack" and s.get("finishedAt") != status["finishedAt"],
+        60,
+        "rolled back again at readiness.timeout",
+        op,
+    )
+    assert again["rollback"]["reason"] == "WaitingForCanary", "the retry waited for the pods again, then gave up"
+    assert watch.stop() == 0, "the canary never had any weight"
+    assert again["canaryWeight"] == 0 == shop.canary_weight()
     assert without_owned_route(shop.get_vs()) == before, "nothing else in the VirtualService changed"
 
 

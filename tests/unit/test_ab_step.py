@@ -170,3 +170,19 @@ def test_an_ab_step_needs_exactly_one_owned_route() -> None:
     r = tick(rollout(body), mesh, T0)
     assert r.status.phase is Phase.INVALID
     assert "exactly one owned route" in (r.status.message or "")
+
+
+def test_events_name_the_ab_step_by_its_kind_not_its_weight_0() -> None:
+    mesh = Mesh()
+    r = rollout(spec(steps=AB_STEPS))
+    started = plan.decide(r, mesh.resolve(r), None, T0)
+    assert "steps A/B, 50, 100" in started.events[0].message
+    r = tick(r, mesh, T0)
+    now, advanced = T0, []
+    while not advanced and now < T0 + 120 * S:
+        now += S
+        resolution = mesh.resolve(r)
+        result = check(Verdict.PASS) if plan.wants_check(r, resolution, now) else None
+        advanced = [e.message for e in plan.decide(r, resolution, result, now).events if e.reason == "StepAdvanced"]
+        r = tick(r, mesh, now)
+    assert advanced[0].startswith("canary 0% and the A/B route coalmine-order -> 50%: "), advanced

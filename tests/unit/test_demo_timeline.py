@@ -139,7 +139,7 @@ def test_untouched_ignores_the_owned_destinations_only() -> None:
     results = scenario.check_untouched(vs, after, dr, dr, ("primary",))
     assert all(r.equal for r in results), results
     assert [r.name for r in results] == [
-        "VS route beta (A/B)",
+        "VS route beta (user's A/B)",
         "VS route primary retries",
         "VS route primary timeout",
         "VS all but owned destinations",
@@ -152,7 +152,7 @@ def test_untouched_ignores_the_owned_destinations_only() -> None:
     dr_after["metadata"]["resourceVersion"] = "2"
     changed = {r.name for r in scenario.check_untouched(vs, after, dr, dr_after, ("primary",)) if not r.equal}
     assert changed == {
-        "VS route beta (A/B)",
+        "VS route beta (user's A/B)",
         "VS route primary timeout",
         "VS all but owned destinations",
         "DR whole object",
@@ -164,3 +164,84 @@ def test_canary_weight_and_changes() -> None:
     assert scenario.canary_weight(vs, ("primary",), "v2") == 0  # v2 only on the beta route
     assert scenario.canary_weight(vs, ("primary",), "v1") == 100
     assert scenario.changes([0, 0, 10, 10, 30, 0, 0]) == [0, 10, 30, 0]
+
+
+# --- the A/B step of the seed story ------------------------------------------------------------------
+
+
+def test_examples_bring_the_workloads_and_the_ab_step_of_the_strategies_example() -> None:
+    ex = scenario.load_examples(EXAMPLES, "demo-1")
+    assert [(w["kind"], w["metadata"]["name"]) for w in ex.workloads] == [
+        ("Service", "order"),
+        ("Deployment", "order-v1"),
+        ("Deployment", "order-v2"),
+        ("Deployment", "order-v3"),
+    ]
+    assert {w["metadata"]["namespace"] for w in ex.workloads} == {"demo-1"}
+    # The users who opted in by cookie: not `user-group: beta`, which the user's own `beta` route, ahead of
+    # `primary` (and so of the operator's route), sends to v2 whatever the rollout does.
+    assert ex.ab_step == {"match": [{"headers": {"cookie": {"regex": ".*beta=1.*"}}}]}
+    assert scenario.demo_steps(ex.rollout, ex.ab_step) == [
+        {"match": [{"headers": {"cookie": {"regex": ".*beta=1.*"}}}]},
+        {"weight": 10},
+        {"weight": 30},
+        {"weight": 50},
+        {"weight": 100},
+    ]
+    with pytest.raises(ValueError, match="no step with a match"):
+        scenario.parse_examples([ex.namespace, ex.destination_rule, ex.virtual_service, ex.rollout], "x", ex.rollout)
+
+
+def _with_match_route(vs: dict[str, Any]) -> dict[str, Any]:
+    after = copy.deepcopy(vs)
+    route = {
+        "name": scenario.MATCH_ROUTE,
+        "match": [{"headers": {"cookie": {"regex": ".*beta=1.*"}}}],
+        "route": [{"destination": {"host": "order", "subset": "v3"}}],
+    }
+    after["spec"]["http"].insert(1, route)
+    return after
+
+
+def test_the_operators_ab_route_left_behind_is_a_change() -> None:
+    ex = scenario.load_examples(EXAMPLES, "shop")
+    vs, dr = ex.virtual_service, ex.destination_rule
+    assert scenario.route_named(vs, scenario.MATCH_ROUTE) is None
+    assert scenario.route_named(_with_match_route(vs), scenario.MATCH_ROUTE) is not None
+    clean = scenario.check_untouched(vs, vs, dr, dr, ("primary",), match_route=scenario.MATCH_ROUTE)
+    assert all(r.equal for r in clean)
+    assert "VS route coalmine-order (operator's A/B)" in [r.name for r in clean]
+    left = scenario.check_untouched(vs, _with_match_route(vs), dr, dr, ("primary",), match_route=scenario.MATCH_ROUTE)
+    changed = {r.name for r in left if not r.equal}
+    assert changed == {"VS route coalmine-order (operator's A/B)", "VS all but owned destinations"}
+
+
+@pytest.mark.parametrize(
+    ("readings", "problem"),
+    [
+        ([(0, False), (0, True), (10, False), (30, False), (0, False)], ""),  # A/B, weights, rolled back
+        ([(0, False), (0, True), (0, False)], ""),  # rolled back during the A/B step
+        ([(0, False), (10, False), (30, False)], "never seen"),
+        ([(0, False), (0, True), (10, True), (10, False)], "while the owned route gave the canary weight"),
+        ([(0, True), (10, False), (0, True), (0, False)], "came back after the weight steps began"),
+        ([(0, False), (0, True)], "still in the VirtualService at the end"),
+    ],
+)
+def test_ab_problem_tells_the_story_the_route_must_follow(readings: list[tuple[int, bool]], problem: str) -> None:
+    found = scenario.ab_problem(readings)
+    assert (found == "") if not problem else (problem in found), found
+
+
+def test_an_ab_step_is_labelled_on_the_timeline() -> None:
+    status = {
+        "phase": "RolledBack",
+        "history": [
+            {"stepIndex": 0, "weight": 0, "startedAt": iso(T0)},
+            {"stepIndex": 1, "weight": 10, "startedAt": iso(T0 + timedelta(seconds=5))},
+        ],
+    }
+    spec_steps = [{"match": [{"headers": {"cookie": {"regex": ".*beta=1.*"}}}]}, {"weight": 10}]
+    _, steps = timeline.weight_series(status, T0 + timedelta(seconds=9), spec_steps)
+    assert [s.label for s in steps] == ["A/B", "10%"]
+    _, plain = timeline.weight_series(status, T0 + timedelta(seconds=9))
+    assert [s.label for s in plain] == ["0%", "10%"]

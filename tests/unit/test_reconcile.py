@@ -18,7 +18,8 @@ from builders import T0, destination_rule, spec, virtual_service
 from coalmine import reconcile
 from coalmine.adapters.kube import Conflict, Gone, Refused, Unavailable
 from coalmine.core.analysis import Query, Sample
-from coalmine.core.models import Ref
+from coalmine.core.models import REQUEST_ANNOTATION, Ref, Request
+from coalmine.core.validation import Workloads
 
 
 class FakeKube:
@@ -351,3 +352,46 @@ async def test_a_rollback_queues_its_notification_in_the_same_write_and_webhook_
             }
         ]
     }, "only the answer is new: the patch is from the status as read"
+
+
+class KubeWithPods(FakeKube):
+    """The namespace's workloads as the watch delivers them: Service order with two ready v1 pods, no v2 pod."""
+
+    def __init__(self, vs: dict[str, Any]) -> None:
+        super().__init__(vs)
+        self.workload_reads = 0
+
+    async def get_workloads(self, namespace: str) -> Workloads:  # type: ignore[override]
+        self.workload_reads += 1
+        return Workloads(
+            selectors={"order": True},
+            endpoints={"order": [(True, "order-v1-a"), (True, "order-v1-b")]},
+            pod_labels={"order-v1-a": {"version": "v1"}, "order-v1-b": {"version": "v1"}},
+        )
+
+
+async def test_a_retry_of_a_rolled_back_rollout_waits_for_the_canarys_ready_pods() -> None:
+    """A finished rollout reads no pods, but a retry starts it again: the start must be gated like any other."""
+    kube = KubeWithPods(virtual_service(stable_weight=100, canary_weight=0))
+    status = {
+        **_progressing(2),
+        "phase": "RolledBack",
+        "canaryWeight": 0,
+        "rollback": {"reason": "FailureLimit", "at": "2026-11-30T12:00:10.000Z", "message": "step 2/4 (30%)"},
+        "finishedAt": "2026-11-30T12:00:10.000Z",
+    }
+    body = _body(status)
+    body["spec"]["steps"] = [{"match": [{"headers": {"cookie": {"regex": ".*beta=1.*"}}}]}, {"weight": 100}]
+    request = Request(id="r1", verb="retry", by="admin", at=T0)
+    body["metadata"]["annotations"] = {REQUEST_ANNOTATION: request.to_annotation()}
+    outcome = await reconcile.tick(body, _ports(kube, FakePrometheus(99.9), T0 + timedelta(seconds=20)))
+    assert kube.workload_reads == 1, "the retry's start read the workloads"
+    assert outcome.body is not None
+    assert outcome.body["status"]["phase"] == "Progressing"
+    assert outcome.body["status"]["readiness"]["waitingSince"], "the A/B step waits for the canary's pods"
+    assert "coalmine-order" not in [r.get("name") for r in kube.vs["spec"]["http"]], "no A/B route to 0 ready pods"
+    assert [d["weight"] for d in kube.vs["spec"]["http"][-1]["route"]] == [100, 0]
+    # Without a request, a finished rollout still lists no pods.
+    kube = KubeWithPods(virtual_service(stable_weight=100, canary_weight=0))
+    await reconcile.tick(_body(status), _ports(kube, FakePrometheus(99.9), T0 + timedelta(seconds=20)))
+    assert kube.workload_reads == 0

@@ -301,3 +301,105 @@ def test_each_webhook_shows_its_last_answer() -> None:
     view = render.summarize(rollout(status), [], T0 + timedelta(seconds=2))
     assert view.webhooks == (("Fail", "confirm (pre-step) Fail HTTP 503 not yet, 3 calls, 4.0s ago"),)
     assert "  webhook  confirm (pre-step) Fail HTTP 503 not yet, 3 calls, 4.0s ago" in render.to_lines(view)
+
+
+# --- strategies: the A/B step and readiness ------------------------------------------------------------
+
+AB_STEPS = [
+    {"match": [{"headers": {"cookie": {"regex": ".*beta=1.*"}}}], "hold": "8s"},
+    {"weight": 10},
+    {"weight": 30},
+    {"weight": 100},
+]
+
+
+def ab_step(**extra: Any) -> dict[str, Any]:
+    """Step 1/4 (A/B) in progress: the owned route at 0 %, the operator's route `coalmine-order` in place."""
+    status = progressing(0, 0)
+    status.update({"matchRoute": "coalmine-order", "history": [], **extra})
+    status["canary"] = {"host": "order", "subset": "v3"}
+    return status
+
+
+def test_an_ab_step_shows_its_route_name_and_match_and_labels_the_step() -> None:
+    view = render.summarize(rollout(ab_step(), steps=AB_STEPS), [], T0 + timedelta(seconds=2))
+    assert view.step_labels == ("A/B", "10", "30", "100")
+    lines = render.to_lines(view)
+    assert "[A/B] -> 10 -> 30 -> 100" in lines[2]
+    assert (
+        "  A/B      route coalmine-order ahead of primary: users with header cookie regex .*beta=1.* -> canary order/v3"
+    ) in lines
+    console = Console(file=io.StringIO(), width=140, color_system=None)
+    console.print(render.to_renderable(view))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "A/B: route coalmine-order ahead of primary: users with header cookie regex .*beta=1.*" in text
+    assert "[A/B] → 10 → 30 → 100" in text
+
+
+def test_the_ab_route_is_shown_only_while_the_status_says_the_virtualservice_has_it() -> None:
+    later = progressing(1, 10)  # step 2: the weights began, the operator removed its route
+    view = render.summarize(rollout(later, steps=AB_STEPS), [], T0)
+    assert view.side_routes == ()
+    assert not any("coalmine-order" in line for line in render.to_lines(view))
+    assert "A/B -> [10] -> 30 -> 100" in render.to_lines(view)[2]
+    # A status of an older generation: the route is there with the match that generation wrote, not the spec's.
+    stale = rollout(ab_step(observedGeneration=1), steps=AB_STEPS)
+    (side,) = render.summarize(stale, [], T0).side_routes
+    assert side.text == "route coalmine-order ahead of primary: the users its match selects -> canary order/v3"
+    # A new status key changes what a pipe watcher prints.
+    assert render.fingerprint(rollout(ab_step(), steps=AB_STEPS), []) != render.fingerprint(
+        rollout(ab_step(matchRoute=None), steps=AB_STEPS), []
+    )
+
+
+def test_readiness_shows_ready_pods_against_what_the_step_needs() -> None:
+    status = progressing()
+    status["readiness"] = {"canaryReady": 2, "stableReady": 4, "needed": 1, "message": "canary 2 ready, ..."}
+    view = render.summarize(rollout(status), [], T0 + timedelta(seconds=2))
+    lines = render.to_lines(view)
+    assert "  ready    canary 2 ready pods (needs 1), stable 4 ready" in lines
+    assert not any("WAITING" in line for line in lines)
+    # Not counted: the status says why, and the view says so.
+    status["readiness"] = {"message": "not checked (order is not a Service here): shifts do not wait for ready pods"}
+    lines = render.to_lines(render.summarize(rollout(status), [], T0))
+    assert "  ready    not checked (order is not a Service here): shifts do not wait for ready pods" in lines
+    # A finished rollout reads no pods: its last record is not shown as if it were current.
+    done = rolled_back()
+    done["readiness"] = {"canaryReady": 0, "stableReady": 4, "needed": 1}
+    assert not any(line.startswith("  ready") for line in render.to_lines(render.summarize(rollout(done), [], T0)))
+
+
+def test_a_shift_waiting_for_the_canarys_pods_says_so_with_the_numbers_and_the_deadline() -> None:
+    status = ab_step(matchRoute=None)
+    status["readiness"] = {"canaryReady": 0, "stableReady": 2, "needed": 1, "waitingSince": iso(T0)}
+    body = rollout(status, steps=AB_STEPS, readiness={"minReady": 1, "timeout": "2m"})
+    view = render.summarize(body, [], T0 + timedelta(seconds=30))
+    lines = render.to_lines(view)
+    assert lines[0] == "shop/order: Progressing, step 1/4 at 0%, hold 8s, counts once the canary has its ready pods"
+    assert "  ready    canary 0 ready pods (needs 1), stable 2 ready" in lines
+    waiting = next(line for line in lines if line.startswith("  WAITING"))
+    assert "WaitingForCanary: 0 of 1 needed ready canary pods, for 30s; rolls back in 1m30s" in waiting
+    assert "(readiness.timeout 2m)" in waiting
+    assert "coalmine abort order -n shop" in waiting
+    # The default timeout (10m) when the spec has no readiness.
+    default = render.summarize(rollout(status, steps=AB_STEPS), [], T0 + timedelta(seconds=30))
+    assert "rolls back in 9m30s (readiness.timeout 10m)" in render.waiting_text(default)
+    console = Console(file=io.StringIO(), width=160, color_system=None)
+    console.print(render.to_renderable(view))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "ready: canary 0 ready pods (needs 1), stable 2 ready" in text
+    assert "WaitingForCanary: 0 of 1 needed ready canary pods" in text
+
+
+def test_one_more_step_kind_is_one_more_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rendering is open to another kind of step: its label and what it adds to the routes."""
+    monkeypatch.setattr(render, "STEP_KINDS", (*render.STEP_KINDS, ("mirror", lambda s: f"mirror {s['mirror']}%")))
+
+    def mirror(spec: Any, status: Any, step: Any) -> render.SideRoute | None:
+        return render.SideRoute("mirror", f"{step['mirror']}% copied to the canary") if step.get("mirror") else None
+
+    monkeypatch.setattr(render, "SIDE_ROUTES", (*render.SIDE_ROUTES, mirror))
+    steps = [{"mirror": 100, "hold": "8s"}, {"weight": 10}, {"weight": 100}]
+    lines = render.to_lines(render.summarize(rollout(progressing(0, 0), steps=steps), [], T0))
+    assert "[mirror 100%] -> 10 -> 100" in lines[2]
+    assert "  mirror   100% copied to the canary" in lines

@@ -210,6 +210,16 @@ def _weight_before(spec: RolloutSpec, index: int) -> int:
     return spec.steps[index - 1].weight if index > 0 else 0
 
 
+def _steps_text(spec: RolloutSpec) -> str:
+    """`A/B, 10, 30, 100`: the steps as messages name them (an A/B step by its kind, not its weight 0)."""
+    return ", ".join("A/B" if s.match is not None else str(s.weight) for s in spec.steps)
+
+
+def _step_name(spec: RolloutSpec, index: int) -> str:
+    """What a step gives the canary, as messages say it: `30%`, or `the A/B step`."""
+    return "the A/B step" if spec.steps[index].match is not None else f"{spec.steps[index].weight}%"
+
+
 def _step_label(spec: RolloutSpec, index: int) -> str:
     return f"{index + 1}/{len(spec.steps)}"
 
@@ -348,16 +358,17 @@ def _short(spec: RolloutSpec, ready: Ready | None, weight: int) -> str:
 
 
 def _readiness_status(spec: RolloutSpec, status: RolloutStatus, ready: Ready) -> ReadinessStatus:
-    """The ready pods as seen now, for the status (the waiting clock is kept)."""
-    weight = spec.steps[status.step_index or 0].weight
+    """The ready pods as seen now, for the status (the waiting clock is kept). An A/B step needs what its
+    gate judged it by (as 1 %)."""
+    index = status.step_index or 0
+    weight = _gate_weight(spec, index)
     need = _needed(spec, ready, weight)
     if ready.canary is None:
         message = f"not checked ({ready.why}): shifts do not wait for ready pods"
     else:
         stable = "?" if ready.stable is None else str(ready.stable)
-        message = (
-            f"canary {ready.canary} ready, stable {stable} ready in Service {ready.service}; {weight}% needs {need}"
-        )
+        step = _step_name(spec, index)
+        message = f"canary {ready.canary} ready, stable {stable} ready in Service {ready.service}; {step} needs {need}"
     return ReadinessStatus(
         canary_ready=ready.canary,
         stable_ready=ready.stable,
@@ -372,7 +383,7 @@ def _waiting_message(spec: RolloutSpec, index: int, short: str, since: datetime)
     deadline = since + spec.readiness.timeout
     return (
         f"step {_step_label(spec, index)}: canary stays at {before}% until it has ready pods for "
-        f"{spec.steps[index].weight}%: {short}; rolls back at {format_time(deadline)} "
+        f"{_step_name(spec, index)}: {short}; rolls back at {format_time(deadline)} "
         f"(readiness.timeout {format_duration(spec.readiness.timeout)}) unless they come"
     )
 
@@ -542,7 +553,7 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
                     EventType.NORMAL,
                     Reason.ROLLOUT_STARTED,
                     f"generation {gen}: {traffic.stable.subset} -> {traffic.canary.subset}, "
-                    f"steps {', '.join(str(s.weight) for s in spec.steps)}; waiting for the canary's ready pods",
+                    f"steps {_steps_text(spec)}; waiting for the canary's ready pods",
                 ),
                 Event(EventType.NORMAL, Reason.WAITING_FOR_CANARY, new.message),
             ),
@@ -552,7 +563,7 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
         EventType.NORMAL,
         Reason.ROLLOUT_STARTED,
         f"generation {gen}: {traffic.stable.label} -> {traffic.canary.label}, "
-        f"steps {', '.join(str(s.weight) for s in spec.steps)}; canary at {weight}%"
+        f"steps {_steps_text(spec)}; canary at {weight}%"
         + (f" (resumed at step {_step_label(spec, index)})" if index else ""),
     )
     return Decision(
@@ -941,9 +952,7 @@ def _advance(
             events=(*events, *promoted, why_event),
             wake_at=min(wake, _next_check(now, None, spec.analysis.check_every)),
         )
-    event = Event(
-        EventType.NORMAL, Reason.STEP_ADVANCED, f"canary {status.canary_weight}% -> {weight}%: {_summary(analysis)}"
-    )
+    event = Event(EventType.NORMAL, Reason.STEP_ADVANCED, f"canary {_at(status)} -> {weight}%: {_summary(analysis)}")
     return Decision(
         status=new,
         weight=weight,

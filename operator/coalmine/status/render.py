@@ -10,7 +10,7 @@ parameter, never read from the clock here.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,12 +20,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from coalmine.core.models import DEFAULT_STEPS, Analysis, parse_duration
+from coalmine.core.models import DEFAULT_STEPS, Analysis, Readiness, parse_duration
+from coalmine.core.plan import describe_match
 
 BAR_WIDTH = 30
 TEXT_BAR_WIDTH = 20
 MAX_EVENTS = 8
 DEFAULTS = Analysis()  # the spec's defaults, for Rollouts whose stored spec predates them
+READINESS_DEFAULTS = Readiness()
 
 PHASE_STYLE = {
     "Pending": "dim",
@@ -99,6 +101,45 @@ class RequestRow:
 
 
 @dataclass(frozen=True)
+class ReadinessRow:
+    """status.readiness: the ready pods as last seen, and since when a shift waits for the canary's."""
+
+    canary_ready: int | None  # None: not counted (the host is not a Service with a selector here)
+    stable_ready: int | None
+    needed: int | None
+    waiting_since: datetime | None
+    timeout: timedelta  # spec.readiness.timeout: waiting longer rolls back (WaitingForCanary)
+    message: str
+
+    @property
+    def deadline(self) -> datetime | None:
+        return self.waiting_since + self.timeout if self.waiting_since is not None else None
+
+
+@dataclass(frozen=True)
+class SideRoute:
+    """A route (or part of one) a step adds to the owned route's traffic, shown under the weights:
+    `kind` names the step kind ("A/B"), `text` says what it does to whom."""
+
+    kind: str
+    text: str
+
+
+# Step kinds besides a weight, each with the label the steps line shows for it: the first key a step
+# has decides. One more kind (a mirror step, say) is one more entry here and, for what it adds to the
+# routes while it runs, one more function in SIDE_ROUTES.
+STEP_KINDS: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = (("match", lambda _: "A/B"),)
+
+
+def step_label(step: Mapping[str, Any]) -> str:
+    """How the steps line shows one step: its kind's label, or its weight."""
+    for key, label in STEP_KINDS:
+        if step.get(key) is not None:
+            return label(step)
+    return str(_int(step.get("weight"), 0))
+
+
+@dataclass(frozen=True)
 class RolloutView:
     """Everything shown for one Rollout, already computed for a given `now`."""
 
@@ -129,6 +170,9 @@ class RolloutView:
     message: str
     last_request: RequestRow | None = None
     webhooks: tuple[tuple[str, str], ...] = ()  # (result, line) of each webhook's last answer (status.webhooks)
+    step_labels: tuple[str, ...] = ()  # each step as the steps line shows it: its weight, or its kind (A/B)
+    side_routes: tuple[SideRoute, ...] = ()  # what the current step adds to the routes (the A/B route)
+    readiness: ReadinessRow | None = None  # while Progressing: status.readiness
     events: tuple[EventRow, ...] = field(default=())
     now: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
 
@@ -261,12 +305,16 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
     )
     observed = status.get("observedGeneration")
     generation = meta.get("generation")
+    stale = observed is not None and generation is not None and observed != generation
+    current: Mapping[str, Any] = (
+        steps[step_index] if isinstance(step_index, int) and 0 <= step_index < len(steps) and not stale else {}
+    )
     ordered = sorted(events, key=lambda e: e.time or datetime.min.replace(tzinfo=UTC))
     return RolloutView(
         namespace=str(meta.get("namespace") or ""),
         name=str(meta.get("name") or "?"),
         phase=phase,
-        stale=observed is not None and generation is not None and observed != generation,
+        stale=stale,
         routes=tuple(
             str(r)
             for r in (spec.get("virtualService") or {}).get("routes")
@@ -295,9 +343,48 @@ def summarize(obj: Mapping[str, Any], events: Iterable[EventRow], now: datetime)
         message=str(status.get("message") or ""),
         last_request=last_request,
         webhooks=webhooks,
+        step_labels=tuple(step_label(s) for s in steps),
+        side_routes=tuple(r for side in SIDE_ROUTES if (r := side(spec, status, current)) is not None),
+        readiness=_readiness(spec, status) if phase == "Progressing" else None,
         events=tuple(ordered[-MAX_EVENTS:]),
         now=now,
     )
+
+
+def _readiness(spec: Mapping[str, Any], status: Mapping[str, Any]) -> ReadinessRow | None:
+    record: Mapping[str, Any] | None = status.get("readiness")
+    if not isinstance(record, Mapping):
+        return None
+    number = {k: _number(record.get(k)) for k in ("canaryReady", "stableReady", "needed")}
+    return ReadinessRow(
+        canary_ready=None if number["canaryReady"] is None else int(number["canaryReady"]),
+        stable_ready=None if number["stableReady"] is None else int(number["stableReady"]),
+        needed=None if number["needed"] is None else int(number["needed"]),
+        waiting_since=parse_time(record.get("waitingSince")),
+        timeout=_duration((spec.get("readiness") or {}).get("timeout")) or READINESS_DEFAULTS.timeout,
+        message=str(record.get("message") or ""),
+    )
+
+
+def _ab_route(spec: Mapping[str, Any], status: Mapping[str, Any], step: Mapping[str, Any]) -> SideRoute | None:
+    """The operator's A/B route while the VirtualService has it (status.matchRoute), with the step's match
+    (unknown while the status is for an older generation: the route has the match that generation wrote)."""
+    name = status.get("matchRoute")
+    if not name:
+        return None
+    routes = (spec.get("virtualService") or {}).get("routes") or ()
+    where = f" ahead of {routes[0]}" if routes else ""
+    match = step.get("match")
+    who = f"users with {describe_match(match)}" if match else "the users its match selects"
+    canary = _destination(status.get("canary") or spec.get("canary"))
+    return SideRoute("A/B", f"route {name}{where}: {who} -> canary {canary}")
+
+
+# What a running step adds to the routes, from the spec, the status and the current step (empty when the
+# status is for an older generation): one function per kind of step that adds something.
+SIDE_ROUTES: tuple[Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], SideRoute | None], ...] = (
+    _ab_route,
+)
 
 
 def fingerprint(obj: Mapping[str, Any], events: Iterable[EventRow]) -> tuple[Any, ...]:
@@ -314,7 +401,17 @@ def fingerprint(obj: Mapping[str, Any], events: Iterable[EventRow]) -> tuple[Any
         meta.get("generation"),
         *(
             repr(status.get(k))
-            for k in ("phase", "observedGeneration", "stepIndex", "canaryWeight", "rollback", "paused", "lastRequest")
+            for k in (
+                "phase",
+                "observedGeneration",
+                "stepIndex",
+                "canaryWeight",
+                "matchRoute",
+                "readiness",
+                "rollback",
+                "paused",
+                "lastRequest",
+            )
         ),
         check.get("verdict"),
         check.get("consecutiveFailures"),
@@ -382,6 +479,8 @@ def hold_text(view: RolloutView) -> str:
         return ""
     if view.hold_left is None:
         return f"hold {format_hold(view.hold)}"
+    if view.readiness is not None and view.readiness.waiting_since is not None:
+        return f"hold {format_hold(view.hold)}, counts once the canary has its ready pods"
     if view.paused is not None:
         return f"hold {format_hold(view.hold)}, PAUSED with {format_seconds(view.hold_left)} left"
     if view.hold_left > timedelta(0):
@@ -401,6 +500,8 @@ def waiting(view: RolloutView) -> tuple[str, str]:
     """A pause or a manual gate, and the command that releases it (("", "") when neither)."""
     if view.phase != "Progressing":
         return "", ""
+    if canary := waiting_for_canary(view):
+        return canary, f"the shift follows once they are ready; to give up now: {command(view, 'abort')}"
     if view.paused is not None:
         by = f" by {view.paused.by}" if view.paused.by else ""
         why = f" ({view.paused.reason})" if view.paused.reason else ""
@@ -462,7 +563,34 @@ def rollback_text(rb: RollbackRow, now: datetime) -> str:
 
 def steps_text(view: RolloutView) -> str:
     current = (view.step or 0) - 1
-    return " → ".join(f"[{w}]" if i == current else str(w) for i, w in enumerate(view.step_weights))
+    labels = view.step_labels or tuple(str(w) for w in view.step_weights)
+    return " → ".join(f"[{w}]" if i == current else w for i, w in enumerate(labels))
+
+
+def readiness_text(view: RolloutView) -> str:
+    """`canary 2 ready pods (needs 1), stable 4 ready`, or why they are not counted; "" without a record."""
+    r = view.readiness
+    if r is None:
+        return ""
+    if r.canary_ready is None:
+        return r.message or "not checked: shifts do not wait for ready pods"
+    needs = f" (needs {r.needed})" if r.needed is not None else ""
+    stable = f", stable {r.stable_ready} ready" if r.stable_ready is not None else ""
+    return f"canary {r.canary_ready} ready pod{'s' if r.canary_ready != 1 else ''}{needs}{stable}"
+
+
+def waiting_for_canary(view: RolloutView) -> str:
+    """While a shift waits for the canary's ready pods: how many, and when it rolls back ("" otherwise)."""
+    r = view.readiness
+    if r is None or r.waiting_since is None or r.deadline is None:
+        return ""
+    have = "?" if r.canary_ready is None else str(r.canary_ready)
+    needs = f" of {r.needed} needed" if r.needed is not None else ""
+    left = format_seconds(max(timedelta(0), r.deadline - view.now))
+    return (
+        f"WaitingForCanary: {have}{needs} ready canary pods, for {format_seconds(view.now - r.waiting_since)}; "
+        f"rolls back in {left} (readiness.timeout {format_hold(r.timeout)}) unless they come"
+    )
 
 
 def text_bar(canary_weight: int, width: int = TEXT_BAR_WIDTH) -> str:
@@ -495,6 +623,9 @@ def to_lines(view: RolloutView) -> list[str]:
         f"{text_bar(view.canary_weight)} canary {view.canary} {view.canary_weight}%",
         f"  steps    {steps_text(view).replace('→', '->')}",
     ]
+    lines += [f"  {side.kind:<8} {side.text}" for side in view.side_routes]
+    if ready := readiness_text(view):
+        lines.append(f"  ready    {ready}")
     if waiting := waiting_text(view):
         lines.append(f"  WAITING  {waiting}")
     lines.append(f"  check    {check_text(view)}")
@@ -555,6 +686,10 @@ def to_renderable(view: RolloutView) -> RenderableType:
     routes = ", ".join(view.routes) or "the only route"
     parts.append(Text(f"route {routes}: stable █ / canary ▒", style="dim"))
     parts.append(weight_bar(view))
+    for side in view.side_routes:
+        parts.append(Text(f"{side.kind}: {side.text}", style=CANARY_STYLE, overflow="fold"))
+    if ready := readiness_text(view):
+        parts.append(Text(f"ready: {ready}", style="dim", overflow="fold"))
     what, how = waiting(view)
     if what:
         parts.append(Text(what, style="bold cyan", overflow="fold"))

@@ -18,7 +18,8 @@ from coalmine_dev.devstack import stack as devstack
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Start (or reuse) the local stack, meshsim and the operator; apply examples/; promote a healthy "
-        "canary (v2), roll back a failing one (v3); write a timeline PNG and a summary to --output."
+        "canary (v2), give the next one (v3) to beta users first (A/B step), then by weight, and roll it back when it "
+        "fails; write a timeline PNG and a summary to --output."
     )
     parser.add_argument(
         "--state-dir",

@@ -32,6 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from coalmine.core.models import format_duration
+from coalmine.core.plan import describe_match
 from coalmine.status import render
 from coalmine.status.cli import Reader, Snapshot
 from coalmine_dev import processes
@@ -42,7 +43,15 @@ from coalmine_dev.processes import Child
 
 ISTIO = ("networking.istio.io", "v1")
 COALMINE = ("coalmine.dev", "v1alpha1")
-RPS = 150.0  # requests/s meshsim sends to `order`; a tenth carries `user-group: beta`
+RPS = 150.0  # requests/s meshsim sends to `order`
+# Who sends them: a tenth are the seed's beta group (`user-group: beta`, which the user's own `beta` route
+# sends to v2 whatever the rollout does), a tenth have opted in to try releases first (cookie `beta=1`, the
+# match of examples/strategies/ab-rollout.yaml's A/B step), the rest are everyone else.
+HEADER_MIX: list[tuple[float, dict[str, str]]] = [
+    (0.8, {}),
+    (0.1, {"user-group": "beta"}),
+    (0.1, {"cookie": "theme=dark; beta=1"}),
+]
 SCRAPE_JOB = "coalmine-demo-meshsim"
 SETTLE_TIMEOUT = 10.0  # seconds the VirtualService may lag the status's end phase
 GATED_WEIGHT = 50  # scenario 1's step that waits for a person
@@ -76,6 +85,23 @@ class Outcome:
     started: datetime
     ended: datetime
     notes: list[tuple[datetime, str]] = field(default_factory=list)
+    # What the VirtualService had, read after read (repeats dropped): the canary's weight on the owned
+    # route, and whether the operator's A/B route was there; and that route as first seen.
+    ab_readings: list[tuple[int, bool]] = field(default_factory=list)
+    ab_route: dict[str, Any] | None = None
+
+    @property
+    def ab_problem(self) -> str:
+        return scenario.ab_problem(self.ab_readings) if self.ab_route is not None or self.has_ab_step else ""
+
+    @property
+    def has_ab_step(self) -> bool:
+        return any(s.get("match") for s in (self.rollout.get("spec") or {}).get("steps") or [])
+
+    @property
+    def vs_story(self) -> list[str]:
+        """The owned route's canary weight, read after read, with `A/B` while the operator's A/B route was there."""
+        return scenario.changes(["A/B" if present else str(weight) for weight, present in self.ab_readings])
 
     @property
     def status(self) -> dict[str, Any]:
@@ -203,13 +229,19 @@ class Demo:
         logs = self.o.output / "logs"
 
         self._clean_namespace(examples)
+        workloads = self._apply_workloads(examples, info)
         meshsim = self._start_meshsim(info, env, logs)
         say(f"applying {self.o.examples_dir}/ to namespace {ns}: DestinationRule order, VirtualService order")
         custom.create_namespaced_custom_object(*ISTIO, ns, "destinationrules", examples.destination_rule)
         vs_created: dict[str, Any] = custom.create_namespaced_custom_object(  # type: ignore[assignment]
             *ISTIO, ns, "virtualservices", examples.virtual_service
         )
-        meshsim.set_service(ns, "order", rps=RPS, headers=[(0.9, {}), (0.1, {"user-group": "beta"})])
+        if workloads:  # before any request: meshsim answers 503 UH for a subset without ready endpoints, as Envoy
+            wait_until(
+                f"{workloads} ready endpoints of Service order", lambda: self._ready() >= workloads, START_TIMEOUT
+            )
+            say(f"Service order has {workloads} ready pods (v1, v2 and v3): readiness gates every shift")
+        meshsim.set_service(ns, "order", rps=RPS, headers=HEADER_MIX)
         wait_until(
             "meshsim seeing the VirtualService",
             lambda: (
@@ -244,22 +276,41 @@ class Demo:
         first.started = started
         say(f"scenario 1 ended {first.status.get('phase')}: {first.status.get('message', '')}", _style(first))
 
-        # Scenario 2: v2 becomes stable, v3 is the canary and starts failing once it has 30 %.
+        # Scenario 2: v2 becomes stable, v3 is the canary: first for the users who opted in (the A/B step of
+        # examples/strategies/ab-rollout.yaml), then by weight; it starts failing once it has 30 %.
         meshsim.reset_destination(ns, "order", "v3")
         generation = int(first.rollout["metadata"]["generation"]) + 1
-        say(
-            "scenario 2: promote v2 to stable and roll out v3 (a new spec generation restarts at step 1); "
-            "v3 will start failing (40 % 5xx, p50 800 ms) once it has 30 %",
-            "bold",
-        )
-        self.display.header = "scenario 2: a canary (v3) that starts failing at 30 % is rolled back"
+        steps = body["spec"]["steps"]
+        if examples.ab_step is not None:
+            steps = [examples.ab_step, *steps]
+            who = describe_match(examples.ab_step["match"])
+            say(
+                f"scenario 2: promote v2 to stable and roll out v3 (a new spec generation restarts at step 1): "
+                f"first to the users with {who} (A/B step, from examples/{scenario.AB_EXAMPLE}), then "
+                f"{', '.join(str(s['weight']) for s in steps if 'weight' in s)} %; "
+                "v3 will start failing (40 % 5xx, p50 800 ms) once it has 30 %",
+                "bold",
+            )
+        else:
+            say(
+                "scenario 2: promote v2 to stable and roll out v3 (a new spec generation restarts at step 1); "
+                "v3 will start failing (40 % 5xx, p50 800 ms) once it has 30 %",
+                "bold",
+            )
+        self.display.header = "scenario 2: v3 goes to beta users first (A/B), starts failing at 30 %, is rolled back"
         started = datetime.now(UTC)
         custom.patch_namespaced_custom_object(
             *COALMINE,
             ns,
             "rollouts",
             "order",
-            {"spec": {"stable": {"host": "order", "subset": "v2"}, "canary": {"host": "order", "subset": "v3"}}},
+            {
+                "spec": {
+                    "stable": {"host": "order", "subset": "v2"},
+                    "canary": {"host": "order", "subset": "v3"},
+                    "steps": steps,
+                }
+            },
         )
         notes: list[tuple[datetime, str]] = []
 
@@ -280,7 +331,9 @@ class Demo:
 
         vs_after = self._get("virtualservices", "order")
         dr_after = self._get("destinationrules", "order")
-        untouched = scenario.check_untouched(vs_before, vs_after, dr_before, dr_after, routes)
+        untouched = scenario.check_untouched(
+            vs_before, vs_after, dr_before, dr_after, routes, match_route=scenario.MATCH_ROUTE
+        )
         for check in untouched:
             say(
                 f"untouched: {check.name}: {'equal' if check.equal else 'CHANGED'} "
@@ -362,6 +415,22 @@ class Demo:
 
             _ignore_404(delete)
             wait_until(f"{plural}/order deleted", partial(_missing, get), START_TIMEOUT)
+        apps = client.AppsV1Api(self.api)
+        for body in examples.workloads:
+            name = body["metadata"]["name"]
+            if body["kind"] == "Service":
+                _ignore_404(partial(core.delete_namespaced_service, name, ns))
+            else:
+                _ignore_404(partial(apps.delete_namespaced_deployment, name, ns, propagation_policy="Background"))
+        if examples.workloads:
+            wait_until(
+                "the previous run's order pods gone",
+                lambda: (
+                    not core.list_namespaced_pod(ns, label_selector="app=order").items
+                    and not apps.list_namespaced_deployment(ns, label_selector="app=order").items
+                ),
+                START_TIMEOUT,
+            )
         core.delete_collection_namespaced_event(ns, field_selector="involvedObject.kind=Rollout")
 
     def _start_meshsim(self, info: devstack.StackInfo, env: dict[str, str], logs: Path) -> MeshsimClient:
@@ -418,17 +487,25 @@ class Demo:
         read while the VirtualService still has the old weight; the demo then keeps reading (a few
         seconds at most) so the weights it reports end with the one the operator set.
         """
-        steps = 4
+        steps = 5  # at most: scenario 2's A/B step and four weights
         timeout = 60 + steps * 3 * self.o.hold.total_seconds()
         deadline = time.monotonic() + timeout
         settle_deadline: float | None = None
         weights: list[int] = []
+        readings: list[tuple[int, bool]] = []
+        ab_route: dict[str, Any] | None = None
         while True:
             if not operator.alive():
                 raise DemoError(f"the operator exited during {label}:\n{operator.tail()}")
             snap = reader.snapshot(self.o.namespace, "order")
             vs = self._get("virtualservices", "order")
-            weights = scenario.changes([*weights, scenario.canary_weight(vs, routes, canary)])
+            weight = scenario.canary_weight(vs, routes, canary)
+            weights = scenario.changes([*weights, weight])
+            route = scenario.route_named(vs, scenario.MATCH_ROUTE)
+            if (route is not None) != (readings[-1][1] if readings else False):
+                self._say_ab(route, vs, weight)
+            ab_route = ab_route or route
+            readings = scenario.changes([*readings, (weight, route is not None)])
             self.display.show(snap)
             on_read(snap)
             if snap.rollouts:
@@ -442,10 +519,59 @@ class Demo:
                     settle_deadline = settle_deadline or time.monotonic() + SETTLE_TIMEOUT
                     settled = status.get("phase") == "Invalid" or weights[-1:] == [status.get("canaryWeight")]
                     if settled or time.monotonic() > settle_deadline:
-                        return Outcome(label, obj, weights, datetime.now(UTC), datetime.now(UTC))
+                        now = datetime.now(UTC)
+                        return Outcome(label, obj, weights, now, now, ab_readings=readings, ab_route=ab_route)
             if time.monotonic() > deadline:
                 raise DemoError(f"{label} did not finish in {timeout:.0f} s; operator log:\n{operator.tail()}")
             time.sleep(0.25)
+
+    def _say_ab(self, route: dict[str, Any] | None, vs: dict[str, Any], weight: int) -> None:
+        """Narrate the operator's A/B route appearing in the VirtualService or leaving it."""
+        if route is None:
+            self.display.say(
+                f"VirtualService order: route {scenario.MATCH_ROUTE} removed (canary {weight}% on primary)", "bold"
+            )
+            return
+        names = [r.get("name", "?") for r in vs["spec"].get("http") or []]
+        dest = ", ".join(d.get("destination", {}).get("subset", "?") for d in route.get("route") or [])
+        self.display.say(
+            f"VirtualService order: route {scenario.MATCH_ROUTE} added (routes now {', '.join(names)}): "
+            f"users with {describe_match(route.get('match') or [])} go to {dest}",
+            "bold",
+        )
+
+    def _apply_workloads(self, examples: scenario.Examples, info: devstack.StackInfo) -> int:
+        """Create the examples' Service and Deployments (kwok makes their pods Ready); the pods to wait for."""
+        if not examples.workloads:
+            return 0
+        if not info.workloads:
+            self.display.say("this stack runs no workloads (no kwok): readiness is not checked", "yellow")
+            return 0
+        assert self.api is not None
+        core, apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
+        pods = 0
+        for body in examples.workloads:
+            if body["kind"] == "Service":
+                core.create_namespaced_service(self.o.namespace, body)  # type: ignore[arg-type]  # a dict body is sent as is
+            else:
+                apps.create_namespaced_deployment(self.o.namespace, body)  # type: ignore[arg-type]
+                pods += int(body["spec"].get("replicas", 1))
+        names = ", ".join(f"{b['kind']} {b['metadata']['name']}" for b in examples.workloads)
+        self.display.say(f"applying {names} (kwok runs the pods)")
+        return pods
+
+    def _ready(self) -> int:
+        """Ready endpoints of Service order, as the operator counts them (EndpointSlice ready true or unset)."""
+        assert self.api is not None
+        slices = client.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice(
+            self.o.namespace, label_selector="kubernetes.io/service-name=order"
+        )
+        return sum(
+            1
+            for s in slices.items
+            for e in s.endpoints or []
+            if e.conditions is None or e.conditions.ready is None or e.conditions.ready
+        )
 
     def _timeline(self, outcomes: list[Outcome], info: devstack.StackInfo) -> Path:
         time.sleep(2.5)  # let Prometheus scrape the last seconds
@@ -466,7 +592,9 @@ class Demo:
                     measured[name] = _query_range(info.prometheus_url, promql, started - timedelta(seconds=2), end)
             scenarios.append(timeline.assemble(outcome.label, outcome.rollout, end, measured, outcome.notes))
         png = self.o.output / "timeline.png"
-        timeline.plot(scenarios, png, title="coalmine demo: v2 promoted, v3 rolled back")
+        timeline.plot(
+            scenarios, png, title="coalmine demo: v2 promoted; v3 to beta users first (A/B), then rolled back"
+        )
         self.display.say(f"timeline written to {png}")
         return png
 
@@ -474,6 +602,10 @@ class Demo:
         first, second = outcomes
         ok1 = first.status.get("phase") == "Succeeded"
         ok2 = second.status.get("phase") == "RolledBack" and second.status.get("canaryWeight") == 0
+        ok2 = ok2 and not any(o.ab_problem for o in outcomes)
+        for o in outcomes:
+            if o.ab_problem:
+                self.display.say(f"{o.label}: {o.ab_problem}", "bold red")
         ok3 = all(u.equal for u in untouched)
         summary = {
             "namespace": self.o.namespace,
@@ -490,8 +622,8 @@ class Demo:
                 o.label,
                 f"{_dest(o.rollout, 'stable')} -> {_dest(o.rollout, 'canary')}",
                 str(o.status.get("phase")),
-                " -> ".join(str(h["weight"]) for h in o.status.get("history") or []),
-                " -> ".join(str(w) for w in o.vs_weights),
+                " -> ".join(_history(o.rollout)),
+                " -> ".join(o.vs_story),
                 _duration_of(o.status),
                 _why(o.status),
             )
@@ -509,7 +641,10 @@ class Demo:
             self.display.say("summary:")
             for row in rows:
                 self.display.say("  " + " | ".join(f"{h}: {v}" for h, v in zip(headers, row, strict=True)))
-        verdict = "untouched: A/B route, retries, timeout, circuit breaker and the whole DestinationRule"
+        verdict = (
+            "untouched: the user's A/B route, retries, timeout, circuit breaker and the whole DestinationRule; "
+            f"the operator's A/B route {scenario.MATCH_ROUTE} gone"
+        )
         self.display.say(f"{verdict}: {'yes' if ok3 else 'NO'}", "green" if ok3 else "bold red")
         self.display.say(f"timeline: {png}   summary: {self.o.output / 'summary.json'}   took {seconds:.0f} s")
         self.display.say(
@@ -586,6 +721,17 @@ def _dest(rollout: dict[str, Any], side: str) -> str:
     return str((rollout.get("spec") or {}).get(side, {}).get("subset", "?"))
 
 
+def _history(rollout: dict[str, Any]) -> list[str]:
+    """The steps the status's history went through: their weights, `A/B` for an A/B step."""
+    steps = (rollout.get("spec") or {}).get("steps") or []
+    out = []
+    for entry in (rollout.get("status") or {}).get("history") or []:
+        index = entry.get("stepIndex")
+        ab = isinstance(index, int) and 0 <= index < len(steps) and bool(steps[index].get("match"))
+        out.append("A/B" if ab else str(entry.get("weight")))
+    return out
+
+
 def _style(outcome: Outcome) -> str:
     return {"Succeeded": "bold green", "RolledBack": "bold red"}.get(str(outcome.status.get("phase")), "bold")
 
@@ -614,6 +760,10 @@ def _outcome_dict(o: Outcome) -> dict[str, Any]:
         "canaryWeight": status.get("canaryWeight"),
         "history": [h.get("weight") for h in status.get("history") or []],
         "vsWeights": o.vs_weights,
+        "vsStory": o.vs_story,
+        "abRoute": o.ab_route,
+        "abReadings": [list(r) for r in o.ab_readings],
+        "abProblem": o.ab_problem,
         "rollback": status.get("rollback"),
         "startedAt": status.get("startedAt"),
         "finishedAt": status.get("finishedAt"),

@@ -76,6 +76,11 @@ def parse_matrix(result: Sequence[Mapping[str, Any]]) -> list[Point]:
 class Step:
     at: datetime
     weight: int
+    ab: bool = False  # an A/B step: the canary has the matched users, the owned route's weight stays
+
+    @property
+    def label(self) -> str:
+        return "A/B" if self.ab else f"{self.weight}%"
 
 
 @dataclass(frozen=True)
@@ -109,11 +114,18 @@ def rollout_span(status: Mapping[str, Any]) -> tuple[datetime | None, datetime |
     return parse_time(status.get("startedAt")), parse_time(status.get("finishedAt"))
 
 
-def weight_series(status: Mapping[str, Any], end: datetime) -> tuple[list[Point], list[Step]]:
+def weight_series(
+    status: Mapping[str, Any], end: datetime, spec_steps: Sequence[Mapping[str, Any]] = ()
+) -> tuple[list[Point], list[Step]]:
     """Canary weight over time from status.history, ending at `end`: 0 before the first step,
-    each step's weight from its startedAt, 0 from the rollback on (RolledBack)."""
+    each step's weight from its startedAt, 0 from the rollback on (RolledBack). A history entry of a
+    step with a match (`spec_steps`) is an A/B step: weight 0 on the owned route, labelled A/B."""
+
+    def ab(index: Any) -> bool:
+        return isinstance(index, int) and 0 <= index < len(spec_steps) and bool(spec_steps[index].get("match"))
+
     steps = [
-        Step(at, int(h.get("weight", 0)))
+        Step(at, int(h.get("weight", 0)), ab(h.get("stepIndex")))
         for h in status.get("history") or []
         if (at := parse_time(h.get("startedAt"))) is not None
     ]
@@ -150,7 +162,7 @@ def assemble(
     status: Mapping[str, Any] = rollout.get("status") or {}
     analysis: Mapping[str, Any] = spec.get("analysis") or {}
     started, finished = rollout_span(status)
-    weights, steps = weight_series(status, end)
+    weights, steps = weight_series(status, end, spec.get("steps") or ())
     rb = status.get("rollback")
     rollback = None
     if status.get("phase") == "RolledBack" and rb and (at := parse_time(rb.get("at"))) is not None:
@@ -215,9 +227,7 @@ def plot(scenarios: Sequence[ScenarioTimeline], path: Path, title: str = "coalmi
         for step in s.steps:
             for ax in (ax_w, ax_e, ax_l):
                 ax.axvline(x(step.at), color=colour, ls=":", lw=0.9, alpha=0.8)
-            ax_w.annotate(
-                f"{step.weight}%", (x(step.at), step.weight), textcoords="offset points", xytext=(3, 4), fontsize=8
-            )
+            ax_w.annotate(step.label, (x(step.at), step.weight), textcoords="offset points", xytext=(3, 4), fontsize=8)
         if s.error_rate:
             ax_e.plot([x(t) for t, _ in s.error_rate], [v for _, v in s.error_rate], color=colour, lw=1.6)
         if s.latency:
