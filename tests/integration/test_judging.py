@@ -36,24 +36,34 @@ def test_a_failure_shared_by_stable_and_canary(
     meshsim.client.set_service(shop.ns, "order", rps=RPS)
     for subset in ("v1", "v2"):
         meshsim.client.set_destination(shop.ns, "order", subset, error_ratio=0.2)
-    success = {"min": 50, "maxDropVsStable": 5} if checks == "relative" else {"min": 95}
+    # 15 points: at 20 % of 150 rps a 4-s window holds ~120 canary requests (one standard deviation of the
+    # difference is ~4 points), and the windows right after the shift read the canary 7-11 points below
+    # the stable (4 of 5 runs with a 5-point bound and a 10-s hold, 1 of 5 with 10 points: the new canary
+    # series under rate(); noted in the closing note of 2026-12-01). The test is about a failure
+    # both versions share, which an absolute bound rolls back and a relative one does not.
+    success = {"min": 50, "maxDropVsStable": 15} if checks == "relative" else {"min": 95}
     op = operator_factory(shop.ns)
     shop.create_rollout(
-        steps=[{"weight": 20, "hold": "6s"}, {"weight": 100, "hold": "3s"}],
+        steps=[{"weight": 20, "hold": "10s"}, {"weight": 100, "hold": "3s"}],
         analysis={"successRate": success, "failFast": {"enabled": False}},
     )
     if checks == "relative":
+        # A check at least 3 scrapes into the step: before that the canary's 503 series may have one sample
+        # only, which rate() cannot use, and the first checks can read 100 % (seen: "assert 100 < 90").
         at_20 = shop.wait_for(
-            lambda s: s.get("canaryWeight") == 20 and "stableValue" in _metric(s, "success-rate"),
+            lambda s: s.get("canaryWeight") == 20
+            and "stableValue" in _metric(s, "success-rate")
+            and bool(s.get("stepStartedAt"))
+            and (ts(s["analysis"]["checkedAt"]) - ts(s["stepStartedAt"])).total_seconds() >= 3,
             30,
-            "a check at 20 % with the stable's value",
+            "a check at 20 % with the stable's value, 3 s into the step",
             op,
         )
         row = _metric(at_20, "success-rate")
         assert 70 < row["value"] < 90
         assert 70 < row["stableValue"] < 90, "the stable failed alike, on the same window"
         assert 'destination_version="v1"' in row["stableQuery"]
-        assert "drop vs stable <= 5%" in row["threshold"]
+        assert "drop vs stable <= 15%" in row["threshold"]
         shop.wait_for_phase("Succeeded", 60, op)
     else:
         status = shop.wait_for_phase("RolledBack", 60, op)
