@@ -378,6 +378,8 @@ async def _move_traffic(
                     weight,
                     match_name=validation.match_route_name(rollout.name),
                     match=plan.desired_match(rollout),
+                    mirror=rollout.status.mirror,
+                    mirror_on=plan.desired_mirror(rollout) is not None,
                 )
             else:
                 ops = router.weight_patch(vs, traffic, weight)

@@ -146,7 +146,7 @@ def test_a_route_edited_by_hand_is_put_back_in_place() -> None:
     ("steps", "problem"),
     [
         ([{"weight": 10}, {"match": BETA}, {"weight": 100}], "A/B steps come before every weight step"),
-        ([{"match": BETA, "weight": 10}, {"weight": 100}], "a weight or a match"),
+        ([{"match": BETA, "weight": 10}, {"weight": 100}], "not both weight and match"),
         ([{"match": [{"sourceLabels": {"a": "b"}}]}, {"weight": 100}], "'sourceLabels' is not supported"),
         ([{"match": [{"headers": {"a": {"exact": "b", "prefix": "c"}}}]}, {"weight": 100}], "exactly one of"),
         ([{"match": BETA}], "at least one weight step"),
