@@ -302,7 +302,7 @@ def test_a_recreated_rollout_takes_its_own_mirror_back_without_duplicating_it() 
     assert mesh.mirror() == {}
 
 
-def test_the_hold_counts_once_the_mirror_is_on_the_route() -> None:
+def test_the_step_does_not_advance_before_the_mirror_is_on_the_route() -> None:
     mesh = Mesh()
     r, _ = decide(rollout(spec(steps=MIRROR_STEPS)), mesh, T0)
     assert r.status.mirror is not None
@@ -423,3 +423,22 @@ def test_the_breaker_row_says_why_it_is_skipped_in_a_mirror_step() -> None:
     row = next(m for m in result.metrics if m.name == "circuit-breaker")
     assert row.verdict is Verdict.SKIPPED
     assert "mirrored copies" in row.reason
+
+
+def test_a_mirror_step_then_an_ab_step_then_weights() -> None:
+    vs = virtual_service()
+    vs["spec"]["http"][1]["mirrors"] = [{"destination": copy.deepcopy(SHADOW)}]
+    mesh = Mesh(vs)
+    before = copy.deepcopy(mesh.vs)
+    beta = [{"headers": {"x-beta": {"exact": "1"}}}]
+    steps = [{"mirror": 30, "hold": "10s"}, {"match": beta, "hold": "10s"}, {"weight": 100}]
+    r = tick(rollout(spec(steps=steps)), mesh, T0)
+    assert len(mesh.mirror()["mirrors"]) == 2
+    r, now = run(r, mesh, T0, 15)
+    assert r.status.step_index == 1
+    assert mesh.mirror() == {"mirrors": [{"destination": SHADOW}]}, "put back in the patch that adds the A/B route"
+    assert [h["name"] for h in mesh.vs["spec"]["http"]] == ["beta", "coalmine-order", "primary"]
+    assert mesh.vs["spec"]["http"][1]["match"] == beta
+    r, now = run(r, mesh, now, 60)
+    assert r.status.phase is Phase.SUCCEEDED
+    assert without_owned_destinations(mesh.vs) == without_owned_destinations(before)

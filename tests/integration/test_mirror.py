@@ -1,0 +1,133 @@
+"""Mirror steps on the real stack: the operator's mirror is written through Istio's validation webhook, users
+stay on the stable (0 % canary weight) throughout, the canary is judged on the mirrored copies its own proxy
+reports, and the route's own mirror is put back byte-equal after a rollback or the weights."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes.client.rest import ApiException
+from rollout_support import OperatorProcess, Shop, without_owned_route
+
+pytestmark = pytest.mark.integration
+
+RPS = 150.0
+MIRROR_KEYS = ("mirror", "mirrorPercentage", "mirrorPercent", "mirrors")
+SHADOW = {"host": "order-shadow", "port": {"number": 8080}}
+CANARY = {"host": "order", "subset": "v2", "port": {"number": 8080}}
+
+
+class PrimaryWatch:
+    """Reads the VirtualService in the background and keeps every distinct canary weight and mirror seen."""
+
+    def __init__(self, shop: Shop) -> None:
+        self.shop, self.weights, self.mirrors = shop, set(), []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            vs = self.shop.get_vs()
+            self.weights.add(self.shop.primary_weights(vs).get("v2", 0))
+            primary = next(r for r in vs["spec"]["http"] if r.get("name") == "primary")
+            fields = {k: primary[k] for k in MIRROR_KEYS if k in primary}
+            if not self.mirrors or self.mirrors[-1] != fields:
+                self.mirrors.append(fields)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _mirror_fields(vs: dict[str, Any]) -> dict[str, Any]:
+    primary = next(r for r in vs["spec"]["http"] if r.get("name") == "primary")
+    return {k: primary[k] for k in MIRROR_KEYS if k in primary}
+
+
+def test_a_failing_mirror_step_never_gives_users_to_the_canary_and_puts_the_users_mirror_back(
+    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    index = shop.route_index("primary")
+    own = {"mirror": SHADOW, "mirrorPercentage": {"value": 10}}
+    shop.patch_vs([{"op": "add", "path": f"/spec/http/{index}/{key}", "value": value} for key, value in own.items()])
+    meshsim.client.set_service(shop.ns, "order", rps=RPS)
+    meshsim.client.set_destination(shop.ns, "order", "v2", error_ratio=0.5)
+    before = without_owned_route(shop.get_vs())
+    op = operator_factory(shop.ns)
+    watch = PrimaryWatch(shop)
+    shop.create_rollout(steps=[{"mirror": 100, "hold": "1m"}, {"weight": 100}])
+    during = shop.wait_for(lambda s: (s.get("mirror") or {}).get("active") is True, 60, "the mirror written", op)
+    assert during["mirror"]["saved"] == own, "the route's own mirror on record"
+    status = shop.wait_for_phase("RolledBack", 90, op)
+    watch.stop()
+    assert watch.weights == {0}, "no user reached the canary, ever"
+    ours = {"destination": CANARY, "percentage": {"value": 100}}
+    assert {"mirrors": [{"destination": SHADOW, "percentage": {"value": 10}}, ours]} in watch.mirrors, (
+        "the user's mirror kept working beside the canary's"
+    )
+    assert status["rollback"]["reason"] in ("FailureLimit", "FailFast")
+    assert status["rollback"]["metric"] == "success-rate", "judged on the mirrored copies the canary answered"
+    assert 'reporter=~"destination|waypoint"' in status["rollback"]["query"]
+    assert "mirror" not in status
+    assert not any(c["type"] == "Stalled" and c["reason"] == "TrafficNotMoved" for c in status["conditions"]), (
+        "every write passed Istio's validation webhook"
+    )
+    vs = shop.get_vs()
+    assert _mirror_fields(vs) == own, "put back byte-equal"
+    assert without_owned_route(vs) == before, "everything the operator does not own is byte-equal"
+    assert shop.canary_weight() == 0
+
+
+def test_a_mirror_step_then_weights_to_success(
+    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    meshsim.client.set_service(shop.ns, "order", rps=RPS)
+    before = without_owned_route(shop.get_vs())
+    op = operator_factory(shop.ns)
+    watch = PrimaryWatch(shop)
+    shop.create_rollout(steps=[{"mirror": 100, "hold": "5s"}, {"weight": 50, "hold": "3s"}, {"weight": 100}])
+    during = shop.wait_for(lambda s: (s.get("mirror") or {}).get("active") is True, 60, "the mirror written", op)
+    assert during["canaryWeight"] == 0
+    assert "mirror 100% to the canary, 0% users" in during["message"]
+    judged = shop.wait_for(
+        lambda s: (
+            s.get("stepIndex") == 0
+            and (s.get("analysis") or {}).get("verdict") == "Pass"
+            and any(m["name"] == "traffic" for m in s["analysis"]["metrics"])
+        ),
+        60,
+        "the canary judged on the mirrored requests, the traffic check on the users'",
+        op,
+    )
+    rows = {m["name"]: m for m in judged["analysis"]["metrics"]}
+    assert judged["analysis"]["requests"] >= 10, "the mirrored copies, as the canary's proxy reports them"
+    assert rows["traffic"]["value"] == 0, "no user request reached the canary"
+    assert 'reporter="source"' in rows["traffic"]["query"]
+    status = shop.wait_for_phase("Succeeded", 120, op)
+    watch.stop()
+    ours = {"mirror": CANARY, "mirrorPercentage": {"value": 100}}
+    assert ours in watch.mirrors
+    assert watch.mirrors[-1] == {}, "removed"
+    assert "mirror" not in status
+    vs = shop.get_vs()
+    assert without_owned_route(vs) == before
+    assert shop.canary_weight() == 100
+
+
+def test_istio_refuses_mirror_and_mirrors_together(shop: Shop) -> None:
+    """Why the operator puts its mirror beside a user's in a `mirrors` list: the webhook is in force here."""
+    index = shop.route_index("primary")
+    both = [
+        {"op": "add", "path": f"/spec/http/{index}/mirror", "value": SHADOW},
+        {"op": "add", "path": f"/spec/http/{index}/mirrors", "value": [{"destination": copy.deepcopy(CANARY)}]},
+    ]
+    with pytest.raises(ApiException) as refused:
+        shop.patch_vs(both)
+    assert "cannot contain both mirror and mirrors" in str(refused.value.body)
