@@ -402,12 +402,14 @@ async def _move_traffic(
             return plan.TrafficOutcome(
                 at_weight=False, observed=seen(vs), error=f"the API server {what} to {where}: {exc}", attempted=True
             )
+        mirror = plan.desired_mirror(rollout)
         logger.info(
-            "%s: canary %s at %d%% on %s",
+            "%s: canary %s at %d%% on %s%s",
             where,
             traffic.canary.label,
             weight,
             ", ".join(str(r) for r in traffic.routes),
+            f", mirror {mirror}%" if mirror is not None else "",
         )
         return await _taken(rollout, written, traffic, weight, ports, wrote=True)
     return plan.TrafficOutcome(

@@ -42,6 +42,7 @@ class PrimaryWatch:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        """Stop reading (idempotent: also the test's finalizer, so a failed test leaves no reader behind)."""
         self._stop.set()
         self._thread.join()
 
@@ -52,7 +53,7 @@ def _mirror_fields(vs: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_failing_mirror_step_never_gives_users_to_the_canary_and_puts_the_users_mirror_back(
-    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
+    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess], request: pytest.FixtureRequest
 ) -> None:
     index = shop.route_index("primary")
     own = {"mirror": SHADOW, "mirrorPercentage": {"value": 10}}
@@ -62,6 +63,7 @@ def test_a_failing_mirror_step_never_gives_users_to_the_canary_and_puts_the_user
     before = without_owned_route(shop.get_vs())
     op = operator_factory(shop.ns)
     watch = PrimaryWatch(shop)
+    request.addfinalizer(watch.stop)
     shop.create_rollout(steps=[{"mirror": 100, "hold": "1m"}, {"weight": 100}])
     during = shop.wait_for(lambda s: (s.get("mirror") or {}).get("active") is True, 60, "the mirror written", op)
     assert during["mirror"]["saved"] == own, "the route's own mirror on record"
@@ -86,13 +88,18 @@ def test_a_failing_mirror_step_never_gives_users_to_the_canary_and_puts_the_user
 
 
 def test_a_mirror_step_then_weights_to_success(
-    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
+    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess], request: pytest.FixtureRequest
 ) -> None:
+    # Without the seed's beta route (it sends users to v2 too, which turns the traffic check off).
+    shop.patch_vs(
+        [{"op": "test", "path": "/spec/http/0/name", "value": "beta"}, {"op": "remove", "path": "/spec/http/0"}]
+    )
     meshsim.client.set_service(shop.ns, "order", rps=RPS)
     before = without_owned_route(shop.get_vs())
     op = operator_factory(shop.ns)
     watch = PrimaryWatch(shop)
-    shop.create_rollout(steps=[{"mirror": 100, "hold": "5s"}, {"weight": 50, "hold": "3s"}, {"weight": 100}])
+    request.addfinalizer(watch.stop)
+    shop.create_rollout(steps=[{"mirror": 100, "hold": "12s"}, {"weight": 50, "hold": "3s"}, {"weight": 100}])
     during = shop.wait_for(lambda s: (s.get("mirror") or {}).get("active") is True, 60, "the mirror written", op)
     assert during["canaryWeight"] == 0
     assert "mirror 100% to the canary, 0% users" in during["message"]
@@ -112,6 +119,10 @@ def test_a_mirror_step_then_weights_to_success(
     assert 'reporter="source"' in rows["traffic"]["query"]
     status = shop.wait_for_phase("Succeeded", 120, op)
     watch.stop()
+    shop.wait_for_event("Succeeded")
+    left = next(e.message for e in shop.events() if e.reason == "StepAdvanced" and "0% -> 50%" in e.message)
+    assert "circuit-breaker skipped" in left, "the breaker's source-reported 503s do not apply to copies"
+    assert "of users (mirrored copies not counted)" in left
     ours = {"mirror": CANARY, "mirrorPercentage": {"value": 100}}
     assert ours in watch.mirrors
     assert watch.mirrors[-1] == {}, "removed"
