@@ -127,6 +127,7 @@ def test_a_mirror_step_then_weights_to_success(
     assert ours in watch.mirrors
     assert watch.mirrors[-1] == {}, "removed"
     assert "mirror" not in status
+    assert "TrafficNotMoved" not in [e.reason for e in shop.events()], "every write passed Istio's webhook"
     vs = shop.get_vs()
     assert without_owned_route(vs) == before
     assert shop.canary_weight() == 100
@@ -142,3 +143,35 @@ def test_istio_refuses_mirror_and_mirrors_together(shop: Shop) -> None:
     with pytest.raises(ApiException) as refused:
         shop.patch_vs(both)
     assert "cannot contain both mirror and mirrors" in str(refused.value.body)
+
+
+def test_a_rollback_decided_before_a_crash_puts_the_users_mirror_back_from_the_status(
+    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    """The record of the route's own mirror survives in the Rollout's status (the CRD keeps it as written):
+    an operator killed mid mirror step, after a rollback was decided and before the VirtualService write,
+    is followed by one that puts the mirror back from that record alone, once."""
+    index = shop.route_index("primary")
+    own = {"mirrors": [{"destination": SHADOW, "percentage": {"value": 12.5}}]}
+    shop.patch_vs([{"op": "add", "path": f"/spec/http/{index}/mirrors", "value": own["mirrors"]}])
+    meshsim.client.set_service(shop.ns, "order", rps=RPS)
+    before = without_owned_route(shop.get_vs())
+    op = operator_factory(shop.ns)
+    shop.create_rollout(steps=[{"mirror": 50, "hold": "10m"}, {"weight": 100}])
+    shop.wait_for(lambda s: (s.get("mirror") or {}).get("active") is True, 60, "the mirror written", op)
+    op.kill()
+    assert _mirror_fields(shop.get_vs()) == {
+        "mirrors": [*own["mirrors"], {"destination": CANARY, "percentage": {"value": 50}}]
+    }
+    current = shop.get_rollout()
+    assert current["status"]["mirror"]["saved"] == own, "stored as written (preserve-unknown-fields)"
+    decided = {**current["status"], "phase": "RolledBack", "canaryWeight": 0, "message": "rolled back (test)"}
+    shop.custom.patch_namespaced_custom_object_status(
+        "coalmine.dev", "v1alpha1", shop.ns, "rollouts", "order", {"status": decided}
+    )
+    restarted = operator_factory(shop.ns)
+    status = shop.wait_for(lambda s: "mirror" not in s, 30, "the mirror record cleared", restarted)
+    assert status["phase"] == "RolledBack"
+    vs = shop.get_vs()
+    assert _mirror_fields(vs) == own, "put back byte-equal, once"
+    assert without_owned_route(vs) == before
