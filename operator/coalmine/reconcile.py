@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from coalmine.adapters.kube import Conflict, Gone, KubeApi, Refused, Unavailable
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.adapters.webhooks import Dispatcher
-from coalmine.core import analysis, hooks, notify, plan, preflight, routers, validation, virtualservice
+from coalmine.core import analysis, hooks, notify, plan, preflight, routers, validation
 from coalmine.core.models import (
     HTTP_ROUTE,
     VIRTUAL_SERVICE,
@@ -372,15 +372,7 @@ async def _move_traffic(
     for _ in range(VS_WRITE_ATTEMPTS):
         try:
             if traffic.kind == VIRTUAL_SERVICE:
-                ops = virtualservice.weight_patch(
-                    vs,
-                    traffic,
-                    weight,
-                    match_name=validation.match_route_name(rollout.name),
-                    match=plan.desired_match(rollout),
-                    mirror=rollout.status.mirror,
-                    mirror_on=plan.desired_mirror(rollout) is not None,
-                )
+                ops = plan.virtual_service_patch(rollout, vs, traffic, weight)
             else:
                 ops = router.weight_patch(vs, traffic, weight)
         except RouteGone as exc:

@@ -44,15 +44,7 @@ class Mesh:
         return {d["destination"]["subset"]: d.get("weight", 0) for d in self.primary()["route"]}.get("v2", 0)
 
     def write(self, r: Rollout, weight: int, traffic: validation.Traffic) -> None:
-        ops = weight_patch(
-            self.vs,
-            traffic,
-            weight,
-            match_name=validation.match_route_name(r.name),
-            match=plan.desired_match(r),
-            mirror=r.status.mirror,
-            mirror_on=plan.desired_mirror(r) is not None,
-        )
+        ops = plan.virtual_service_patch(r, self.vs, traffic, weight)
         if ops:
             self.writes.append(ops)
             after = jsonpatch.apply_patch(self.vs, ops)  # RFC 6902 as the API server applies it (test ops too)

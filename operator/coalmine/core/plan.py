@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -204,6 +204,22 @@ def desired_mirror(rollout: Rollout) -> int | None:
     if needs_start(rollout) or status.phase is not Phase.PROGRESSING or waiting_for_canary(status) is not None:
         return None
     return rollout.spec.steps[status.step_index or 0].mirror
+
+
+def virtual_service_patch(
+    rollout: Rollout, vs: Mapping[str, Any], traffic: Traffic, weight: int
+) -> list[dict[str, Any]]:
+    """The one guarded JSON patch that gives the VirtualService what the recorded status asks: the weight,
+    the A/B route (present or not) and the operator's mirror (on, or the route's own put back)."""
+    return virtualservice.weight_patch(
+        vs,
+        traffic,
+        weight,
+        match_name=validation.match_route_name(rollout.name),
+        match=desired_match(rollout),
+        mirror=rollout.status.mirror,
+        mirror_on=desired_mirror(rollout) is not None,
+    )
 
 
 def _gate_weight(spec: RolloutSpec, index: int) -> int:
