@@ -434,3 +434,41 @@ def test_a_mirror_step_then_an_ab_step_then_weights() -> None:
     r, now = run(r, mesh, now, 60)
     assert r.status.phase is Phase.SUCCEEDED
     assert without_owned_destinations(mesh.vs) == without_owned_destinations(before)
+
+
+def test_a_mirror_added_beside_the_operators_mid_step_is_put_back_without_the_operators() -> None:
+    vs = virtual_service()
+    vs["spec"]["http"][1]["mirror"] = copy.deepcopy(SHADOW)
+    mesh = Mesh(vs)
+    r = tick(rollout(spec(steps=MIRROR_STEPS)), mesh, T0)
+    other = {"destination": {"host": "audit"}, "percentage": {"value": 1}}
+    mesh.primary()["mirrors"].append(other)  # someone adds a mirror of their own to the list mid-step
+    r = tick(r, mesh, T0 + S)
+    assert r.status.mirror is not None
+    assert r.status.mirror.saved == {"mirrors": [{"destination": SHADOW}, other]}, "the operator's entry is not saved"
+    assert [m["destination"] for m in mesh.mirror()["mirrors"]] == [SHADOW, {"host": "audit"}, CANARY], "not twice"
+    r, _ = run(r, mesh, T0 + S, 100)
+    assert r.status.phase is Phase.SUCCEEDED
+    assert mesh.mirror() == {"mirrors": [{"destination": SHADOW}, other]}, "no copy left going to the canary"
+    gitops = virtual_service()  # GitOps puts the route back as in Git mid-step: operator's mirror replaced whole
+    gitops["spec"]["http"][1]["mirror"] = copy.deepcopy(SHADOW)
+    mesh = Mesh(gitops)
+    r = tick(rollout(spec(steps=MIRROR_STEPS)), mesh, T0)
+    mesh.primary().pop("mirrors")
+    mesh.primary()["mirror"] = copy.deepcopy(SHADOW)
+    r = tick(r, mesh, T0 + S)
+    assert r.status.mirror is not None
+    assert r.status.mirror.saved == {"mirror": SHADOW}
+
+
+def test_a_recreated_rollout_does_not_save_its_own_entry_of_a_mirrors_list() -> None:
+    vs = virtual_service()
+    vs["spec"]["http"][1]["mirrors"] = [{"destination": copy.deepcopy(SHADOW)}]
+    mesh = Mesh(vs)
+    tick(rollout(spec(steps=MIRROR_STEPS)), mesh, T0)  # then the Rollout is deleted and created again
+    r = tick(rollout(spec(steps=MIRROR_STEPS)), mesh, T0 + S)
+    assert r.status.mirror is not None
+    assert r.status.mirror.saved == {"mirrors": [{"destination": SHADOW}]}
+    assert len(mesh.mirror()["mirrors"]) == 2, "its entry is not added twice"
+    r, _ = run(r, mesh, T0 + S, 100)
+    assert mesh.mirror() == {"mirrors": [{"destination": SHADOW}]}

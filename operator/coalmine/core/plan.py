@@ -248,12 +248,14 @@ def mirror_record(rollout: Rollout, status: RolloutStatus, resolution: Resolutio
         return record if ours else None
     raw = route.raw
     previous: dict[str, object] | None = None
-    if record is None:
-        saved = {} if current == virtualservice.mirror_during(raw, resolution.traffic, percent, {}) else current
+    if record is None:  # what the operator would write, alone or in a list: a Rollout re-created mid-mirror
+        alone = virtualservice.mirror_during(raw, resolution.traffic, percent, {})
+        listed = virtualservice.mirror_during(raw, resolution.traffic, percent, {"mirrors": [{}]})
+        saved = virtualservice.without_ours(current, [alone, listed])
     elif ours:
         saved, previous = record.saved, current
     else:
-        saved = current
+        saved = virtualservice.without_ours(current, [record.fields, record.previous])
     fields = virtualservice.mirror_during(raw, resolution.traffic, percent, saved)
     if previous == fields:
         previous = None

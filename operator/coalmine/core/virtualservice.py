@@ -18,7 +18,15 @@ from coalmine.core.models import MirrorStatus
 from coalmine.core.routes import RouteGone
 from coalmine.core.validation import MIRROR_KEYS, Backend, Traffic, mirror_fields, route_index
 
-__all__ = ["MirrorChanged", "RouteGone", "applied", "desired_destinations", "mirror_during", "weight_patch"]
+__all__ = [
+    "MirrorChanged",
+    "RouteGone",
+    "applied",
+    "desired_destinations",
+    "mirror_during",
+    "weight_patch",
+    "without_ours",
+]
 
 
 class MirrorChanged(RouteGone):
@@ -101,6 +109,23 @@ def mirror_during(route: JsonDict, traffic: Traffic, percent: int, saved: JsonDi
     return {"mirror": ours["destination"], "mirrorPercentage": ours["percentage"]}
 
 
+def without_ours(current: dict[str, Any], written: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """The route's mirror fields edited by someone while the operator's were on it, without the operator's
+    own entry (left in a `mirrors` list, or as `mirror` with its percentage): what to put back later."""
+    result = dict(current)
+    for fields in (f for f in written if f):
+        if "mirrors" in fields and isinstance(result.get("mirrors"), list):
+            ours = fields["mirrors"][-1]
+            kept = [entry for entry in result["mirrors"] if entry != ours]
+            if kept:
+                result["mirrors"] = kept
+            else:
+                del result["mirrors"]
+        if "mirror" in fields and all(result.get(k) == fields[k] for k in ("mirror", "mirrorPercentage")):
+            del result["mirror"], result["mirrorPercentage"]
+    return result
+
+
 def _mirror_ops(vs: JsonDict, traffic: Traffic, record: MirrorStatus | None, on: bool) -> list[Op]:
     """Ops putting the operator's mirror (`record.fields`) on the owned route (`on`), or the route's own
     (`record.saved`) back. The operator overwrites only a mirror it recorded (or its own) and removes only
@@ -115,7 +140,7 @@ def _mirror_ops(vs: JsonDict, traffic: Traffic, record: MirrorStatus | None, on:
     if on:
         if current == record.fields:
             return []
-        if current != record.saved and current not in ours:
+        if current not in ours and without_ours(current, ours) != record.saved:
             raise MirrorChanged(
                 f"the mirror of http route {traffic.routes[0] or '<unnamed>'!r} of {traffic.where} changed since it "
                 "was recorded; it is recorded again before the operator's mirror replaces it"
