@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from coalmine.adapters.kube import Conflict, Gone, KubeApi, Refused, Unavailable
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.adapters.webhooks import Dispatcher
-from coalmine.core import analysis, hooks, notify, plan, preflight, routers, steering, validation, virtualservice
+from coalmine.core import analysis, hooks, notify, plan, preflight, routers, steering, validation
 from coalmine.core.models import (
     HTTP_ROUTE,
     VIRTUAL_SERVICE,
@@ -374,13 +374,7 @@ async def _move_traffic(
     for _ in range(VS_WRITE_ATTEMPTS):
         try:
             if traffic.kind == VIRTUAL_SERVICE:
-                ops = virtualservice.weight_patch(
-                    vs,
-                    traffic,
-                    weight,
-                    match_name=validation.match_route_name(rollout.name),
-                    match=plan.desired_match(rollout),
-                )
+                ops = plan.virtual_service_patch(rollout, vs, traffic, weight)
             else:
                 ops = router.weight_patch(vs, traffic, weight)
         except RouteGone as exc:
@@ -402,12 +396,14 @@ async def _move_traffic(
             return plan.TrafficOutcome(
                 at_weight=False, observed=seen(vs), error=f"the API server {what} to {where}: {exc}", attempted=True
             )
+        mirror = plan.desired_mirror(rollout)
         logger.info(
-            "%s: canary %s at %d%% on %s",
+            "%s: canary %s at %d%% on %s%s",
             where,
             traffic.canary.label,
             weight,
             ", ".join(str(r) for r in traffic.routes),
+            f", mirror {mirror}%" if mirror is not None else "",
         )
         return await _taken(rollout, written, traffic, weight, ports, wrote=True)
     return plan.TrafficOutcome(

@@ -45,12 +45,31 @@ def test_gitops_overlay_renders_a_canary_only_release_the_api_server_accepts(kub
     _kubectl(kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=rendered_ns)
 
 
-def test_the_strategies_example_is_accepted_by_the_api_server(kubeconfig: Path) -> None:
-    """examples/strategies/: schema and CEL rules accept the A/B step and readiness (server-side dry run)."""
-    text = (ROOT / "examples/strategies/ab-rollout.yaml").read_text().replace("namespace: shop", "namespace: default")
+@pytest.mark.parametrize(("example", "step"), [("ab-rollout.yaml", "match"), ("mirror-rollout.yaml", "mirror")])
+def test_the_strategies_examples_are_accepted_by_the_api_server(kubeconfig: Path, example: str, step: str) -> None:
+    """examples/strategies/: schema and CEL rules accept the A/B step, the mirror step and readiness
+    (server-side dry run)."""
+    text = (ROOT / "examples/strategies" / example).read_text().replace("namespace: shop", "namespace: default")
     rollout = yaml.safe_load(text)
-    assert "match" in rollout["spec"]["steps"][0]
+    assert step in rollout["spec"]["steps"][0]
     _kubectl(kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=text)
+
+
+def test_a_step_with_a_weight_and_a_mirror_is_refused_at_apply(kubeconfig: Path) -> None:
+    text = (
+        (ROOT / "examples/strategies/mirror-rollout.yaml").read_text().replace("namespace: shop", "namespace: default")
+    )
+    text = text.replace("{mirror: 100, hold: 5m}", "{mirror: 100, weight: 5}")
+    done = subprocess.run(
+        [str(binaries.kubectl()), "--kubeconfig", str(kubeconfig), "apply", "--dry-run=server", "-f", "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
+    assert done.returncode != 0
+    assert "a step has exactly one of weight, match (A/B step) or mirror" in done.stderr
 
 
 def test_the_webhooks_example_is_accepted_and_its_notifications_config_loads(kubeconfig: Path) -> None:

@@ -14,7 +14,7 @@ from test_plan import check
 from coalmine.core import plan, validation
 from coalmine.core.models import Phase, Rollout, Verdict
 from coalmine.core.validation import Cluster
-from coalmine.core.virtualservice import applied, weight_patch
+from coalmine.core.virtualservice import applied
 
 S = timedelta(seconds=1)
 BETA = [{"headers": {"user-group": {"exact": "beta"}}}]
@@ -47,13 +47,7 @@ def tick(r: Rollout, mesh: Mesh, now: datetime, verdict: Verdict = Verdict.PASS)
     r = r.model_copy(update={"status": decision.status})
     outcome = plan.TrafficOutcome(at_weight=False, observed=r.status.canary_weight)
     if decision.weight is not None and decision.traffic is not None:
-        ops = weight_patch(
-            mesh.vs,
-            decision.traffic,
-            decision.weight,
-            match_name=validation.match_route_name(r.name),
-            match=plan.desired_match(r),
-        )
+        ops = plan.virtual_service_patch(r, mesh.vs, decision.traffic, decision.weight)
         if ops:
             mesh.writes += 1
             mesh.vs = applied(mesh.vs, ops)
@@ -146,7 +140,7 @@ def test_a_route_edited_by_hand_is_put_back_in_place() -> None:
     ("steps", "problem"),
     [
         ([{"weight": 10}, {"match": BETA}, {"weight": 100}], "A/B steps come before every weight step"),
-        ([{"match": BETA, "weight": 10}, {"weight": 100}], "a weight or a match"),
+        ([{"match": BETA, "weight": 10}, {"weight": 100}], "not both weight and match"),
         ([{"match": [{"sourceLabels": {"a": "b"}}]}, {"weight": 100}], "'sourceLabels' is not supported"),
         ([{"match": [{"headers": {"a": {"exact": "b", "prefix": "c"}}}]}, {"weight": 100}], "exactly one of"),
         ([{"match": BETA}], "at least one weight step"),

@@ -16,6 +16,7 @@ from coalmine.core.models import (
     HandledRequest,
     HistoryEntry,
     Latency,
+    MirrorStatus,
     Pause,
     Phase,
     Readiness,
@@ -70,6 +71,7 @@ def _aliases(model: type[BaseModel]) -> set[str]:
         pytest.param(STATUS["properties"]["lastRequest"], HandledRequest, id="lastRequest"),
         pytest.param(SPEC["properties"]["readiness"], Readiness, id="readiness"),
         pytest.param(STATUS["properties"]["readiness"], ReadinessStatus, id="status-readiness"),
+        pytest.param(STATUS["properties"]["mirror"], MirrorStatus, id="status-mirror"),
     ],
 )
 def test_schema_properties_match_model_fields(schema: dict[str, Any], model: type[BaseModel]) -> None:

@@ -247,3 +247,65 @@ def test_a_sidecarless_share_is_served_but_reported_by_the_source_only_without_w
     assert 'reporter="source"' in text
     assert 'reporter="destination"' not in text
     assert 'destination_version="unknown"' in text
+
+
+def _mirror_samples(route_extra: dict[str, Any], behaviours: dict[str, Any] | None = None) -> tuple[Any, Counter[Any]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from coalmine_dev.meshsim import runtime
+
+    vs = {
+        "metadata": {"name": "reviews", "namespace": NS},
+        "spec": {
+            "hosts": ["reviews"],
+            "http": [
+                {
+                    "name": "primary",
+                    "route": [{"destination": {"host": "reviews", "subset": "stable"}, "weight": 100}],
+                    **route_extra,
+                }
+            ],
+        },
+    }
+    state = runtime.MeshState()
+    state.replace(runtime.VIRTUAL_SERVICES, "", [vs])
+    state.replace(runtime.DESTINATION_RULES, "", [DR])
+    sim = runtime.Simulator(config(destinations=behaviours or {}), state, runtime.IstioMetrics(), seed=3)
+    sim.tick(10.0)
+    seen: Counter[Any] = Counter()
+    for family in text_string_to_metric_families(sim.metrics.exposition().decode()):
+        for s in family.samples:
+            if s.name == "istio_requests_total":
+                seen[(s.labels["reporter"], s.labels["destination_version"], s.labels["response_code"])] += s.value
+    return sim.counts(), seen
+
+
+def test_mirrored_copies_are_reported_by_the_destination_only_with_the_canarys_behaviour() -> None:
+    counts, seen = _mirror_samples(
+        {"mirror": {"host": "reviews", "subset": "canary"}, "mirrorPercentage": {"value": 50}},
+        {f"{NS}/reviews/canary": {"errorRatio": 0.3}},
+    )
+    users = seen[("source", "v1", "200")]
+    assert users == seen[("destination", "v1", "200")] == counts["total"], "users reach the stable alone"
+    assert not any(reporter == "source" and version == "v2" for reporter, version, _ in seen), "no copy at the source"
+    copies = seen[("destination", "v2", "200")] + seen[("destination", "v2", "500")]
+    assert copies == counts["mirrored"][f"{NS}/reviews/canary"], "each copy is reported once, by the destination"
+    assert 0.4 * users < copies < 0.6 * users, "mirrorPercentage 50"
+    assert 0.2 < seen[("destination", "v2", "500")] / copies < 0.4, "the canary's own error ratio"
+    assert f"{NS}/reviews/canary" not in counts["destinations"], "a copy is never a user response"
+
+
+@pytest.mark.parametrize(
+    ("route_extra", "share"),
+    [
+        ({"mirror": {"host": "reviews", "subset": "canary"}}, 1.0),  # no percentage: 100 %
+        ({"mirror": {"host": "reviews", "subset": "canary"}, "mirrorPercent": 20}, 0.2),
+        ({"mirrors": [{"destination": {"host": "reviews", "subset": "canary"}, "percentage": {"value": 30}}]}, 0.3),
+        ({"mirror": {"host": "reviews", "subset": "canary"}, "mirrorPercentage": {"value": 0}}, 0.0),
+    ],
+    ids=["mirror", "mirrorPercent", "mirrors", "zero"],
+)
+def test_mirror_percentages_as_istio_reads_them(route_extra: dict[str, Any], share: float) -> None:
+    counts, seen = _mirror_samples(route_extra)
+    copies = seen[("destination", "v2", "200")]
+    assert copies == pytest.approx(share * counts["total"], abs=0.05 * counts["total"] + 1)

@@ -34,6 +34,7 @@ from coalmine.core.validation import TEMPLATE, Side, Target
 
 MIN_SCRAPES = 4  # a window shorter than this many scrape intervals sees too few samples for rate()
 REQUESTS = "requests"
+USER_REQUESTS = "user-requests"  # a mirror step's traffic check: requests the callers' proxies report (no copies)
 SUCCESS_RATE = "success-rate"
 LATENCY = "latency"
 SLO_BURN = "slo-burn"
@@ -111,6 +112,9 @@ class StepContext:
     scrape_interval: timedelta = timedelta(seconds=15)
     weight: int | None = None  # the canary weight the routes have, for the traffic check
     mismatches: int = 0  # far-off traffic checks in a row before this one
+    mirror: int | None = (
+        None  # a mirror step's percent, once the route has the mirror: the canary's requests are copies
+    )
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,14 @@ def success_matchers(grpc_ok: Sequence[str] = GRPC_OK) -> str:
     200 even when it fails) a grpc_response_status of OK or one of `grpc_ok`. Plain HTTP requests carry
     an empty grpc_response_status, which the empty alternative matches."""
     return f'response_code!~"5..",grpc_response_status=~"|{"|".join(grpc_ok)}"'
+
+
+def user_selector(target: Target, side: Side) -> str:
+    """Requests as the callers' proxies report them: Istio's source reporter never reports a mirrored
+    copy, so in a mirror step these are the users' requests alone (the destination reports the copies)."""
+    return ",".join(
+        ['reporter="source"', *(f'{name}="{_escape(value)}"' for name, value in selector_labels(target, side))]
+    )
 
 
 def _success_rate(sel: str, w: str, grpc_ok: Sequence[str] = GRPC_OK) -> str:
@@ -262,7 +274,11 @@ def queries(
             sel = selector(target, side)
             result.append(Query(f"{SUCCESS_RATE}{VS_STABLE}{suffix}", _success_rate(sel, ew, ok), range=span))
             result.append(Query(f"{latency_name(analysis)}{VS_STABLE}{suffix}", _latency(sel, ew, q), range=span))
-    cb = _circuit_breaker(target, w) if analysis.circuit_breaker.enabled else None
+    if step.mirror is not None and analysis.traffic_check.enabled:
+        for side, suffix in ((target.canary, ""), (target.stable, STABLE)):
+            result.append(Query(USER_REQUESTS + suffix, _requests(user_selector(target, side), w)))
+    # In a mirror step the canary's users are 0 %: source-reported 503s for it would be the stable's own.
+    cb = _circuit_breaker(target, w) if analysis.circuit_breaker.enabled and step.mirror is None else None
     if cb is not None:
         result.append(Query(CIRCUIT_BREAKER, cb))
     result += [Query(m.name, render(m.query, target, w)) for m in analysis.metrics]
@@ -508,7 +524,8 @@ def _traffic(answers: _Answers, target: Target, step: StepContext) -> tuple[Metr
     window_length = MIN_SCRAPES * step.scrape_interval
     if step.elapsed < window_length:
         return None, step.mismatches  # the window still holds the previous weight's requests
-    canary, stable = answers.get(REQUESTS).value, answers.get(REQUESTS + STABLE).value
+    counted = USER_REQUESTS if step.mirror is not None else REQUESTS  # a mirror's copies are not users'
+    canary, stable = answers.get(counted).value, answers.get(counted + STABLE).value
     total = (canary or 0.0) + (stable or 0.0)
     if total < answers.analysis.min_requests:
         return None, step.mismatches
@@ -525,9 +542,11 @@ def _traffic(answers: _Answers, target: Target, step: StepContext) -> tuple[Metr
         stable_value=100 * (stable or 0.0) / total,
         threshold=threshold,
         verdict=Verdict.PASS,
-        query=answers.query(REQUESTS),
-        stable_query=answers.query(REQUESTS + STABLE),
+        query=answers.query(counted),
+        stable_query=answers.query(counted + STABLE),
     )
+    if step.mirror is not None:
+        row = row.model_copy(update={"threshold": f"{threshold} of users (mirrored copies not counted)"})
     if not far:
         return row, 0
     reason = (
@@ -535,6 +554,12 @@ def _traffic(answers: _Answers, target: Target, step: StepContext) -> tuple[Metr
         f"{step.weight}% ({mismatches} of {check.checks} checks in a row); causes: pods without sidecars, a host "
         "or port the routes do not match, another VirtualService for the same host"
     )
+    if step.mirror is not None:
+        reason = (
+            f"{TRAFFIC_MISMATCH}: in a mirror step the canary got {observed:.3g}% of {total:.0f} users' requests "
+            f"(as their proxies report them), the routes give it {step.weight}% ({mismatches} of {check.checks} "
+            "checks in a row); causes: another route or VirtualService sending users to the canary"
+        )
     verdict = Verdict.FAIL if mismatches >= check.checks else Verdict.PASS
     return row.model_copy(update={"verdict": verdict, "reason": reason}), mismatches
 
@@ -633,6 +658,12 @@ def evaluate(
     rows, fail_fast = _builtin(facts)
     if breaker is not None:
         rows.append(breaker.model_copy(update={"query": facts.query(CIRCUIT_BREAKER)}))
+    elif step.mirror is not None and analysis.circuit_breaker.enabled:
+        why = (
+            "skipped in a mirror step: the canary has no users, and the callers' proxies do not report the "
+            "mirrored copies (a canary without ready pods fails canary-ready instead)"
+        )
+        rows.append(MetricResult(name=CIRCUIT_BREAKER, verdict=Verdict.SKIPPED, reason=why))
     mismatches = 0
     if target is not None:
         traffic, mismatches = _traffic(facts, target, step)

@@ -142,6 +142,7 @@ class Approval(enum.StrEnum):
 class Step(Model):
     weight: int = 0  # 0 only in an A/B step (match), which comes before every weight step
     match: tuple[dict[str, Any], ...] | None = None  # A/B: Istio HTTPMatchRequests; matching users go to the canary
+    mirror: int | None = None  # mirror (shadow): percent of the owned route's requests copied to the canary, 0 % users
     hold: Duration | None = None
     approval: Approval = Approval.AUTO  # manual: after the hold, wait for `coalmine promote` (checks keep running)
 
@@ -440,6 +441,22 @@ class ReadinessStatus(Model):
     message: str = ""
 
 
+class MirrorStatus(Model):
+    """The operator's mirror on the owned route during a mirror step (steps[].mirror), recorded before it is
+    written (write-ahead) and kept until the route no longer has it.
+
+    `saved` is the route's own mirror fields (`mirror`, `mirrorPercentage`, `mirrorPercent`, `mirrors`) as
+    they were before the operator's, exactly as read ({} when it had none): what is put back, byte-equal,
+    when the mirror is removed. `fields` is what the operator puts there while the step runs."""
+
+    route: str | None = None  # the owned route's name (None: the VirtualService's only, unnamed route)
+    percent: int
+    saved: dict[str, Any] = Field(default_factory=dict)
+    fields: dict[str, Any] = Field(default_factory=dict)
+    previous: dict[str, Any] | None = None  # the operator's earlier fields, while the route may still have them
+    active: bool = False  # the route has `fields`, as last written or seen (the step's hold counts from then)
+
+
 class RollbackInfo(Model):
     reason: str  # FailureLimit, FailFast, NoData, ObjectsChanged, WaitingForCanary or Aborted
     by: str = ""  # who aborted (Aborted only)
@@ -595,6 +612,7 @@ class RolloutStatus(Model):
     history: tuple[HistoryEntry, ...] = ()
     last_request: HandledRequest | None = None  # acknowledges the request annotation: handled once, then ignored
     match_route: str | None = None  # the operator's A/B route in the VirtualService, as last written or seen
+    mirror: MirrorStatus | None = None  # the operator's mirror on the owned route (written ahead of the route)
     rollback: RollbackInfo | None = None
     analysis: AnalysisStatus | None = None
     readiness: ReadinessStatus | None = None

@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from coalmine.core import hooks, steering, validation
+from coalmine.core import hooks, steering, validation, virtualservice
 from coalmine.core.analysis import CheckResult, StepContext
 from coalmine.core.models import (
     STARTED_PHASES,
@@ -60,6 +60,7 @@ from coalmine.core.models import (
     HandledRequest,
     HistoryEntry,
     MetricResult,
+    MirrorStatus,
     Pause,
     Phase,
     ReadinessStatus,
@@ -195,9 +196,72 @@ def desired_match(rollout: Rollout) -> tuple[dict[str, Any], ...] | None:
     return rollout.spec.steps[status.step_index or 0].match
 
 
+def desired_mirror(rollout: Rollout) -> int | None:
+    """The percent the operator's mirror on the owned route must have (None: it must not be there): only
+    while a mirror step is in progress, not while it waits for the canary's pods, never after a rollback
+    or success."""
+    status = rollout.status
+    if needs_start(rollout) or status.phase is not Phase.PROGRESSING or waiting_for_canary(status) is not None:
+        return None
+    return rollout.spec.steps[status.step_index or 0].mirror
+
+
+def virtual_service_patch(
+    rollout: Rollout, vs: Mapping[str, Any], traffic: Traffic, weight: int
+) -> list[dict[str, Any]]:
+    """The one guarded JSON patch that gives the VirtualService what the recorded status asks: the weight,
+    the A/B route (present or not) and the operator's mirror (on, or the route's own put back)."""
+    return virtualservice.weight_patch(
+        vs,
+        traffic,
+        weight,
+        match_name=validation.match_route_name(rollout.name),
+        match=desired_match(rollout),
+        mirror=rollout.status.mirror,
+        mirror_on=desired_mirror(rollout) is not None,
+    )
+
+
 def _gate_weight(spec: RolloutSpec, index: int) -> int:
-    """The weight a step's readiness is judged for: an A/B step sends users too, judged as 1 %."""
-    return spec.steps[index].weight or 1
+    """The weight a step's readiness is judged for: an A/B step sends users too, judged as 1 %; a mirror
+    step sends the canary its percent of the route's requests (copies, but its pods serve them)."""
+    step = spec.steps[index]
+    return step.weight or step.mirror or 1
+
+
+def mirror_record(rollout: Rollout, status: RolloutStatus, resolution: Resolution) -> MirrorStatus | None:
+    """status.mirror for the decided `status`, from the owned route as read, before any write (write-ahead).
+
+    While a mirror step wants the operator's mirror: what the route has of its own is recorded to be put
+    back (kept while the route has the operator's mirror; recorded again if someone changed it since);
+    a route that already has exactly the mirror the operator would write, with nothing on record (the
+    Rollout was re-created mid-mirror), is taken as the operator's own. Otherwise the record stays while
+    the route may still have the operator's mirror, and goes once it does not."""
+    record = rollout.status.mirror
+    if not resolution.routes or resolution.traffic is None:
+        return record  # the route is not seen: keep what is known
+    route = resolution.routes[0]
+    current = route.mirroring
+    ours = record is not None and (current == record.fields or current == record.previous)
+    percent = desired_mirror(rollout.model_copy(update={"status": status}))
+    if percent is None:
+        return record if ours else None
+    raw = route.raw
+    previous: dict[str, object] | None = None
+    if record is None:  # what the operator would write, alone or in a list: a Rollout re-created mid-mirror
+        alone = virtualservice.mirror_during(raw, resolution.traffic, percent, {})
+        listed = virtualservice.mirror_during(raw, resolution.traffic, percent, {"mirrors": [{}]})
+        saved = virtualservice.without_ours(current, [alone, listed])
+    elif ours:
+        saved, previous = record.saved, current
+    else:
+        saved = virtualservice.without_ours(current, [record.fields, record.previous])
+    fields = virtualservice.mirror_during(raw, resolution.traffic, percent, saved)
+    if previous == fields:
+        previous = None
+    return MirrorStatus(
+        route=route.name, percent=percent, saved=saved, fields=fields, previous=previous, active=current == fields
+    )
 
 
 def waiting_for_canary(status: RolloutStatus) -> datetime | None:
@@ -403,7 +467,7 @@ def _enter_waiting(
 
 def _with_canary_ready(check: CheckResult, status: RolloutStatus, ready: Ready | None) -> CheckResult:
     """A canary with traffic and no ready pod fails the check, whatever Prometheus says (its users get 503)."""
-    if ready is None or ready.canary is None or not (status.canary_weight or status.match_route):
+    if ready is None or ready.canary is None or not (status.canary_weight or status.match_route or status.mirror):
         return check
     ok = ready.canary > 0
     row = MetricResult(
@@ -523,7 +587,7 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
 
     weight = spec.steps[index].weight
     observed = share_of(routes, traffic.canary, rollout.namespace)
-    shifts = (observed or 0) < weight or spec.steps[index].match is not None
+    shifts = (observed or 0) < weight or spec.steps[index].match is not None or spec.steps[index].mirror is not None
     short = _short(spec, resolution.ready, _gate_weight(spec, index)) if shifts else ""
     new = RolloutStatus(
         stable=_destination(traffic.stable),
@@ -620,7 +684,12 @@ def describe_match(match: Sequence[dict[str, Any]]) -> str:
 
 def _step_message(spec: RolloutSpec, index: int) -> str:
     then = ", then waiting for promote" if spec.steps[index].approval is Approval.MANUAL else ""
-    match = spec.steps[index].match
+    match, mirror = spec.steps[index].match, spec.steps[index].mirror
+    if mirror is not None:
+        return (
+            f"step {_step_label(spec, index)}: mirror {mirror}% to the canary, 0% users, "
+            f"holding {format_duration(spec.hold(index))}{then}"
+        )
     if match is not None:
         return (
             f"step {_step_label(spec, index)}: A/B, users with {describe_match(match)} go to the canary, "
@@ -669,12 +738,14 @@ def step_context(rollout: Rollout, now: datetime, scrape_interval: timedelta) ->
     assert status.step_started_at is not None
     previous = status.analysis
     in_step = previous is not None and previous.checked_at > status.step_started_at
-    ab = rollout.spec.steps[status.step_index or 0].match is not None
+    step = rollout.spec.steps[status.step_index or 0]
     return StepContext(
         elapsed=now - status.step_started_at,
         scrape_interval=scrape_interval,
-        weight=None if ab else status.canary_weight,  # an A/B step's canary share is its users', not a weight
+        # an A/B step's canary share is its users', not a weight
+        weight=None if step.match is not None else status.canary_weight,
         mismatches=previous.traffic_mismatches if previous is not None and in_step else 0,
+        mirror=step.mirror if status.mirror is not None and status.mirror.active else None,
     )
 
 
@@ -845,10 +916,13 @@ def _ready(rollout: Rollout, analysis: AnalysisStatus | None, now: datetime) -> 
     yet has the weight but not the traffic), and an A/B step's route in place."""
     step = rollout.spec.steps[rollout.status.step_index or 0]
     ab_in_place = step.match is None or rollout.status.match_route is not None
+    mirror = rollout.status.mirror
+    mirror_in_place = step.mirror is None or (mirror is not None and mirror.active)
     return (
         steering.ready(rollout.spec, rollout.status, analysis, now)
         and traffic_stalled(rollout.status) is None
         and ab_in_place
+        and mirror_in_place
     )
 
 
@@ -963,8 +1037,10 @@ def _advance(
 
 
 def _at(status: RolloutStatus) -> str:
-    """Where the canary's traffic is: `10%`, or `0% and the A/B route coalmine-order`."""
+    """Where the canary's traffic is: `10%`, `0% and the A/B route coalmine-order`, `0% users and a 100% mirror`."""
     weight = f"{status.canary_weight}%"
+    if status.mirror is not None and status.mirror.active:
+        return f"{weight} users and a {status.mirror.percent}% mirror"
     return f"{weight} and the A/B route {status.match_route}" if status.match_route else weight
 
 
@@ -1340,6 +1416,9 @@ def decide(
     kept = {"webhooks": rollout.status.webhooks, "notifications": rollout.status.notifications}
     if any(getattr(decision.status, k) != v for k, v in kept.items()):  # a fresh status (start, retry) keeps them
         decision = replace(decision, status=decision.status.model_copy(update=kept))
+    mirror = mirror_record(rollout, decision.status, resolution)  # a fresh status (a new generation) keeps it too
+    if mirror != decision.status.mirror:
+        decision = replace(decision, status=decision.status.model_copy(update={"mirror": mirror}))
     retry_at = rollout.status.traffic_retry_at
     unchanged = decision.weight is not None and decision.weight == desired_weight(rollout)
     if decision.traffic is not None and retry_at is not None and now < retry_at and unchanged:
@@ -1415,6 +1494,10 @@ def _record_traffic(rollout: Rollout, wanted: int | None, outcome: TrafficOutcom
     if wanted is not None and outcome.at_weight:
         mine = validation.match_route_name(rollout.name) if desired_match(rollout) is not None else None
         update: dict[str, object] = {"canary_weight": wanted, "traffic_retry_at": None, "match_route": mine}
+        if desired_mirror(rollout) is None:
+            update["mirror"] = None  # the route's own mirror is back (or it never had the operator's)
+        elif status.mirror is not None:
+            update["mirror"] = status.mirror.model_copy(update={"previous": None, "active": True})
         if stall is not None and status.phase is Phase.PROGRESSING:
             update["step_started_at"] = now  # the step's hold counts from when its traffic arrived ...
             update["step_paused_for"] = None  # ... and so do its pauses (steering.paused_for)

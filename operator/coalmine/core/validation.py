@@ -101,6 +101,12 @@ class RouteTraffic:
     name: str | None
     index: int
     shares: tuple[Share, ...]
+    raw: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)  # the route as read
+
+    @property
+    def mirroring(self) -> dict[str, Any]:
+        """Its mirror fields as read (MIRROR_KEYS)."""
+        return mirror_fields(self.raw)
 
     @property
     def label(self) -> str:
@@ -300,6 +306,14 @@ MATCH_KEYS = frozenset(
 STRING_MATCH_KEYS = frozenset({"exact", "prefix", "regex"})
 
 
+MIRROR_KEYS = ("mirror", "mirrorPercentage", "mirrorPercent", "mirrors")  # an http route's mirror fields
+
+
+def mirror_fields(route: JsonDict) -> dict[str, Any]:
+    """The route's mirror fields as they are (absent ones left out)."""
+    return {key: route[key] for key in MIRROR_KEYS if key in route}
+
+
 def match_route_name(rollout_name: str) -> str:
     """The name of the route an A/B step inserts: the operator's, named after its Rollout."""
     return f"coalmine-{rollout_name}"
@@ -330,15 +344,26 @@ def _check_steps(spec: RolloutSpec) -> None:
         raise _fail("spec.steps: at least one step is needed")
     weighted = False
     for index, step in enumerate(spec.steps):
+        kinds = [k for k, v in (("weight", step.weight), ("match", step.match), ("mirror", step.mirror)) if v]
+        if len(kinds) > 1:
+            raise _fail(
+                f"spec.steps[{index}]: a step has one of weight, match (A/B) or mirror, not both {kinds[0]} and {kinds[1]}"
+            )
+        if step.mirror is not None:
+            if not 1 <= step.mirror <= 100:
+                raise _fail(f"spec.steps[{index}].mirror: {step.mirror} is not a percent between 1 and 100")
+            if weighted:
+                raise _fail(f"spec.steps[{index}].mirror: mirror steps come before every weight step")
+            continue
         if step.match is not None:
-            if step.weight:
-                raise _fail(f"spec.steps[{index}]: a step has a weight or a match (A/B), not both")
             if weighted:
                 raise _fail(f"spec.steps[{index}].match: A/B steps come before every weight step")
             _check_match(index, step.match)
             continue
         weighted = True
-    weights = [(index, step.weight) for index, step in enumerate(spec.steps) if step.match is None]
+    weights = [
+        (index, step.weight) for index, step in enumerate(spec.steps) if step.match is None and step.mirror is None
+    ]
     if not weights:
         raise _fail("spec.steps: at least one weight step is needed (the last has weight 100)")
     for position, (index, weight) in enumerate(weights):
@@ -735,6 +760,14 @@ def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
             raise _fail(f"spec.steps[{ab}].match: A/B steps need spec.virtualService (not built for an HTTPRoute)")
         if ab is not None and len(names) != 1:
             raise _fail(f"spec.steps[{ab}].match: an A/B step needs exactly one owned route, not {len(names)}")
+        mirror = next((i for i, step in enumerate(spec.steps) if step.mirror is not None), None)
+        if mirror is not None and kind == HTTP_ROUTE:
+            raise _fail(
+                f"spec.steps[{mirror}].mirror: mirror steps need spec.virtualService (the operator does not write "
+                "Gateway API's RequestMirror filter)"
+            )
+        if mirror is not None and len(names) != 1:
+            raise _fail(f"spec.steps[{mirror}].mirror: a mirror step needs exactly one owned route, not {len(names)}")
         mine = match_route_name(rollout.name)
         if mine in names:
             raise _fail(f"spec.virtualService.routes: {mine!r} is the name of this Rollout's own A/B route")
@@ -743,7 +776,9 @@ def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
         canary = Backend.of(spec.canary, _host_for(spec, namespace, "canary", spec.canary, hosts))
     except _Unresolved as exc:
         return Resolution(problem=exc.problem)
-    routes = tuple(RouteTraffic(name, i, _shares_of(kind, http[i])) for name, i in zip(names, owned, strict=True))
+    routes = tuple(
+        RouteTraffic(name, i, _shares_of(kind, http[i]), http[i]) for name, i in zip(names, owned, strict=True)
+    )
 
     try:
         recorded = rollout.status.stable if rollout.started else None
@@ -783,7 +818,7 @@ def observe_routes(
         index = _route_index(http, name)
         if index is None:
             return ()
-        found.append(RouteTraffic(name, index, _shares_of(kind, http[index])))
+        found.append(RouteTraffic(name, index, _shares_of(kind, http[index]), http[index]))
     return tuple(found)
 
 

@@ -14,10 +14,25 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from coalmine.core.models import MirrorStatus
 from coalmine.core.routes import RouteGone
-from coalmine.core.validation import Backend, Traffic, route_index
+from coalmine.core.validation import MIRROR_KEYS, Backend, Traffic, mirror_fields, route_index
 
-__all__ = ["RouteGone", "applied", "desired_destinations", "weight_patch"]
+__all__ = [
+    "MirrorChanged",
+    "RouteGone",
+    "applied",
+    "desired_destinations",
+    "mirror_during",
+    "weight_patch",
+    "without_ours",
+]
+
+
+class MirrorChanged(RouteGone):
+    """The owned route's mirror is neither the operator's nor the one recorded in the status: it is
+    recorded again (write-ahead) before the operator's mirror replaces it."""
+
 
 JsonDict = Mapping[str, Any]
 Op = dict[str, Any]
@@ -75,6 +90,77 @@ def match_route(owned: JsonDict, traffic: Traffic, name: str, match: Sequence[Js
     return route
 
 
+def mirror_during(route: JsonDict, traffic: Traffic, percent: int, saved: JsonDict) -> dict[str, Any]:
+    """The owned route's mirror fields during a mirror step, from its own (`saved`): with none, `mirror` =
+    the canary and `mirrorPercentage`; with a `mirrors` list, the canary's entry appended to it; with a
+    `mirror` of its own, both in a `mirrors` list (Istio refuses `mirror` and `mirrors` together), so the
+    user's mirror keeps working while the step runs. `saved` itself is put back, byte-equal, afterwards."""
+    canary = desired_destinations(list(route.get("route") or []), traffic, 100)[1]["destination"]
+    ours = {"destination": canary, "percentage": {"value": percent}}
+    if saved.get("mirrors"):
+        return {**copy.deepcopy(dict(saved)), "mirrors": [*copy.deepcopy(list(saved["mirrors"])), ours]}
+    if "mirror" in saved:
+        theirs: dict[str, Any] = {"destination": copy.deepcopy(saved["mirror"])}
+        if "mirrorPercentage" in saved:
+            theirs["percentage"] = copy.deepcopy(saved["mirrorPercentage"])
+        elif "mirrorPercent" in saved:  # deprecated integer percent
+            theirs["percentage"] = {"value": saved["mirrorPercent"]}
+        return {"mirrors": [theirs, ours]}
+    return {"mirror": ours["destination"], "mirrorPercentage": ours["percentage"]}
+
+
+def without_ours(current: dict[str, Any], written: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """The route's mirror fields edited by someone while the operator's were on it, without the operator's
+    own entry (left in a `mirrors` list, or as `mirror` with its percentage): what to put back later."""
+    result = dict(current)
+    for fields in (f for f in written if f):
+        if "mirrors" in fields and isinstance(result.get("mirrors"), list):
+            ours = fields["mirrors"][-1]
+            kept = [entry for entry in result["mirrors"] if entry != ours]
+            if kept:
+                result["mirrors"] = kept
+            else:
+                del result["mirrors"]
+        if "mirror" in fields and all(result.get(k) == fields[k] for k in ("mirror", "mirrorPercentage")):
+            del result["mirror"], result["mirrorPercentage"]
+    return result
+
+
+def _mirror_ops(vs: JsonDict, traffic: Traffic, record: MirrorStatus | None, on: bool) -> list[Op]:
+    """Ops putting the operator's mirror (`record.fields`) on the owned route (`on`), or the route's own
+    (`record.saved`) back. The operator overwrites only a mirror it recorded (or its own) and removes only
+    its own; the first op tests the whole route as read, so a concurrent edit refuses the patch."""
+    if record is None:
+        return []
+    http = vs.get("spec", {}).get("http") or []
+    index = route_index(vs, traffic.routes[0])
+    assert index is not None  # weight_patch raised RouteGone otherwise
+    current = mirror_fields(http[index])
+    ours = [record.fields] + ([record.previous] if record.previous is not None else [])
+    if on:
+        if current == record.fields:
+            return []
+        if current not in ours and without_ours(current, ours) != record.saved:
+            raise MirrorChanged(
+                f"the mirror of http route {traffic.routes[0] or '<unnamed>'!r} of {traffic.where} changed since it "
+                "was recorded; it is recorded again before the operator's mirror replaces it"
+            )
+        target = record.fields
+    else:
+        if current not in ours or current == record.saved:
+            return []
+        target = record.saved
+    path = f"/spec/http/{index}"
+    ops: list[Op] = []
+    for key in MIRROR_KEYS:
+        if key in target:
+            if current.get(key) != target[key]:
+                ops.append({"op": "add", "path": f"{path}/{key}", "value": copy.deepcopy(target[key])})
+        elif key in current:
+            ops.append({"op": "remove", "path": f"{path}/{key}"})
+    return ops
+
+
 def weight_patch(
     vs: JsonDict,
     traffic: Traffic,
@@ -82,14 +168,24 @@ def weight_patch(
     *,
     match_name: str | None = None,
     match: Sequence[JsonDict] | None = None,
+    mirror: MirrorStatus | None = None,
+    mirror_on: bool = False,
 ) -> list[Op]:
     """JSON patch (RFC 6902) moving every owned route to `canary_weight`; [] when already there.
 
-    With `match_name`, also the operator's A/B route of that name: present with `match` right ahead of
-    the (one) owned route, or absent when `match` is None. Its ops come last, so the owned route's
-    index in the ops before them is the one read."""
+    With `mirror` (status.mirror), also the operator's mirror on the (one) owned route: on (`mirror_on`)
+    or taken off with the route's own mirror put back; those ops follow a `test` of the whole route as
+    read, which comes first. With `match_name`, also the operator's A/B route of that name: present with
+    `match` right ahead of the owned route, or absent when `match` is None. Its ops come last, so the
+    owned route's index in the ops before them is the one read."""
     http = vs.get("spec", {}).get("http") or []
     ops: list[Op] = []
+    mirror_ops: list[Op] = []
+    owned = route_index(vs, traffic.routes[0]) if traffic.routes else None
+    if mirror is not None and owned is not None:
+        mirror_ops = _mirror_ops(vs, traffic, mirror, mirror_on)
+        if mirror_ops:  # the whole route as read: its own mirror cannot change unseen before it is replaced
+            ops.append({"op": "test", "path": f"/spec/http/{owned}", "value": copy.deepcopy(http[owned])})
     for name in traffic.routes:
         index = route_index(vs, name)
         if index is None:
@@ -105,6 +201,7 @@ def weight_patch(
             ops.append({"op": "test", "path": f"{path}/name", "value": name})
         ops.append({"op": "test", "path": f"{path}/route", "value": current})
         ops.append({"op": "replace", "path": f"{path}/route", "value": desired})
+    ops += mirror_ops
     if match_name is not None:
         ops += _match_ops(vs, traffic, canary_weight, match_name, match)
     return ops
@@ -162,6 +259,8 @@ def applied(vs: JsonDict, ops: list[Op]) -> dict[str, Any]:
         route = http[index]
         if op["op"] == "test" and route.get(parts[3]) != op["value"]:
             raise RouteGone(f"{op['path']} is not {op['value']!r}")
-        if op["op"] == "replace":
+        if op["op"] in ("replace", "add"):
             route[parts[3]] = copy.deepcopy(op["value"])
+        elif op["op"] == "remove":
+            del route[parts[3]]
     return result

@@ -36,6 +36,11 @@ Modelled (the subset of Istio's semantics coalmine relies on):
   the source reporter. Hosts meshsim does not follow are treated as served.
 - DestinationRule lookup for a host: a DR in the client's namespace, then the service's
   namespace, then any other, oldest first.
+- Mirrors: the selected route's `mirror` (with `mirrorPercentage`, else the deprecated `mirrorPercent`,
+  else 100 %) and each entry of `mirrors` (`destination`, `percentage`, default 100 %) copy the request
+  to their destination with that probability. A copy is routed like a request (subset, ready endpoints)
+  and listed in `Decision.mirrors`; what becomes of it (reported by the destination alone, never a user
+  response) is the runtime's business.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -98,6 +103,7 @@ class Decision:
     outcome: str  # OK, NO_ROUTE, NO_CLUSTER or NO_HEALTHY_UPSTREAM
     destination: Destination | None  # set for OK, NO_CLUSTER and NO_HEALTHY_UPSTREAM
     route: str | None  # "<vs namespace>/<vs name>/<route name or #index>", None without a route
+    mirrors: tuple[Decision, ...] = ()  # the copies the route's mirrors made of this request (see the module doc)
 
     @property
     def response_code(self) -> int | None:
@@ -325,8 +331,45 @@ def route_request(
     chosen = choose_destination(route.get("route") or [], rng)
     if chosen is None:
         return Decision(NO_ROUTE, None, label)
-    dest = chosen.get("destination") or {}
     vs_namespace = str(_meta(vs).get("namespace", "default"))
+    decision = _to_destination(
+        chosen.get("destination") or {}, host, vs_namespace, destination_rules, client_ns, endpoints, label
+    )
+    copies = tuple(
+        _to_destination(dest, host, vs_namespace, destination_rules, client_ns, endpoints, label)
+        for dest, percent in mirror_policies(route)
+        if rng.random() * 100 < percent
+    )
+    return replace(decision, mirrors=copies) if copies else decision
+
+
+def mirror_policies(route: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], float]]:
+    """(destination, percent) of each mirror of an http route, as Istio reads `mirror` and `mirrors`."""
+    found: list[tuple[Mapping[str, Any], float]] = []
+    if route.get("mirror"):
+        percent: Any = 100.0
+        if "mirrorPercentage" in route:
+            percent = (route.get("mirrorPercentage") or {}).get("value", 0.0)
+        elif "mirrorPercent" in route:
+            percent = route["mirrorPercent"]
+        found.append((route["mirror"], float(percent or 0.0)))
+    for policy in route.get("mirrors") or []:
+        if policy.get("destination"):
+            value = (policy.get("percentage") or {}).get("value", 0.0) if "percentage" in policy else 100.0
+            found.append((policy["destination"], float(value or 0.0)))
+    return found
+
+
+def _to_destination(
+    dest: Mapping[str, Any],
+    host: str,
+    vs_namespace: str,
+    destination_rules: Sequence[Mapping[str, Any]],
+    client_ns: str,
+    endpoints: EndpointIndex,
+    label: str,
+) -> Decision:
+    """Where a route's destination (or mirror) sends a request: its subset's version and ready endpoints."""
     dest_fqdn = fqdn(str(dest.get("host", host)), vs_namespace)
     dest_namespace, dest_host = split_fqdn(dest_fqdn)
     subset = str(dest.get("subset") or "")
@@ -404,6 +447,8 @@ class MeshIndex:
             for route in _spec(vs).get("http") or []:
                 for dest in route.get("route") or []:
                     hosts.add(fqdn(str((dest.get("destination") or {}).get("host", host)), vs_namespace))
+                for mirror, _ in mirror_policies(route):
+                    hosts.add(fqdn(str(mirror.get("host", host)), vs_namespace))
             rules = [dr for target in sorted(hosts) for dr in self._rules.get(target, [])]
         cached = ([vs] if vs is not None else [], rules)
         self._cache[key] = cached

@@ -154,14 +154,20 @@ class IstioMetrics:
     def record(self, records: list[RequestRecord]) -> None:
         """Emit `reporter="source"` for every routed request, `reporter="destination"` for those that
         reached a pod with a sidecar (a no-route or missing cluster never reaches a pod); for an ambient
-        service, `reporter="waypoint"` for every routed request and nothing else."""
+        service, `reporter="waypoint"` for every routed request and nothing else. A mirrored copy is
+        reported by the destination alone (as Istio does: the caller's proxy reports no shadow request);
+        under ambient meshsim does not report copies."""
         counts: Tally[tuple[str, ...]] = Tally()
         observed: dict[tuple[str, ...], list[float]] = {}
         for record in records:
             if not record.routed:
                 continue
-            if record.service.mode == "ambient":
-                reporters: tuple[str, ...] = ("waypoint",)
+            if record.mirrored:
+                reporters: tuple[str, ...] = ()
+                if record.service.mode != "ambient" and record.reported_by_destination:
+                    reporters = ("destination",)
+            elif record.service.mode == "ambient":
+                reporters = ("waypoint",)
             elif record.reported_by_destination:
                 reporters = ("source", "destination")
             else:
@@ -478,6 +484,7 @@ class Simulator:
         self._routes: Tally[str] = Tally()
         self._responses: dict[str, Tally[str]] = {}
         self._unrouted: Tally[str] = Tally()
+        self._mirrored: Tally[str] = Tally()
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -492,6 +499,7 @@ class Simulator:
                 "routes": dict(self._routes),
                 "responses": {k: dict(v) for k, v in self._responses.items()},
                 "unrouted": dict(self._unrouted),
+                "mirrored": dict(self._mirrored),
             }
 
     # the tick ----------------------------------------------------------------------------------
@@ -511,6 +519,10 @@ class Simulator:
                 mesh.index,
             )
             for r in records:
+                if r.mirrored:  # a copy: no user sent it or got its answer
+                    if r.decision.destination is not None:
+                        self._mirrored[r.decision.destination.key] += 1
+                    continue
                 if not r.routed:
                     self._unrouted[r.service.key] += 1
                     continue

@@ -37,6 +37,7 @@ class RequestRecord:
     offset_s: float  # arrival time within the slice
     sidecar: bool = True  # False: served by a pod without a sidecar (see DestinationBehaviour.sidecarless)
     grpc_status: str = ""  # gRPC requests answered 200: "0" or the error code; "" otherwise, as Istio's label
+    mirrored: bool = False  # a route's mirror copied it: reported by the destination alone, never a user response
 
     @property
     def reached_destination(self) -> bool:
@@ -122,6 +123,19 @@ def simulate_request(
     if behaviour.overflow_ratio and rng.random() < behaviour.overflow_ratio:
         overflow = replace(decision, outcome=routing.OVERFLOW)  # reported by the source only, like UH
         return RequestRecord(service, overflow, 503, overflow.response_flags, 0.0, offset_s)
+    return _served(rng, service, decision, behaviour, offset_s)
+
+
+def _served(
+    rng: random.Random,
+    service: ServiceConfig,
+    decision: routing.Decision,
+    behaviour: DestinationBehaviour,
+    offset_s: float,
+    *,
+    mirrored: bool = False,
+) -> RequestRecord:
+    """A request a destination pod answered, as its behaviour says (errors, latency, sidecar)."""
     code = sample_response_code(rng, behaviour)
     sidecar = not (behaviour.sidecarless > 0 and rng.random() < behaviour.sidecarless)
     latency = sample_latency(rng, behaviour.latency)
@@ -129,7 +143,22 @@ def simulate_request(
     if service.protocol == "grpc" and code == 200:
         failed = behaviour.grpc_error_ratio > 0 and rng.random() < behaviour.grpc_error_ratio
         grpc_status = str(behaviour.grpc_error_code) if failed else "0"
-    return RequestRecord(service, decision, code, "-", latency, offset_s, sidecar, grpc_status)
+    return RequestRecord(service, decision, code, "-", latency, offset_s, sidecar, grpc_status, mirrored)
+
+
+def mirror_records(
+    rng: random.Random, service: ServiceConfig, decision: routing.Decision, config: MeshsimConfig, offset_s: float
+) -> list[RequestRecord]:
+    """The copies a route's mirrors made of one request that reached a pod, answered as their destination's
+    behaviour says (its errors and latency). A copy that finds no pod is reported by no one: the caller's
+    proxy reports no mirrored request, whatever becomes of it."""
+    copies = []
+    for shadow in decision.mirrors:
+        if shadow.outcome != routing.OK or shadow.destination is None:
+            continue
+        behaviour = config.behaviour(shadow.destination.key)
+        copies.append(_served(rng, service, shadow, behaviour, offset_s, mirrored=True))
+    return copies
 
 
 def generate_slice(
@@ -155,5 +184,8 @@ def generate_slice(
         if index is not None:
             vss, drs = index.for_service(service.namespace, service.host)
         for offset in poisson_arrivals(rng, service.rps, duration_s):
-            records.append(simulate_request(rng, service, vss, drs, config, offset, endpoints, http_routes))
+            record = simulate_request(rng, service, vss, drs, config, offset, endpoints, http_routes)
+            records.append(record)
+            if record.decision.mirrors:
+                records += mirror_records(rng, service, record.decision, config, offset)
     return records
