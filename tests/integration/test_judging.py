@@ -51,10 +51,12 @@ def test_a_failure_shared_by_stable_and_canary(
         # A check at least 3 scrapes into the step: before that the canary's 503 series may have one sample
         # only, which rate() cannot use, and the first checks can read 100 % (seen: "assert 100 < 90").
         at_20 = shop.wait_for(
-            lambda s: s.get("canaryWeight") == 20
-            and "stableValue" in _metric(s, "success-rate")
-            and bool(s.get("stepStartedAt"))
-            and (ts(s["analysis"]["checkedAt"]) - ts(s["stepStartedAt"])).total_seconds() >= 3,
+            lambda s: (
+                s.get("canaryWeight") == 20
+                and "stableValue" in _metric(s, "success-rate")
+                and bool(s.get("stepStartedAt"))
+                and (ts(s["analysis"]["checkedAt"]) - ts(s["stepStartedAt"])).total_seconds() >= 3
+            ),
             30,
             "a check at 20 % with the stable's value, 3 s into the step",
             op,
