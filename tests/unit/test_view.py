@@ -391,15 +391,15 @@ def test_a_shift_waiting_for_the_canarys_pods_says_so_with_the_numbers_and_the_d
     assert "WaitingForCanary: 0 of 1 needed ready canary pods" in text
 
 
-def test_one_more_step_kind_is_one_more_entry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The rendering is open to another kind of step: its label and what it adds to the routes."""
-    monkeypatch.setattr(render, "STEP_KINDS", (*render.STEP_KINDS, ("mirror", lambda s: f"mirror {s['mirror']}%")))
-
-    def mirror(spec: Any, status: Any, step: Any) -> render.SideRoute | None:
-        return render.SideRoute("mirror", f"{step['mirror']}% copied to the canary") if step.get("mirror") else None
-
-    monkeypatch.setattr(render, "SIDE_ROUTES", (*render.SIDE_ROUTES, mirror))
+def test_a_mirror_step_shows_its_kind_and_the_mirror_while_the_route_has_it() -> None:
     steps = [{"mirror": 100, "hold": "8s"}, {"weight": 10}, {"weight": 100}]
-    lines = render.to_lines(render.summarize(rollout(progressing(0, 0), steps=steps), [], T0))
+    status = progressing(0, 0)
+    status["mirror"] = {"route": "primary", "percent": 100, "saved": {"mirror": {"host": "audit"}}, "active": True}
+    lines = render.to_lines(render.summarize(rollout(status, steps=steps), [], T0))
     assert "[mirror 100%] -> 10 -> 100" in lines[2]
-    assert "  mirror   100% copied to the canary" in lines
+    side = next(line for line in lines if line.startswith("  mirror"))
+    assert "primary: copies of 100% of its requests -> canary" in side
+    assert "0% users (the route's own mirror kept, put back when the step ends)" in side
+    status["mirror"]["active"] = False  # recorded, not yet written (write-ahead): nothing on the routes yet
+    lines = render.to_lines(render.summarize(rollout(status, steps=steps), [], T0))
+    assert not any(line.startswith("  mirror") for line in lines)

@@ -128,7 +128,10 @@ class SideRoute:
 # Step kinds besides a weight, each with the label the steps line shows for it: the first key a step
 # has decides. One more kind (a mirror step, say) is one more entry here and, for what it adds to the
 # routes while it runs, one more function in SIDE_ROUTES.
-STEP_KINDS: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = (("match", lambda _: "A/B"),)
+STEP_KINDS: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = (
+    ("match", lambda _: "A/B"),
+    ("mirror", lambda step: f"mirror {_int(step.get('mirror'), 0)}%"),
+)
 
 
 def step_label(step: Mapping[str, Any]) -> str:
@@ -380,10 +383,24 @@ def _ab_route(spec: Mapping[str, Any], status: Mapping[str, Any], step: Mapping[
     return SideRoute("A/B", f"route {name}{where}: {who} -> canary {canary}")
 
 
+def _mirror(spec: Mapping[str, Any], status: Mapping[str, Any], step: Mapping[str, Any]) -> SideRoute | None:
+    """The operator's mirror on the owned route while the route has it (status.mirror.active), and whether
+    the route's own mirror is kept beside it (status.mirror.saved) to be put back when it goes."""
+    record = status.get("mirror")
+    if not isinstance(record, Mapping) or not record.get("active"):
+        return None
+    route = record.get("route") or "the owned route"
+    canary = _destination(status.get("canary") or spec.get("canary"))
+    own = " (the route's own mirror kept, put back when the step ends)" if record.get("saved") else ""
+    percent = _int(record.get("percent"), 0)
+    return SideRoute("mirror", f"{route}: copies of {percent}% of its requests -> canary {canary}, 0% users{own}")
+
+
 # What a running step adds to the routes, from the spec, the status and the current step (empty when the
 # status is for an older generation): one function per kind of step that adds something.
 SIDE_ROUTES: tuple[Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], SideRoute | None], ...] = (
     _ab_route,
+    _mirror,
 )
 
 
