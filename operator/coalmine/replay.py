@@ -101,6 +101,7 @@ class Row:
     match_route: str | None = None  # the operator's A/B route, while the replayed VirtualService has it
     match: tuple[dict[str, Any], ...] | None = None  # its match
     readiness: ReadinessStatus | None = None  # the replayed status.readiness (only with --ready)
+    mirror: int | None = None  # the operator's mirror percent, while the replayed VirtualService has it
 
     def to_json(self) -> dict[str, Any]:
         check = self.check
@@ -111,6 +112,7 @@ class Row:
             "weight": self.weight,
             "phase": self.phase,
             "matchRoute": {"name": self.match_route, "match": list(self.match or ())} if self.match_route else None,
+            "mirror": self.mirror,
             "readiness": ready.model_dump(by_alias=True, exclude_none=True, mode="json") if ready else None,
             "verdict": check.verdict.value if check else None,
             "window": check.window if check else None,
@@ -156,14 +158,8 @@ def replay(
         rollout = rollout.model_copy(update={"status": decision.status})
         outcome = plan.TrafficOutcome(at_weight=False, observed=rollout.status.canary_weight)
         if decision.weight is not None and decision.traffic is not None:
-            # As the operator writes it (reconcile): the weights and the A/B route in one patch.
-            ops = virtualservice.weight_patch(
-                routes,
-                decision.traffic,
-                decision.weight,
-                match_name=validation.match_route_name(rollout.name),
-                match=plan.desired_match(rollout),
-            )
+            # As the operator writes it (reconcile): the weights, the A/B route and the mirror in one patch.
+            ops = plan.virtual_service_patch(rollout, routes, decision.traffic, decision.weight)
             routes = virtualservice.applied(routes, ops)
             outcome = plan.TrafficOutcome(at_weight=True, observed=decision.weight)
         follow = plan.record_traffic(rollout, decision.weight, outcome, now, policy)
@@ -179,6 +175,7 @@ def replay(
             match_route=status.match_route,
             match=plan.desired_match(rollout) if status.match_route else None,
             readiness=status.readiness if ready is not None else None,
+            mirror=status.mirror.percent if status.mirror is not None and status.mirror.active else None,
         )
         if status.phase in (*TERMINAL_PHASES, Phase.PENDING, Phase.INVALID):
             return  # finished, or it could not start (the message says why)
@@ -261,6 +258,8 @@ def _print_text(rows: list[Row], out: Any, ready: tuple[int, int | None] | None 
         parts = [format_time(row.at), f"step {row.step or '-'}", f"{row.weight if row.weight is not None else '-'}%"]
         if row.match_route:
             parts.append(f"+ A/B route {row.match_route}")
+        if row.mirror is not None:
+            parts.append(f"+ mirror {row.mirror}% to the canary")
         if pods := ready_text(row.readiness):
             parts.append(pods)
         if check is not None:

@@ -31,6 +31,8 @@ def answers(broken_at: datetime | None) -> replay.Ask:
             "success-rate@stable": 99.95,
             "latency-p99@stable": 80.0,
             "circuit-breaker": 0.0,
+            "user-requests": 0.0,  # a mirror step's traffic check: no user reaches the canary
+            "user-requests@stable": 1000.0,
         }
         return {q.name: Sample(values[q.name]) for q in queries}
 
@@ -177,3 +179,20 @@ def test_ready_counts_parse(text: str, counts: tuple[int, int | None]) -> None:
 def test_ready_counts_refuse_what_is_not_a_count(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         replay.ready_counts(text)
+
+
+def test_a_mirror_step_replays_with_the_operators_mirror_then_without_it() -> None:
+    spec = parsed_spec(
+        steps=[{"mirror": 100, "hold": "20s"}, {"weight": 10, "hold": "20s"}, {"weight": 100, "hold": "20s"}],
+        analysis={"interval": "20s", "checkEvery": "5s", "failureLimit": 2, "failFast": {"enabled": False}},
+    )
+    rows = _replay_ab(spec)
+    assert rows[-1].phase == "Succeeded"
+    mirrored = [r for r in rows if r.mirror is not None]
+    assert mirrored, "the mirror was never on the replayed VirtualService"
+    assert all(r.step == "1/3" and r.mirror == 100 and r.weight == 0 for r in mirrored), "0 % users meanwhile"
+    assert all(r.mirror is None for r in rows if r.step != "1/3")
+    assert mirrored[0].to_json()["mirror"] == 100
+    out = io.StringIO()
+    replay._print_text(rows, out)
+    assert "+ mirror 100% to the canary" in out.getvalue()
