@@ -108,7 +108,11 @@ def test_a_mirror_step_then_weights_to_success(
     shop.wait_for_event("Succeeded")
     # The check that ended the mirror step, as the StepAdvanced event reports it: it passed, so the canary had
     # at least minRequests requests, and in that step its only requests were the mirror's copies.
-    left = next(e.message for e in shop.events() if e.reason == "StepAdvanced" and "0% -> 50%" in e.message)
+    left = next(
+        e.message
+        for e in shop.events()
+        if e.reason == "StepAdvanced" and "0% users and a 100% mirror -> 50%" in e.message
+    )
     assert "success-rate 100 (>= 95)" in left, "judged on the mirrored copies the canary answered"
     assert "circuit-breaker skipped" in left, "the breaker's source-reported 503s do not apply to copies"
     assert "traffic 0 (0% ± " in left, "no user request reached the canary"

@@ -3,6 +3,7 @@ data, same certificate, so every client keeps its kubeconfig and a watch resumes
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -61,7 +62,18 @@ def test_etcd_and_the_api_server_restart_with_their_data_ports_and_certificate(
     core = client.CoreV1Api(api)
     core.create_namespaced_config_map("default", client.V1ConfigMap(metadata={"name": "before"}, data={"a": "1"}))
     seen: list[str] = []
-    rv = core.list_namespaced_config_map("default").metadata.resource_version
+    listed = core.list_namespaced_config_map("default")
+    rv = listed.metadata.resource_version
+    known = {c.metadata.name: c.metadata.resource_version for c in listed.items}
+
+    def relist() -> None:  # 410 Gone: the API server's watch cache no longer has `rv` (after etcd's restart)
+        nonlocal rv
+        fresh = core.list_namespaced_config_map("default")
+        for c in fresh.items:  # only what changed since the last list or event, as an informer's store tells
+            if known.get(c.metadata.name) != c.metadata.resource_version:
+                known[c.metadata.name] = c.metadata.resource_version
+                seen.append(c.metadata.name)
+        rv = fresh.metadata.resource_version
 
     def follow() -> None:  # a watch that resumes from the last resourceVersion it saw, as an informer does
         nonlocal rv
@@ -72,7 +84,13 @@ def test_etcd_and_the_api_server_restart_with_their_data_ports_and_certificate(
                     core.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=5
                 ):
                     rv = event["object"].metadata.resource_version
+                    known[event["object"].metadata.name] = rv
                     seen.append(event["object"].metadata.name)
+            except client.ApiException as exc:
+                if exc.status == 410:  # seen in a 4-worker make test: resumed from rv for 90 s and saw nothing
+                    with contextlib.suppress(Exception):
+                        relist()
+                time.sleep(0.2)
             except Exception:  # the API server is down: try again
                 time.sleep(0.2)
 
