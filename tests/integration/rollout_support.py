@@ -9,6 +9,7 @@ reads back what the operator did.
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -234,3 +235,27 @@ def ignore_not_found(fn: Callable[[], Any]) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise
+
+
+class VsReader:
+    """Reads the Shop's VirtualService every 50 ms in a background thread until stopped, handing each read
+    to `observe` (what a test keeps of it is the subclass's)."""
+
+    def __init__(self, shop: Shop) -> None:
+        self.shop = shop
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def observe(self, vs: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.observe(self.shop.get_vs())
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop reading (idempotent: also a test's finalizer, so a failed test leaves no reader behind)."""
+        self._stop.set()
+        self._thread.join()

@@ -5,14 +5,12 @@ reports, and the route's own mirror is put back byte-equal after a rollback or t
 from __future__ import annotations
 
 import copy
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes.client.rest import ApiException
-from rollout_support import OperatorProcess, Shop, without_owned_route
+from rollout_support import OperatorProcess, Shop, VsReader, without_owned_route
 
 pytestmark = pytest.mark.integration
 
@@ -22,29 +20,19 @@ SHADOW = {"host": "order-shadow", "port": {"number": 8080}}
 CANARY = {"host": "order", "subset": "v2", "port": {"number": 8080}}
 
 
-class PrimaryWatch:
-    """Reads the VirtualService in the background and keeps every distinct canary weight and mirror seen."""
+class PrimaryWatch(VsReader):
+    """Keeps every distinct canary weight and mirror the owned route shows."""
 
     def __init__(self, shop: Shop) -> None:
-        self.shop, self.weights, self.mirrors = shop, set(), []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self.weights: set[int] = set()
+        self.mirrors: list[dict[str, Any]] = []
+        super().__init__(shop)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            vs = self.shop.get_vs()
-            self.weights.add(self.shop.primary_weights(vs).get("v2", 0))
-            primary = next(r for r in vs["spec"]["http"] if r.get("name") == "primary")
-            fields = {k: primary[k] for k in MIRROR_KEYS if k in primary}
-            if not self.mirrors or self.mirrors[-1] != fields:
-                self.mirrors.append(fields)
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        """Stop reading (idempotent: also the test's finalizer, so a failed test leaves no reader behind)."""
-        self._stop.set()
-        self._thread.join()
+    def observe(self, vs: dict[str, Any]) -> None:
+        self.weights.add(self.shop.primary_weights(vs).get("v2", 0))
+        fields = _mirror_fields(vs)
+        if not self.mirrors or self.mirrors[-1] != fields:
+            self.mirrors.append(fields)
 
 
 def _mirror_fields(vs: dict[str, Any]) -> dict[str, Any]:

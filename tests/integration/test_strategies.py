@@ -4,13 +4,11 @@ gone after the weights begin or a rollback. Everything else in the VirtualServic
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from rollout_support import OperatorProcess, Shop, without_owned_route
+from rollout_support import OperatorProcess, Shop, VsReader, without_owned_route
 
 pytestmark = pytest.mark.integration
 
@@ -20,30 +18,25 @@ STEPS = [{"match": COOKIE, "hold": "4s"}, {"weight": 50, "hold": "3s"}, {"weight
 MIX = [(4.0, {}), (1.0, {"cookie": "session=abc; beta=1"})]
 
 
-class RouteWatch:
-    """Reads the VirtualService in the background and keeps every distinct list of route names seen."""
+class RouteWatch(VsReader):
+    """Keeps every distinct list of route names seen, and the A/B route and the owned route when seen."""
 
     def __init__(self, shop: Shop) -> None:
-        self.shop, self.seen, self.routes = shop, [], {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self.seen: list[list[str]] = []
+        self.routes: dict[str, dict[str, Any]] = {}
+        super().__init__(shop)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            vs = self.shop.get_vs()
-            names = [str(r.get("name")) for r in vs["spec"]["http"]]
-            if not self.seen or self.seen[-1] != names:
-                self.seen.append(names)
-            for route in vs["spec"]["http"]:
-                if route.get("name") == "coalmine-order":
-                    self.routes["coalmine-order"] = route
-                    self.routes["primary"] = next(r for r in vs["spec"]["http"] if r.get("name") == "primary")
-            time.sleep(0.05)
+    def observe(self, vs: dict[str, Any]) -> None:
+        names = [str(r.get("name")) for r in vs["spec"]["http"]]
+        if not self.seen or self.seen[-1] != names:
+            self.seen.append(names)
+        for route in vs["spec"]["http"]:
+            if route.get("name") == "coalmine-order":
+                self.routes["coalmine-order"] = route
+                self.routes["primary"] = next(r for r in vs["spec"]["http"] if r.get("name") == "primary")
 
-    def stop(self) -> list[list[str]]:
-        self._stop.set()
-        self._thread.join()
+    def names(self) -> list[list[str]]:
+        self.stop()
         return self.seen
 
 
@@ -66,7 +59,7 @@ def test_ab_step_then_weights_to_success(
     )
     assert judged["analysis"]["verdict"] in ("Pass", "NoData")
     status = shop.wait_for_phase("Succeeded", 120, op)
-    seen = watch.stop()
+    seen = watch.names()
     assert ["beta", "coalmine-order", "primary"] in seen, "right ahead of the owned route"
     assert all(names.count("coalmine-order") <= 1 for names in seen), "never duplicated"
     ours, primary = watch.routes["coalmine-order"], watch.routes["primary"]
