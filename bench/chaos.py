@@ -24,6 +24,8 @@ What runs (all on 127.0.0.1, everything stopped at the end, also on Ctrl-C or SI
     (the whole VirtualService from Git) for a random set of services for a while: it reverts the operator's
     weights, the operator restores them, and the table counts that fight.
 Faults (each a row of the table): kill-leader, kill-follower (SIGKILL, then the replica is started again),
+start-in-restart (the follower is started while kube-apiserver restarts, then the leader is killed and held
+down until that replica leads; a replica that exits on its own is started again as the kubelet would),
 apiserver-restart, etcd-restart (SIGKILL, down 0-5 s, started on the same port and data), prometheus-stop
 (10-90 s), api-latency / api-reset / api-blackhole and prom-latency / prom-reset / prom-blackhole (toxics on
 the leader's, the follower's or both replicas' proxies), gitops-fight, person-edits (edits of fields the
@@ -101,22 +103,24 @@ KINDS = (
     "prom-blackhole",
     "gitops-fight",
     "person-edits",
+    "start-in-restart",
 )
 # Faults on one resource never overlap: one kill at a time, one control-plane restart at a time, ...
-RESOURCE = {
-    "kill-leader": "operator",
-    "kill-follower": "operator",
-    "apiserver-restart": "control-plane",
-    "etcd-restart": "control-plane",
-    "prometheus-stop": "prometheus",
-    "api-latency": "api-proxy",
-    "api-reset": "api-proxy",
-    "api-blackhole": "api-proxy",
-    "prom-latency": "prom-proxy",
-    "prom-reset": "prom-proxy",
-    "prom-blackhole": "prom-proxy",
-    "gitops-fight": "gitops",
-    "person-edits": "person",
+RESOURCES = {
+    "kill-leader": ("operator",),
+    "kill-follower": ("operator",),
+    "apiserver-restart": ("control-plane",),
+    "etcd-restart": ("control-plane",),
+    "prometheus-stop": ("prometheus",),
+    "api-latency": ("api-proxy",),
+    "api-reset": ("api-proxy",),
+    "api-blackhole": ("api-proxy",),
+    "prom-latency": ("prom-proxy",),
+    "prom-reset": ("prom-proxy",),
+    "prom-blackhole": ("prom-proxy",),
+    "gitops-fight": ("gitops",),
+    "person-edits": ("person",),
+    "start-in-restart": ("operator", "control-plane"),
 }
 REQUEST_TIMEOUT = 10  # seconds, for every call the scenario makes to the API server
 JSON_PATCH = "application/json-patch+json"
@@ -266,6 +270,8 @@ class Replica:
     procs: Processes
     restarts: int = 0
     child: Child | None = None
+    held: bool = False  # a kill fault holds it down: the kubelet below leaves it to the fault
+    exits: list[float] = field(default_factory=list)  # when it exited on its own (monotonic)
 
     @property
     def identity(self) -> str:
@@ -281,8 +287,23 @@ class Replica:
 
     def kill(self) -> None:
         assert self.child is not None
+        self.held = True
         self.child.kill()
         self.restarts += 1
+
+    def start_again(self) -> None:
+        if self.child is None or not self.child.alive():  # a kill fault and the kubelet may both come here
+            self.start()
+        self.held = False
+
+    def exited_on_its_own(self) -> bool:
+        return not self.held and self.child is not None and self.child.process is not None and not self.child.alive()
+
+    def backoff(self) -> float:
+        """The kubelet's restart delay for the container (CrashLoopBackOff): 10 s, doubling up to 300 s, for
+        the exits of the last 10 minutes."""
+        recent = [t for t in self.exits if time.monotonic() - t < 600]
+        return min(10.0 * 2.0 ** (len(recent) - 1), 300.0)
 
     def healthy(self) -> bool:
         try:
@@ -421,6 +442,30 @@ class Run:
             time.sleep(0.2)
         leader = self.holder()
         log(f"operators up, {leader.identity if leader else 'nobody'} leads")
+
+    def kubelet(self, until: Callable[[], bool]) -> None:
+        """Start again a replica that exited on its own, as the kubelet restarts a Deployment's container: with
+        the same pod name (so the same Lease identity), after the CrashLoopBackOff delay."""
+        while not until():
+            for replica in self.replicas:
+                if not replica.exited_on_its_own():
+                    continue
+                assert replica.child is not None
+                assert replica.child.process is not None
+                code = replica.child.process.returncode
+                replica.exits.append(time.monotonic())
+                delay = replica.backoff()
+                self.counts["replica exits (restarted as the kubelet would)"] += 1
+                log(f"{replica.identity} exited with code {code}: starting it again in {delay:.0f} s")
+                replica.held = True
+                timer = threading.Timer(delay, self._start_again, args=(replica,))
+                timer.daemon = True
+                timer.start()
+            time.sleep(0.5)
+
+    def _start_again(self, replica: Replica) -> None:
+        if not self.stop.is_set():
+            replica.start_again()
 
     # the harness watching itself: is the simulated traffic what the routes say?
 
@@ -676,6 +721,8 @@ class Run:
             return start, time.time(), f"stopped {down:.0f} s"
         if kind.startswith(("api-", "prom-")):
             return self.toxic(kind)
+        if kind == "start-in-restart":
+            return self.start_in_restart()
         if kind == "gitops-fight":
             keys = [m.key for m in self.members if rng.random() < 0.15] or [rng.choice(self.members).key]
             length = rng.uniform(*self.args.actor_for)
@@ -717,13 +764,43 @@ class Run:
         else:
             self.stop.wait(self.rng.uniform(1.0, 8.0))
         end = time.time()
-        victim.start()
+        victim.start_again()
         deadline = time.monotonic() + 60
         while not victim.healthy() and time.monotonic() < deadline:
             time.sleep(0.2)
         if not leader:
             end = time.time()
         return start, end, f"SIGKILL {old_identity}"
+
+    def start_in_restart(self) -> tuple[float, float, str]:
+        """The follower starts while kube-apiserver restarts (it reads API discovery as the server comes up),
+        then the leader is killed and held down until that replica leads: a replica that resolved its watches
+        from a partial discovery and led anyway would hold the Lease and do nothing (found by --seed 7)."""
+        holder = self.holder()
+        if holder is None:
+            raise Skipped("nobody leads at the moment (a failover is under way)")
+        fresh = next(r for r in self.replicas if r is not holder)
+        start = time.time()
+        fresh.kill()
+        devstack.stop_process(self.info.state_dir, "kube-apiserver", kill=True)
+        fresh.start_again()
+        lead = self.rng.uniform(0.0, 4.0)
+        self.stop.wait(lead)
+        devstack.start_process(self.info.state_dir, "kube-apiserver")
+        self.wait_apiserver()
+        old_identity = holder.identity
+        holder.kill()
+        deadline = time.monotonic() + 180
+        while self.holder() is not fresh and time.monotonic() < deadline:
+            time.sleep(0.2)
+        end = time.time()
+        holder.start_again()
+        took = "took" if self.holder() is fresh else "did not take"
+        return (
+            start,
+            end,
+            f"{fresh.identity} started {lead:.1f} s before the API server; it {took} over from {old_identity}",
+        )
 
     def toxic(self, kind: str) -> tuple[float, float, str]:
         assert self.proxy is not None
@@ -785,6 +862,10 @@ class Run:
         if order:
             rng.shuffle(order)
         kinds = [k for k in KINDS if k in self.args.kinds]
+
+        def free(kind: str) -> bool:
+            return not any(r in busy and busy[r].is_alive() for r in RESOURCES[kind])
+
         while not self.stop.is_set() and time.time() < until:
             if self.args.each_once:
                 with self._lock:  # a fault skipped for now (nobody leads during a failover) is tried again
@@ -795,17 +876,17 @@ class Run:
                         break
                     self.stop.wait(0.5)
                     continue
-                wanted = [k for k in order if k in kinds and not (RESOURCE[k] in busy and busy[RESOURCE[k]].is_alive())]
+                wanted = [k for k in order if k in kinds and free(k)]
                 kind = wanted[0] if wanted else None
                 if kind is not None:
                     order.remove(kind)
                 order = [k for k in order if k in kinds]
             else:
-                free = [k for k in kinds if not (RESOURCE[k] in busy and busy[RESOURCE[k]].is_alive())]
-                kind = rng.choice(free) if free else None
+                ready = [k for k in kinds if free(k)]
+                kind = rng.choice(ready) if ready else None
             if kind is not None:
                 thread = threading.Thread(target=self.run_fault, args=(kind,), daemon=True)
-                busy[RESOURCE[kind]] = thread
+                busy.update(dict.fromkeys(RESOURCES[kind], thread))
                 threads.append(thread)
                 thread.start()
             self.stop.wait(rng.expovariate(1.0 / self.args.fault_gap))
@@ -841,6 +922,7 @@ def scan_logs(paths: list[Path]) -> dict[str, int]:
         counts["ticks failed"] += len(re.findall(r"tick of \S+ failed", text))
         counts["status writes refused (409)"] += text.count("status not written")
         counts["leadership changes"] += text.count(" now leads ")
+        counts["exits: watches incomplete at start"] += text.count("the watches do not cover")
     return dict(counts)
 
 
@@ -972,6 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
                 args=(run.advised, "advised", lambda: time.time() > end or run.stop.is_set(), 3.0),
                 daemon=True,
             ),
+            threading.Thread(target=run.kubelet, args=(run.stop.is_set,), daemon=True),
         ]
         for thread in threads:
             thread.start()

@@ -105,6 +105,12 @@ class Operator:
             dispatcher=self.dispatcher,
         )
         self._loop_task = asyncio.create_task(_watch_loop_lag(), name="coalmine event loop lag")
+
+    async def act(self) -> None:
+        """Start acting: at once when alone, else campaign for the Lease (or the shards' Leases).
+
+        Called once the watches cover every watched resource (handlers.py): a replica that leads with
+        a watch missing would hold the Lease and do nothing."""
         election = self.config.election
         if election is None:
             self._lead(0)

@@ -32,6 +32,7 @@ KINDS = (
     "prom-blackhole",
     "gitops-fight",
     "person-edits",
+    "start-in-restart",
 )
 
 

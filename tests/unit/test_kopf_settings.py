@@ -13,20 +13,31 @@ from coalmine import handlers
 
 class _Operator:
     started = False
+    acting = False
 
     async def start(self) -> None:
         self.started = True
+
+    async def act(self) -> None:
+        self.acting = True
 
 
 def test_startup_turns_off_what_no_handler_reads() -> None:
     registry = kopf.OperatorRegistry()
     operator: Any = _Operator()
-    handlers.register(registry, operator)
+    gate = handlers.StartGate()
+    handlers.register(registry, operator, gate)
     settings = kopf.OperatorSettings()
     startup = [h for h in registry._activities.get_handlers(activity=Activity.STARTUP)]
     assert len(startup) == 1
-    asyncio.run(startup[0].fn(settings=settings))  # type: ignore[call-arg]
+
+    async def start_up() -> None:
+        await startup[0].fn(settings=settings)  # type: ignore[call-arg]
+        await gate.close()
+
+    asyncio.run(start_up())
     assert operator.started
+    assert not operator.acting, "acting waits for the start gate (test_start_gate.py)"
     assert settings.posting.enabled is False
     storage = settings.persistence.diffbase_storage
     assert isinstance(storage, handlers._NoDiffBase)

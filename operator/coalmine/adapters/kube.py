@@ -185,6 +185,21 @@ class KubeApi:
         self._cache = cache
         self.workload_cache = workloads
 
+    async def serves(self, group: str, version: str, plural: str) -> bool:
+        """Whether API discovery lists `plural` in `group`/`version` now (a 404: the group/version is not
+        served). Raises Unavailable when the API server answers an error, and the client's own errors when
+        it cannot be reached."""
+        try:
+            if group:
+                found = await self._custom.get_api_resources(group, version)
+            else:
+                found = await self._core.get_api_resources()
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise Unavailable(_server_message(exc)) from exc
+        return any(resource.name == plural for resource in found.resources or ())
+
     async def get_workloads(self, namespace: str) -> Workloads | None:
         """The namespace's Services, EndpointSlices and Pods as readiness needs them (None: not watched)."""
         cache = self.workload_cache
