@@ -73,7 +73,8 @@ def test_a_replica_started_without_a_watched_resource_exits_and_the_next_start_a
         while first.alive() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not first.alive(), f"the operator ran on without watching VirtualServices:\n{first.tail()}"
-        assert first.process is not None and first.process.returncode == 1, first.tail()
+        assert first.process is not None
+        assert first.process.returncode == 1, first.tail()
         log = first.log.read_text(errors="replace")
         assert f"the watches do not cover {CRD.replace('.networking', '.v1.networking')}" in log, first.tail()
         assert ACTING not in log, "it exited before acting, not after"

@@ -71,7 +71,8 @@ def test_unresolved_names_what_kopf_did_not_find() -> None:
 async def test_every_resource_resolved_the_operator_acts() -> None:
     gate, operator = await _decide(ALL)
     assert operator.acting
-    assert not gate.stop.is_set() and not gate.failed
+    assert not gate.stop.is_set()
+    assert not gate.failed
 
 
 @pytest.mark.parametrize("missing", [w for w in handlers.WATCHED if w.required], ids=str)
@@ -88,7 +89,8 @@ async def test_http_routes_absent_from_discovery_the_operator_runs_the_rest() ->
     kube = _Kube(served={"httproutes": False})
     gate, operator = await _decide(ALL - {kopf.Resource("gateway.networking.k8s.io", "v1", "httproutes")}, kube)
     assert kube.asked == ["httproutes"]
-    assert operator.acting and not gate.stop.is_set()
+    assert operator.acting
+    assert not gate.stop.is_set()
 
 
 async def test_http_routes_served_but_missed_by_kopf_stop_the_operator_after_discovery_answers() -> None:
@@ -96,4 +98,5 @@ async def test_http_routes_served_but_missed_by_kopf_stop_the_operator_after_dis
     gate, operator = await _decide(ALL - {kopf.Resource("gateway.networking.k8s.io", "v1", "httproutes")}, kube)
     assert kube.asked == ["httproutes"] * 4, "asked again while the API server could not answer"
     assert not operator.acting
-    assert gate.stop.is_set() and gate.failed == [handlers.HTTP_ROUTES]
+    assert gate.stop.is_set()
+    assert gate.failed == [handlers.HTTP_ROUTES]
