@@ -553,7 +553,8 @@ class Run:
         ):
             self.meshsim_for(m.ns).client.set_destination(m.ns, m.name, m.canary, error_ratio=0.5)
             m.injected = True
-            self.injections.append(Injection(m.key, generation, m.canary, time.time()))
+            weight, rps = [10, 30, 50, 100][m.fail_step], self.args.failing_rps
+            self.injections.append(Injection(m.key, generation, m.canary, time.time(), weight, rps))
             self.counts["failing canaries"] += 1
         if started and phase in ("Succeeded", "RolledBack"):
             if m.ended_at is None:

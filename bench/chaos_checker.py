@@ -29,7 +29,9 @@ history            Within a generation `status.history` only grows, and each ent
                    one before it, at that step's weight: no step skipped, none repeated.
 rollback-bound     Every canary made to fail (meshsim answers 50 % errors once it reached its failing
                    step) is at 0 with the Rollout RollingBack/RolledBack within 2 scrape intervals +
-                   failureLimit x checkEvery + 2 s (README) plus the duration of every fault that overlaps
+                   failureLimit x checkEvery + 2 s (README), counted from when the canary has served
+                   FILL_REQUESTS (10) requests at its weight after the break (meshsim's rate x weight:
+                   before that a check may see no error), plus the duration of every fault that overlaps
                    that window; never promoted.
 not-owned          The operator changes nothing it does not own: in a VirtualService only the owned
                    routes' destinations; never a DestinationRule; never a Rollout's spec or metadata.
@@ -56,6 +58,8 @@ MARKERS = {
     "gitops": "chaos.coalmine.dev/gitops",
     "person": "chaos.coalmine.dev/person",
 }
+# A canary failing half its requests serves these before every check must see it: all 10 succeed with p = 0.1 %.
+FILL_REQUESTS = 10
 INVARIANTS = (
     "weights-on-record",
     "status-true",
@@ -89,6 +93,15 @@ class Injection:
     generation: int
     subset: str
     at: float
+    weight: int = 0  # the canary's share of the route when it started failing (0: unknown, no traffic term)
+    rps: float = 0.0  # the requests/s meshsim sends to the service
+
+    def fill_seconds(self) -> float:
+        """How long the canary takes to serve FILL_REQUESTS failing requests at its weight: no check can see the
+        failure before they are there (README's bound counts from then)."""
+        if self.weight <= 0 or self.rps <= 0:
+            return 0.0
+        return FILL_REQUESTS / (self.rps * self.weight / 100)
 
 
 @dataclass(frozen=True)
@@ -316,7 +329,8 @@ class Checker:
         for write in self.writes:
             while next_injection < len(self.injections) and self.injections[next_injection].at <= write.at:
                 injection = self.injections[next_injection]
-                self.pending.append((injection, self.deadline(injection.at, self.rollback_bound)))
+                bound = self.rollback_bound + injection.fill_seconds()
+                self.pending.append((injection, self.deadline(injection.at, bound)))
                 next_injection += 1
             if write.plural == "rollouts":
                 self._rollout(write)
@@ -576,8 +590,9 @@ class Checker:
                         "rollback-bound",
                         write,
                         injection.key,
-                        f"failing canary {injection.subset} at 0 after {took:.1f} s (bound {self.rollback_bound:.0f} s "
-                        f"+ faults = {deadline - injection.at:.1f} s); rollback decided "
+                        f"failing canary {injection.subset} at {injection.weight}% reached 0 after {took:.1f} s (bound "
+                        f"{self.rollback_bound:.0f} s + {injection.fill_seconds():.1f} s to serve {FILL_REQUESTS} "
+                        f"requests + faults = {deadline - injection.at:.1f} s); rollback decided "
                         + (f"{decided - injection.at:.1f} s after" if decided else "at an unknown time")
                         + f" ({record.get('reason')}: {str(record.get('message', ''))[:160]})",
                     )
