@@ -11,8 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from chaos_checker import FILL_REQUESTS, Checker, Injection  # noqa: E402
-from chaos_history import Write  # noqa: E402
+from chaos_checker import FILL_REQUESTS, Checker, Injection
+from chaos_history import Write
 
 BOUND = 12.0  # 2 scrapes of 2 s + failureLimit 2 x checkEvery 3 s + 2 s, as bench/chaos.py's defaults
 T0 = 1_000_000.0
