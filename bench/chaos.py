@@ -855,7 +855,8 @@ class Run:
         raise RuntimeError("the API server is not ready again after 120 s")
 
     def schedule(self, until: float) -> None:
-        """Start faults on a seeded random schedule until `until`; each in its own thread; one per resource."""
+        """Start faults on a seeded random schedule until `until`, each kind once before any twice; each in its own
+        thread; one per resource."""
         rng = self.rng
         busy: dict[str, threading.Thread] = {}
         threads: list[threading.Thread] = []
@@ -884,7 +885,10 @@ class Run:
                 order = [k for k in order if k in kinds]
             else:
                 ready = [k for k in kinds if free(k)]
-                kind = rng.choice(ready) if ready else None
+                with self._lock:  # every kind at least once: those not yet injected are drawn first
+                    done = {f.kind for f in self.faults}
+                unseen = [k for k in ready if k not in done]  # a skipped one stays unseen: tried again
+                kind = rng.choice(unseen or ready) if ready else None
             if kind is not None:
                 thread = threading.Thread(target=self.run_fault, args=(kind,), daemon=True)
                 busy.update(dict.fromkeys(RESOURCES[kind], thread))
