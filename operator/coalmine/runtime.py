@@ -20,9 +20,9 @@ from typing import Any
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
-from coalmine import metrics, reconcile
+from coalmine import __version__, metrics, reconcile
 from coalmine.adapters.election import ElectionConfig, LeaseElector, ShardedElection
-from coalmine.adapters.kube import IstioCache, KubeApi, WorkloadCache, resource_version
+from coalmine.adapters.kube import FIELD_MANAGER, IstioCache, KubeApi, WorkloadCache, cached, resource_version
 from coalmine.adapters.prometheus import PrometheusClient
 from coalmine.adapters.webhooks import Allowlist, Dispatcher, NotificationsConfig
 from coalmine.core.models import REQUEST_ANNOTATION
@@ -86,6 +86,7 @@ class Operator:
         except k8s_config.ConfigException:
             await k8s_config.load_kube_config()
         self._api = k8s_client.ApiClient()
+        self._api.user_agent = f"{FIELD_MANAGER}/{__version__}"
         self.dispatcher = Dispatcher(
             allow=self.config.webhook_allow,
             concurrency=self.config.webhook_concurrency,
@@ -119,6 +120,7 @@ class Operator:
         # A renewal that waits behind a hundred status PATCHes in the shared connection pool misses its
         # deadline and the replica stops acting (seen at 300 Rollouts on a starved API server).
         self._election_api = k8s_client.ApiClient()
+        self._election_api.user_agent = f"{FIELD_MANAGER}/{__version__}"
         if self.config.shards > 1:
             self.sharded = ShardedElection(
                 self._election_api,
@@ -229,7 +231,7 @@ class Operator:
         known = self.bodies.get(key)
         if known is not None and resource_version(known) >= resource_version(body):
             return
-        self.bodies[key] = body
+        self.bodies[key] = cached(body)
         claim = Claim.from_body(body)
         if claim is None:
             self.claims.get(namespace, {}).pop(name, None)

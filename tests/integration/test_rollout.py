@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from rollout_support import (
+    COALMINE,
     OperatorProcess,
     Shop,
     destination_rule,
@@ -76,6 +77,13 @@ def test_healthy_canary_is_promoted_step_by_step(
     assert 'destination_version="v2"' in status["analysis"]["metrics"][0]["query"]
     traffic = next(m for m in status["analysis"]["metrics"] if m["name"] == "traffic")
     assert "route beta also sends to the stable or canary" in traffic["reason"], "the seed's A/B route shares v2"
+
+    # Who moved the weights is on record: the operator's writes name it (`--show-managed-fields`).
+    vs_managers = {(m["manager"], m["operation"]) for m in shop.get_vs()["metadata"]["managedFields"]}
+    assert ("coalmine", "Update") in vs_managers, vs_managers
+    rollout = shop.custom.get_namespaced_custom_object(*COALMINE, namespace, "rollouts", "order")
+    status_managers = {m["manager"] for m in rollout["metadata"]["managedFields"] if m.get("subresource") == "status"}
+    assert status_managers == {"coalmine"}, status_managers
 
     # Everything but the owned route's destinations is as the user wrote it; the DR is untouched.
     assert without_owned_route(shop.get_vs()) == without_owned_route(before)

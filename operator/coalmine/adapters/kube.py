@@ -21,8 +21,20 @@ GROUP, VERSION, PLURAL = "coalmine.dev", "v1alpha1", "rollouts"
 ISTIO_GROUP, ISTIO_VERSION = "networking.istio.io", "v1"
 GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
 ROUTE_PLURALS = ("virtualservices", "httproutes")
+# Every write the operator makes names it, so `kubectl get -o yaml --show-managed-fields` says who moved the
+# weights, and GitOps tools can tell its fields apart (Argo CD: ignoreDifferences.managedFieldsManagers).
+FIELD_MANAGER = "coalmine"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+
+
+def cached(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as the caches keep it: without `metadata.managedFields`, which nothing here reads and which
+    is a quarter of a Rollout's memory (9 of 33 KB for one in progress)."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
 class IstioCache:
@@ -55,7 +67,7 @@ class IstioCache:
             return table.pop(key, None) is not None
         known = table.get(key)
         if known is None or resource_version(known) < resource_version(obj):
-            table[key] = obj
+            table[key] = cached(obj)
             return True
         return False
 
@@ -295,6 +307,7 @@ class KubeApi:
                 plural,
                 name,
                 ops,
+                field_manager=FIELD_MANAGER,
                 _content_type=JSON_PATCH,  # type: ignore[call-arg]  # kwarg the stubs miss
             )
         except ApiException as exc:
@@ -321,6 +334,7 @@ class KubeApi:
                 PLURAL,
                 name,
                 body,
+                field_manager=FIELD_MANAGER,
                 _content_type=MERGE_PATCH,  # type: ignore[call-arg]
             )
         except ApiException as exc:
@@ -352,4 +366,4 @@ class KubeApi:
             reporting_component=self._component,
             reporting_instance=self._component,
         )
-        await self._core.create_namespaced_event(ref.namespace, event)
+        await self._core.create_namespaced_event(ref.namespace, event, field_manager=FIELD_MANAGER)
