@@ -30,6 +30,7 @@ import argparse
 import itertools
 import json
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -323,7 +324,11 @@ def run(args: argparse.Namespace) -> None:
                 extra += ["--lease-name", "coalmine-bench"]
             log = workdir / f"operator-{r}.log"
             env = {**kube_env(info), "POD_NAME": f"bench-operator-{r}"}
-            operator = procs.start(f"operator-{r}", operator_argv(info, fleet.namespaces, *extra), log, env)
+            argv = operator_argv(info, fleet.namespaces, *extra)
+            if args.trace_memory and r == 0:  # the same operator, under tracemalloc (bench/_traced_operator.py)
+                traced = Path(__file__).with_name("_traced_operator.py")
+                argv = [sys.executable, str(traced), str(args.trace_memory.resolve()), *argv[3:]]
+            operator = procs.start(f"operator-{r}", argv, log, env)
             wait_healthy(f"http://127.0.0.1:{health_port}/healthz", operator)
             urls.append(f"http://127.0.0.1:{metrics_port}/metrics")
             pids.append(operator.pid)
@@ -392,6 +397,13 @@ def run(args: argparse.Namespace) -> None:
                     f"machine CPU {samples.machine_percent[-1]:.0f}%  mem avail {mem_available_mib() / 1024:.1f} GiB",
                     flush=True,
                 )
+        if args.trace_memory:
+            args.trace_memory.unlink(missing_ok=True)
+            os.kill(pids[0], signal.SIGUSR1)
+            deadline = time.monotonic() + 120
+            while not args.trace_memory.exists() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            print(f"operator-0's memory by allocation site: {args.trace_memory}", flush=True)
         end = Snapshot.take(endpoints)
         items = list_rollouts(custom, samples)
         elapsed = time.monotonic() - t0
@@ -656,6 +668,11 @@ def main() -> None:
     parser.add_argument("--list-every", type=float, default=5.0, help="seconds between LISTs of the Rollouts")
     parser.add_argument("--replicas", type=int, default=1, help="operator processes (more than 1: with --shards)")
     parser.add_argument("--shards", type=int, default=1, help="shards (one Lease each) the replicas share")
+    parser.add_argument(
+        "--trace-memory",
+        type=Path,
+        help="run operator-0 under tracemalloc and write where its memory was allocated to this file at the end",
+    )
     parser.add_argument("--record", help="append the figures as a JSON line to this file (bench/scale_plot.py)")
     args = parser.parse_args()
     try:
