@@ -8,7 +8,9 @@ whose renew request hangs keeps believing it leads. This elector follows client-
 
 - A candidate takes the Lease only when the holder has not renewed it for the Lease's
   `leaseDurationSeconds`, measured on the candidate's own monotonic clock from the moment it saw the
-  record last change. No one trusts another host's clock.
+  record last change. No one trusts another host's clock. This holds when the Lease names the
+  candidate itself, too: a renewal that answered too late may still have been written, and a replica
+  that kept renewing a Lease it does not lead on would keep everyone from leading.
 - Every write is a replace carrying the resourceVersion just read: of two racing candidates one gets
   409 and stays a follower.
 - The leader renews every `retry_period`. It stops leading once it has not renewed for
@@ -185,9 +187,14 @@ class LeaseElector:
         if record != self._observed:
             self._observed, self._observed_at = record, now
         holder = spec.holder_identity or ""
-        if holder and holder != cfg.identity:
-            if self._renewed_at is not None:
-                return False  # someone else holds it: we lost it
+        if holder and holder != cfg.identity and self._renewed_at is not None:
+            return False  # someone else holds it: we lost it
+        if holder and self._renewed_at is None:
+            # Held, by another or by us without our knowing it: a renewal whose answer came too late to count
+            # may still have been written, so the Lease names us while we do not lead. Renewing it again at
+            # once would keep it ours and nobody leading, as long as our answers are slow (a slow link to
+            # the API server). So our own Lease, like another's, is taken only once nobody renewed it for
+            # its duration; a healthy peer takes it first.
             duration = spec.lease_duration_seconds or math.ceil(cfg.lease_duration)
             if now - self._observed_at < duration:
                 return False  # held, and renewed recently enough
