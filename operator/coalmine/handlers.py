@@ -115,7 +115,7 @@ class StartGate:
             return
         for w in missing:
             log.warning(
-                "%s: not served by the API server; Rollouts naming one wait for a restart after its CRD is installed", w
+                "%s: not served by the API server, so not watched (installed later, it is watched after a restart)", w
             )
         log.info("watching every resource it needs: acting")
         await operator.act()
