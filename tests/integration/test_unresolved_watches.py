@@ -8,6 +8,7 @@ is back must act."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Iterator
@@ -17,8 +18,11 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes_asyncio import client as aclient
+from kubernetes_asyncio import config as aconfig
 from rollout_support import OperatorProcess
 
+from coalmine.adapters.kube import KubeApi
 from coalmine_dev.devstack import stack as devstack
 from coalmine_dev.processes import wait_until
 
@@ -52,6 +56,18 @@ def _served(api: client.ApiClient) -> bool:
     return any(resource.name == "virtualservices" for resource in found.resources)
 
 
+def _serves(info: devstack.StackInfo, group: str, version: str, plural: str) -> bool:
+    """What the operator's own discovery check (KubeApi.serves) answers, on kubernetes_asyncio as it runs."""
+
+    async def ask() -> bool:
+        configuration = aclient.Configuration()
+        await aconfig.load_kube_config(config_file=str(info.kubeconfig), client_configuration=configuration)
+        async with aclient.ApiClient(configuration) as api_client:
+            return await KubeApi(api_client).serves(group, version, plural)
+
+    return asyncio.run(ask())
+
+
 def _operator(info: devstack.StackInfo, log: Path) -> OperatorProcess:
     argv = [sys.executable, "-m", "coalmine", "run", "--namespace", "default"]
     argv += ["--prometheus-url", info.prometheus_url, "--health-port", "0", "--metrics-port", "0"]
@@ -66,6 +82,10 @@ def test_a_replica_started_without_a_watched_resource_exits_and_the_next_start_a
     crd: dict[str, Any] = api.sanitize_for_serialization(extensions.read_custom_resource_definition(CRD))
     extensions.delete_custom_resource_definition(CRD)
     wait_until("VirtualServices gone from API discovery", lambda: not _served(api), 60)
+    assert not _serves(bare_stack, "networking.istio.io", "v1", "virtualservices")
+    assert _serves(bare_stack, "networking.istio.io", "v1", "destinationrules")
+    assert _serves(bare_stack, "", "v1", "pods")
+    assert not _serves(bare_stack, "no-such.example.com", "v1", "things"), "a group/version not served: 404"
 
     first = _operator(bare_stack, tmp_path / "first.log")
     try:
@@ -85,6 +105,7 @@ def test_a_replica_started_without_a_watched_resource_exits_and_the_next_start_a
     crd.pop("status", None)
     extensions.create_custom_resource_definition(crd)
     wait_until("VirtualServices back in API discovery", lambda: _served(api), 60)
+    assert _serves(bare_stack, "networking.istio.io", "v1", "virtualservices")
 
     second = _operator(bare_stack, tmp_path / "second.log")
     try:
