@@ -8,17 +8,20 @@ reads back what the operator did.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from coalmine_dev.devstack import stack as devstack
 from coalmine_dev.processes import Child
 
 ISTIO = ("networking.istio.io", "v1")
@@ -28,6 +31,21 @@ COALMINE = ("coalmine.dev", "v1alpha1")
 # The operator as a real process: started by `operator_factory` (conftest.py), it can be SIGKILLed
 # (`kill`) as a crashed pod, stopped politely (`stop`), and read (`log`, `tail`).
 OperatorProcess = Child
+
+
+@contextlib.contextmanager
+def private_stack(state_dir: Path, **options: Any) -> Iterator[devstack.StackInfo]:
+    """A devstack of the test's own, for a test that kills or changes what the session's tests share (its
+    etcd, its API server, a CRD); `options` go to devstack.up. Stopped afterwards, also when it fails to start."""
+    try:
+        info = devstack.up(state_dir, **options)
+    except devstack.StackError as error:
+        devstack.down(state_dir)
+        pytest.fail(f"the devstack did not start:\n{error}", pytrace=False)
+    try:
+        yield info
+    finally:
+        devstack.down(state_dir)
 
 
 def ts(text: str) -> datetime:

@@ -13,6 +13,7 @@ from typing import TypeVar
 import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+from rollout_support import private_stack
 from urllib3.exceptions import HTTPError
 
 from coalmine_dev.devstack import stack as devstack
@@ -24,15 +25,8 @@ T = TypeVar("T")
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[devstack.StackInfo]:
     """A stack of its own: this test kills its etcd and API server, which the session's tests share."""
-    try:
-        info = devstack.up(tmp_path)
-    except devstack.StackError as error:
-        devstack.down(tmp_path)
-        pytest.fail(f"the devstack did not start:\n{error}", pytrace=False)
-    try:
+    with private_stack(tmp_path) as info:
         yield info
-    finally:
-        devstack.down(tmp_path)
 
 
 def _configmap(core: client.CoreV1Api, name: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes_asyncio import client as aclient
 from kubernetes_asyncio import config as aconfig
-from rollout_support import OperatorProcess
+from rollout_support import OperatorProcess, private_stack
 
 from coalmine.adapters.kube import KubeApi
 from coalmine_dev.devstack import stack as devstack
@@ -34,16 +34,8 @@ ACTING = "watching every resource it needs: acting"
 @pytest.fixture
 def bare_stack(tmp_path: Path) -> Iterator[devstack.StackInfo]:
     """A stack of its own (this test deletes a CRD, which the session's tests share): the API server alone."""
-    state = tmp_path / "stack"
-    try:
-        info = devstack.up(state, workloads=False, istio_validation=False)
-    except devstack.StackError as error:
-        devstack.down(state)
-        pytest.fail(f"the devstack did not start:\n{error}", pytrace=False)
-    try:
+    with private_stack(tmp_path / "stack", workloads=False, istio_validation=False) as info:
         yield info
-    finally:
-        devstack.down(state)
 
 
 def _served(api: client.ApiClient) -> bool:
