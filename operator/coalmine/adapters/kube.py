@@ -22,7 +22,8 @@ ISTIO_GROUP, ISTIO_VERSION = "networking.istio.io", "v1"
 GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
 ROUTE_PLURALS = ("virtualservices", "httproutes")
 # Every write the operator makes names it, so `kubectl get -o yaml --show-managed-fields` says who moved the
-# weights, and GitOps tools can tell its fields apart (Argo CD: ignoreDifferences.managedFieldsManagers).
+# weights. (Not a key for Argo CD's managedFieldsManagers on VirtualServices: `http` is an atomic list, so
+# this manager owns all of it; README, GitOps.)
 FIELD_MANAGER = "coalmine"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
