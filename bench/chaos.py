@@ -553,7 +553,7 @@ class Run:
         ):
             self.meshsim_for(m.ns).client.set_destination(m.ns, m.name, m.canary, error_ratio=0.5)
             m.injected = True
-            weight, rps = [10, 30, 50, 100][m.fail_step], self.args.failing_rps
+            weight, rps = int(status["canaryWeight"]), self.args.failing_rps  # the failing step's, checked above
             self.injections.append(Injection(m.key, generation, m.canary, time.time(), weight, rps))
             self.counts["failing canaries"] += 1
         if started and phase in ("Succeeded", "RolledBack"):

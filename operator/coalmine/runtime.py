@@ -85,8 +85,7 @@ class Operator:
             k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
         except k8s_config.ConfigException:
             await k8s_config.load_kube_config()
-        self._api = k8s_client.ApiClient()
-        self._api.user_agent = f"{FIELD_MANAGER}/{__version__}"
+        self._api = _api_client()
         self.dispatcher = Dispatcher(
             allow=self.config.webhook_allow,
             concurrency=self.config.webhook_concurrency,
@@ -119,8 +118,7 @@ class Operator:
         metrics.LEADER.set(0)
         # A renewal that waits behind a hundred status PATCHes in the shared connection pool misses its
         # deadline and the replica stops acting (seen at 300 Rollouts on a starved API server).
-        self._election_api = k8s_client.ApiClient()
-        self._election_api.user_agent = f"{FIELD_MANAGER}/{__version__}"
+        self._election_api = _api_client()
         if self.config.shards > 1:
             self.sharded = ShardedElection(
                 self._election_api,
@@ -292,6 +290,13 @@ class Operator:
         if outcome.status is not None:
             metrics.record(namespace, str(body["metadata"].get("name")), outcome.status, outcome.events)
         return outcome.wake_at
+
+
+def _api_client() -> k8s_client.ApiClient:
+    """A client whose requests name the operator (User-Agent, so also the field manager of its writes)."""
+    api = k8s_client.ApiClient()
+    api.user_agent = f"{FIELD_MANAGER}/{__version__}"
+    return api
 
 
 async def _watch_loop_lag(period: float = 0.1) -> None:
