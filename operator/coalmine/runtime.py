@@ -24,6 +24,7 @@ from coalmine import __version__, metrics, reconcile
 from coalmine.adapters.election import ElectionConfig, LeaseElector, ShardedElection
 from coalmine.adapters.kube import FIELD_MANAGER, IstioCache, KubeApi, WorkloadCache, cached, resource_version
 from coalmine.adapters.prometheus import PrometheusClient
+from coalmine.adapters.tasks import cancel_and_wait
 from coalmine.adapters.webhooks import Allowlist, Dispatcher, NotificationsConfig
 from coalmine.core.models import REQUEST_ANNOTATION
 from coalmine.core.sharding import shard_of
@@ -191,11 +192,8 @@ class Operator:
         if self._loop_task is not None:
             self._loop_task.cancel()
         if self._election_task is not None:  # releases the Lease, so a peer takes over at once
-            self._election_task.cancel()
-            await asyncio.gather(self._election_task, return_exceptions=True)
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await cancel_and_wait(self._election_task)
+        await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks.values()))
         if self.ports is not None:
             await self.ports.prometheus.close()
         if self.dispatcher is not None:

@@ -104,7 +104,8 @@ class Scheduler:
             if delay <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=delay)
+                async with asyncio.timeout(delay):  # not wait_for, which may lose a cancellation (adapters/tasks.py)
+                    await self._changed.wait()
         else:
             await self._changed.wait()
 

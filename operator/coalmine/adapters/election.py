@@ -38,6 +38,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from coalmine.adapters.tasks import cancel_and_wait
 from coalmine.core import sharding
 
 log = logging.getLogger("coalmine.election")
@@ -102,10 +103,7 @@ class LeaseElector:
         finally:
             if self._renewed_at is not None:
                 self._stop_leading("shutting down")
-                try:
-                    await asyncio.wait_for(self._release(), timeout=self.config.retry_period)
-                except Exception as exc:  # best effort: the Lease expires by itself
-                    log.warning("could not release Lease %s: %s", self._lease_ref, exc)
+                await self._release_within_retry_period()
 
     async def step_down(self, why: str, drain: Callable[[], Awaitable[None]] | None = None) -> None:
         """Stop leading now, wait for the work to end (`drain`), then release the Lease, so another
@@ -116,10 +114,7 @@ class LeaseElector:
             self._stop_leading(why)
             if drain is not None:
                 await drain()
-            try:
-                await asyncio.wait_for(self._release(), timeout=self.config.retry_period)
-            except Exception as exc:  # best effort: the Lease expires by itself
-                log.warning("could not release Lease %s: %s", self._lease_ref, exc)
+            await self._release_within_retry_period()
 
     async def _round(self) -> None:
         async with self._lock:
@@ -132,7 +127,8 @@ class LeaseElector:
         else:
             budget = self.config.renew_deadline
         try:
-            held = await asyncio.wait_for(self._try_acquire_or_renew(started), timeout=budget)
+            async with asyncio.timeout(budget):  # not wait_for: see _release_within_retry_period
+                held = await self._try_acquire_or_renew(started)
         except Exception as exc:  # timeouts, API errors, connection errors: unknown, not lost
             log.warning("Lease %s: %s", self._lease_ref, str(exc) or type(exc).__name__)
             held = None  # a leader keeps leading until its renew deadline passes
@@ -214,6 +210,16 @@ class LeaseElector:
                 return False  # the Lease changed since we read it: someone else wrote first
             raise
         return True
+
+    async def _release_within_retry_period(self) -> None:
+        # asyncio.timeout, never asyncio.wait_for: on Python 3.11 wait_for returns the inner result when the
+        # inner call ends in the same loop iteration as a cancellation of the caller (CPython gh-86296), and
+        # the cancellation is lost: a cancelled elector renewed its Lease forever after its replica stopped.
+        try:
+            async with asyncio.timeout(self.config.retry_period):
+                await self._release()
+        except Exception as exc:  # best effort: the Lease expires by itself
+            log.warning("could not release Lease %s: %s", self._lease_ref, exc)
 
     async def _release(self) -> None:
         cfg = self.config
@@ -305,8 +311,7 @@ class ShardedElection:
                 await asyncio.sleep(self.config.retry_period)
         finally:
             for task in reversed(tasks):  # shards first (each releases its Lease), the member Lease last
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                await cancel_and_wait(task)
 
     async def _count_replicas(self) -> int:
         prefix = f"{self.config.name}-member-"
