@@ -188,6 +188,47 @@ def test_pick_takes_the_series_with_exactly_this_rollouts_labels() -> None:
     assert analysis.pick(series[:1], v2) == Sample(None), "a missing series is no data"
 
 
+def _breaker_batches(*versions: str) -> list[analysis.Batch]:
+    result = []
+    for version in versions:
+        spec = parsed_spec(canary={"host": "order", "subset": "v2"})
+        dr = destination_rule()
+        dr["spec"]["subsets"][1]["labels"]["version"] = version
+        target = resolve(spec, "shop", virtual_service(), [dr])
+        assert isinstance(target, Target)
+        q = next(q for q in analysis.queries(spec.analysis, target, W) if q.name == analysis.CIRCUIT_BREAKER)
+        assert q.batch is not None, "the circuit breaker's query is batched like the others"
+        result.append(q.batch)
+    return result
+
+
+def test_the_circuit_breaker_query_is_batched_by_version_with_the_services_unknown_series() -> None:
+    v2, v3 = _breaker_batches("v2", "v3")
+    assert v2.key == v3.key
+    by = "destination_service_namespace, destination_service_name, destination_version"
+    sel = (
+        'reporter="source",destination_service_namespace="shop",destination_service_name="order",'
+        'destination_version=~"unknown|v2|v3",response_code="503",response_flags=~"UO|UH|URX"'
+    )
+    assert analysis.batched_promql(v2.key, [v2, v3]) == f"sum by ({by}) (increase(istio_requests_total{{{sel}}}[30s]))"
+
+
+def test_a_breaker_answer_adds_the_canarys_version_and_unknown_and_none_is_zero() -> None:
+    """The same sum as the Rollout's own query `sum(...{destination_version=~"v2|unknown"}) or vector(0)`."""
+    v2, v3 = _breaker_batches("v2", "v3")
+    labels = {"destination_service_namespace": "shop", "destination_service_name": "order"}
+    series = [
+        {"metric": {**labels, "destination_version": "v2"}, "value": [0, "4"]},
+        {"metric": {**labels, "destination_version": "unknown"}, "value": [0, "3"]},
+        {"metric": {**labels, "destination_service_name": "cart", "destination_version": "v3"}, "value": [0, "50"]},
+    ]
+    assert analysis.pick(series, v2) == Sample(7.0), "its own version and the service's unknown"
+    assert analysis.pick(series, v3) == Sample(3.0), "another service's v3 is not this one's"
+    assert analysis.pick([], v2) == Sample(0.0), "no 503 from the breaker at all: 0, not no data"
+    (unknown,) = _breaker_batches("unknown")
+    assert analysis.pick(series, unknown) == Sample(3.0), "a canary labelled `unknown` counts that series once"
+
+
 def test_rollouts_with_different_windows_are_not_batched_together() -> None:
     a, target = _setup()
     one = {q.name: q for q in analysis.queries(a, target, W)}["requests"]

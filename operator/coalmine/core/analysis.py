@@ -77,7 +77,7 @@ class Batch:
     exactly the series with its own label values.
     """
 
-    kind: str  # REQUESTS, SUCCESS_RATE or LATENCY
+    kind: str  # REQUESTS, SUCCESS_RATE, LATENCY or CIRCUIT_BREAKER
     window: str
     quantile: float | None
     labels: tuple[tuple[str, str], ...]
@@ -202,26 +202,38 @@ def _success_rate(sel: str, w: str, grpc_ok: Sequence[str] = GRPC_OK) -> str:
     return f"{ok} / sum(rate(istio_requests_total{{{sel}}}[{w}])) * 100"
 
 
-def _circuit_breaker(target: Target, w: str) -> str | None:
+# What the caller's proxy reports of the requests it answered 503 itself, without a good response.
+CB_MATCHERS = ('reporter="source"', 'response_code="503"', f'response_flags=~"{"|".join(CB_FLAGS)}"')
+UNKNOWN_VERSION = "unknown"  # Istio's destination_version when no upstream pod was picked
+
+
+def _circuit_breaker(target: Target, w: str) -> Query | None:
     """503s the caller's proxy answered for the canary without a good response from it (UO, UH, URX).
 
     Reported by the source only; UO and UH pick no upstream pod, so Istio labels them with version
     `unknown`: those of the whole service count (the conservative side: a stable tripping its own
-    breaker during a rollout counts against the canary too). None when the canary has no version label."""
+    breaker during a rollout counts against the canary too). None when the canary has no version label.
+    Batched like the built-in queries: the batch groups by version too, and `pick_from` adds this
+    Rollout's version and `unknown` (a check asked it on its own before: ~3 of 4 queries at 300 Rollouts)."""
     side = target.canary
     if side.version is None:
         return None
+    labels = (
+        ("destination_service_namespace", target.namespace),
+        ("destination_service_name", side.service_name),
+        ("destination_version", side.version),
+    )
     sel = ",".join(
         [
-            'reporter="source"',
+            CB_MATCHERS[0],
             f'destination_service_namespace="{_escape(target.namespace)}"',
             f'destination_service_name="{_escape(side.service_name)}"',
-            f'destination_version=~"{_escape(re.escape(side.version))}|unknown"',
-            'response_code="503"',
-            f'response_flags=~"{"|".join(CB_FLAGS)}"',
+            f'destination_version=~"{_escape(re.escape(side.version))}|{UNKNOWN_VERSION}"',
+            *CB_MATCHERS[1:],
         ]
     )
-    return f"sum(increase(istio_requests_total{{{sel}}}[{w}])) or vector(0)"
+    promql = f"sum(increase(istio_requests_total{{{sel}}}[{w}])) or vector(0)"
+    return Query(CIRCUIT_BREAKER, promql, Batch(CIRCUIT_BREAKER, w, None, labels, grpc_ok=()))
 
 
 def _latency(sel: str, w: str, quantile: float) -> str:
@@ -280,7 +292,7 @@ def queries(
     # In a mirror step the canary's users are 0 %: source-reported 503s for it would be the stable's own.
     cb = _circuit_breaker(target, w) if analysis.circuit_breaker.enabled and step.mirror is None else None
     if cb is not None:
-        result.append(Query(CIRCUIT_BREAKER, cb))
+        result.append(cb)
     result += [Query(m.name, render(m.query, target, w)) for m in analysis.metrics]
     return tuple(result)
 
@@ -291,12 +303,17 @@ def batched_promql(key: BatchKey, selectors: Sequence[Batch]) -> str:
     matchers = []
     for position, name in enumerate(names):
         values = sorted({b.labels[position][1] for b in selectors})
+        if kind == CIRCUIT_BREAKER and name == "destination_version":
+            values = sorted({*values, UNKNOWN_VERSION})
         if len(values) == 1:
             matchers.append(f'{name}="{_escape(values[0])}"')
         else:
             matchers.append(f'{name}=~"{"|".join(_escape(re.escape(v)) for v in values)}"')
-    sel = ",".join([REPORTERS, *matchers])
     by = ", ".join(names)
+    if kind == CIRCUIT_BREAKER:
+        sel = ",".join([CB_MATCHERS[0], *matchers, *CB_MATCHERS[1:]])
+        return f"sum by ({by}) (increase(istio_requests_total{{{sel}}}[{w}]))"
+    sel = ",".join([REPORTERS, *matchers])
     if kind == REQUESTS:
         return f"sum by ({by}) (increase(istio_requests_total{{{sel}}}[{w}]))"
     if kind == SUCCESS_RATE:
@@ -330,7 +347,12 @@ def index_series(series: Sequence[Mapping[str, Any]], names: Sequence[str]) -> S
 
 def pick_from(index: SeriesIndex, batch: Batch) -> Sample:
     """This Rollout's answer out of an `index_series` of its batch's result."""
-    value = index.get(tuple(value for _, value in batch.labels))
+    own = tuple(value for _, value in batch.labels)
+    if batch.kind == CIRCUIT_BREAKER:
+        # Its version's series and the service's `unknown` one; none at all is 0 (`or vector(0)`).
+        versions = {own[-1], UNKNOWN_VERSION}
+        return Sample.of(sum(float(index.get((*own[:-1], v), 0.0)) for v in versions))
+    value = index.get(own)
     return Sample(None) if value is None else Sample.of(float(value))
 
 
