@@ -91,6 +91,9 @@ class Scheduler:
                     if self._due.get(key) != when:
                         continue  # superseded by an earlier poke, or forgotten
                     del self._due[key]
+                    if key in self._running:  # poked for later while it ran, and it still runs
+                        self._again.add(key)
+                        continue
                     self._start(key, when)
         finally:
             for task in list(self._tasks):
