@@ -93,6 +93,7 @@ class Outcome:
     status: RolloutStatus | None = None  # the status after the tick (None: not decided, someone wrote first)
     events: tuple[plan.Event, ...] = ()  # what the tick posted, for metrics
     gone: bool = False  # the Rollout no longer exists: stop ticking it, even if the watch never says so
+    checked_at: datetime | None = None  # when the tick asked Prometheus, written to the status or not
 
 
 def merge_patch(old: Any, new: Any) -> Any:
@@ -127,19 +128,31 @@ def _status_or_empty(body: dict[str, Any]) -> RolloutStatus:
         return RolloutStatus()
 
 
-async def tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim] = ()) -> Outcome:
+async def tick(
+    body: dict[str, Any], ports: Ports, claims: Sequence[Claim] = (), checked: datetime | None = None
+) -> Outcome:
     """Read the Rollout's objects, decide, write status then traffic, and record what the traffic write did.
 
-    `claims` are the other Rollouts of the namespace (from the watch), for route ownership. A Rollout
-    found deleted when its status is written is `gone`: the caller stops ticking it."""
+    `claims` are the other Rollouts of the namespace (from the watch), for route ownership. `checked` is
+    when this operator last checked the Rollout (an earlier Outcome.checked_at): a routine pass is not
+    written, and without it a tick between grid points (a hold's end, a watch event) would check again
+    off the grid. A Rollout found deleted when its status is written is `gone`: the caller stops ticking it."""
     try:
-        return await _tick(body, ports, claims)
+        return await _tick(body, ports, claims, checked)
     except Gone as exc:
         _logger(Ref.from_body(body)).info("not ticked again: %s", exc)
         return Outcome(body=None, wake_at=None, gone=True)
 
 
-async def _tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim]) -> Outcome:
+def _with_unrecorded_check(rollout: Rollout, checked: datetime | None) -> Rollout:
+    analysis = rollout.status.analysis
+    if analysis is None or checked is None or checked <= analysis.checked_at:
+        return rollout
+    hinted = analysis.model_copy(update={"unrecorded_check": checked})
+    return rollout.model_copy(update={"status": rollout.status.model_copy(update={"analysis": hinted})})
+
+
+async def _tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim], checked: datetime | None) -> Outcome:
     ref = Ref.from_body(body)
     logger = _logger(ref)
     now = ports.clock()
@@ -160,6 +173,7 @@ async def _tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim]) -> 
 
     # The answers of webhooks and the outcomes of deliveries since the last write, recorded in the status.
     results, outcomes = ports.dispatcher.observed(ref.uid) if ports.dispatcher is not None else ([], [])
+    rollout = _with_unrecorded_check(rollout, checked)  # before `original`: it is never written
     original = rollout.status
     if results or outcomes:
         folded = notify.fold(hooks.fold(rollout, results), outcomes)
@@ -185,6 +199,8 @@ async def _tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim]) -> 
     if ports.dispatcher is not None and outcome.status is not None:
         _dispatch(rollout, outcome.status, now if check is not None else None, ports.dispatcher, ports.clock())
         ports.dispatcher.settled(ref.uid, results, outcomes)
+    if check is not None and outcome.status is not None:  # decided on: a lost write is checked again
+        return replace(outcome, checked_at=now)
     return outcome
 
 

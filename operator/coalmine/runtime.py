@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from kubernetes_asyncio import client as k8s_client
@@ -68,6 +68,7 @@ class Operator:
     config: OperatorConfig
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     claims: dict[str, dict[str, Claim]] = field(default_factory=dict)  # namespace -> name -> what it claims
+    checked: dict[str, datetime] = field(default_factory=dict)  # key -> its last check here (reconcile.tick)
     istio: IstioCache = field(default_factory=IstioCache)
     workloads: WorkloadCache = field(default_factory=WorkloadCache)
     schedulers: dict[int, Scheduler] = field(default_factory=dict)  # shard -> its scheduler, while acting on it
@@ -216,6 +217,7 @@ class Operator:
         if event_type == "DELETED":
             gone = self.bodies.pop(key, None)
             self.claims.get(namespace, {}).pop(name, None)
+            self.checked.pop(key, None)
             if gone is not None and self.dispatcher is not None:
                 self.dispatcher.forget(str(gone["metadata"].get("uid", "")))
             metrics.forget(namespace, name)
@@ -274,7 +276,7 @@ class Operator:
         claims = tuple(self.claims.get(namespace, {}).values())
         with metrics.TICK_SECONDS.time():
             try:
-                outcome = await reconcile.tick(body, self.ports, claims)
+                outcome = await reconcile.tick(body, self.ports, claims, checked=self.checked.get(key))
             except Exception:
                 metrics.RECONCILE_ERRORS.inc()
                 raise
@@ -285,6 +287,8 @@ class Operator:
         # Only a Rollout still known: one deleted while its tick ran must not come back from the tick's write.
         if known is not None and outcome.body is not None and resource_version(outcome.body) > resource_version(known):
             self.bodies[key] = outcome.body
+        if outcome.checked_at is not None and key in self.bodies:
+            self.checked[key] = outcome.checked_at
         if outcome.status is not None:
             metrics.record(namespace, str(body["metadata"].get("name")), outcome.status, outcome.events)
         return outcome.wake_at

@@ -395,3 +395,51 @@ async def test_a_retry_of_a_rolled_back_rollout_waits_for_the_canarys_ready_pods
     kube = KubeWithPods(virtual_service(stable_weight=100, canary_weight=0))
     await reconcile.tick(_body(status), _ports(kube, FakePrometheus(99.9), T0 + timedelta(seconds=20)))
     assert kube.workload_reads == 0
+
+
+class CountingPrometheus(FakePrometheus):
+    def __init__(self) -> None:
+        super().__init__(99.9)
+        self.asks = 0
+
+    async def ask(self, address: str, queries: list[Query], *, at: datetime) -> dict[str, Sample]:
+        self.asks += 1
+        return await super().ask(address, queries, at=at)
+
+
+def _passed_at_10s() -> dict[str, Any]:
+    status = _progressing(0)
+    status["analysis"]["verdict"] = "Pass"
+    status["analysis"]["window"] = "10s"
+    return status
+
+
+async def test_a_routine_pass_not_written_still_moves_the_next_check_to_its_grid_point() -> None:
+    """A pass after a recorded pass is not written (plan._routine_pass). A tick between grid points (a hold's
+    end, a watch event) must not take the status's older check for the last one and check again off the
+    grid: the caller hands back the tick's `checked_at`, which sets the next check and decides nothing."""
+    kube, prometheus = FakeKube(virtual_service(stable_weight=70, canary_weight=30)), CountingPrometheus()
+    grid = T0 + timedelta(seconds=20, milliseconds=50)
+    routine = await reconcile.tick(_body(_passed_at_10s()), _ports(kube, prometheus, grid))
+    assert (prometheus.asks, kube.calls) == (1, []), "checked, and the routine pass not written"
+    assert routine.checked_at == grid
+
+    between = T0 + timedelta(seconds=27)
+    told = await reconcile.tick(_body(_passed_at_10s()), _ports(kube, prometheus, between), checked=routine.checked_at)
+    assert prometheus.asks == 1, "no second check 7 s after the first"
+    assert told.wake_at == T0 + timedelta(seconds=30), "the next grid point"
+    assert kube.calls == []
+
+    untold = await reconcile.tick(_body(_passed_at_10s()), _ports(kube, prometheus, between))
+    assert prometheus.asks == 2, "without it, the status alone says a check is due (a restarted operator)"
+    assert untold.checked_at == between
+
+
+async def test_a_check_whose_status_write_lost_to_another_writer_is_not_remembered() -> None:
+    """The write conflicted, so nothing was decided on that check: the next tick checks again."""
+    kube, prometheus = FakeKube(virtual_service(stable_weight=70, canary_weight=30)), CountingPrometheus()
+    kube.conflict_status = True
+    outcome = await reconcile.tick(_body(_progressing(1)), _ports(kube, prometheus, T0 + timedelta(seconds=20)))
+    assert prometheus.asks == 1
+    assert kube.calls == ["status@41"]
+    assert outcome.checked_at is None

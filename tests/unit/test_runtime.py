@@ -34,7 +34,7 @@ async def test_a_rollout_deleted_while_its_tick_ran_is_not_brought_back_by_the_t
 ) -> None:
     op = _operator()
 
-    async def tick(body: dict[str, Any], ports: Any, claims: Any = ()) -> reconcile.Outcome:
+    async def tick(body: dict[str, Any], ports: Any, claims: Any = (), checked: Any = None) -> reconcile.Outcome:
         op.observe("DELETED", _body(11))  # the watch's DELETED arrives while the tick awaits its writes
         return reconcile.Outcome(body=_body(11), wake_at=datetime(2026, 12, 1))
 
@@ -49,7 +49,7 @@ async def test_a_rollout_found_gone_by_its_tick_is_forgotten_without_a_deleted_e
 ) -> None:
     op = _operator()
 
-    async def tick(body: dict[str, Any], ports: Any, claims: Any = ()) -> reconcile.Outcome:
+    async def tick(body: dict[str, Any], ports: Any, claims: Any = (), checked: Any = None) -> reconcile.Outcome:
         return reconcile.Outcome(body=None, wake_at=None, gone=True)
 
     monkeypatch.setattr(runtime.reconcile, "tick", tick)
@@ -62,7 +62,7 @@ async def test_gone_forgets_only_the_object_that_was_ticked(monkeypatch: pytest.
     """A Rollout re-created under the same name (a new uid) while the old one's tick ran is kept."""
     op = _operator()
 
-    async def tick(body: dict[str, Any], ports: Any, claims: Any = ()) -> reconcile.Outcome:
+    async def tick(body: dict[str, Any], ports: Any, claims: Any = (), checked: Any = None) -> reconcile.Outcome:
         op.observe("DELETED", _body(11))
         op.observe("ADDED", _body(12, uid="u2"))
         return reconcile.Outcome(body=None, wake_at=None, gone=True)
@@ -70,3 +70,26 @@ async def test_gone_forgets_only_the_object_that_was_ticked(monkeypatch: pytest.
     monkeypatch.setattr(runtime.reconcile, "tick", tick)
     await op.tick("shop/order")
     assert op.bodies["shop/order"]["metadata"]["uid"] == "u2"
+
+
+async def test_each_tick_is_told_the_rollouts_last_check_until_the_rollout_is_deleted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tick's checked_at (a routine pass is not written) is handed to the Rollout's next tick, and forgotten
+    with the Rollout: a re-created one starts without it."""
+    op = _operator()
+    told: list[Any] = []
+    moment = datetime(2026, 12, 1, 12, 0, 20)
+
+    async def tick(body: dict[str, Any], ports: Any, claims: Any = (), checked: Any = None) -> reconcile.Outcome:
+        told.append(checked)
+        return reconcile.Outcome(body=None, wake_at=None, checked_at=moment if len(told) == 1 else None)
+
+    monkeypatch.setattr(runtime.reconcile, "tick", tick)
+    await op.tick("shop/order")
+    await op.tick("shop/order")
+    await op.tick("shop/order")
+    op.observe("DELETED", _body(11))
+    op.observe("ADDED", _body(12, uid="u2"))
+    await op.tick("shop/order")
+    assert told == [None, moment, moment, None]

@@ -428,6 +428,15 @@ class AnalysisStatus(Model):
     traffic_mismatches: int = 0  # checks in a row whose canary share was far from the routes' weight
     requests: FiniteFloat = None
     metrics: tuple[MetricResult, ...] = ()
+    # The operator's own later check, when one was made and not written (a routine pass, plan._routine_pass):
+    # in memory only, never on the wire. It moves the next check to its grid point, and nothing else:
+    # every decision reads the recorded fields, as an operator restarted without it would.
+    unrecorded_check: Timestamp | None = Field(default=None, exclude=True)
+
+    @property
+    def last_check(self) -> datetime:
+        """When the last check of this Rollout ran, recorded or not: the next is due a checkEvery later."""
+        return max(self.checked_at, self.unrecorded_check or self.checked_at)
 
 
 class ReadinessStatus(Model):

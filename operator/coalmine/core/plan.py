@@ -307,7 +307,7 @@ def next_check_at(rollout: Rollout) -> datetime:
     checkEvery checks at the same moments and Prometheus gets one query per metric for all of them."""
     status = rollout.status
     assert status.step_started_at is not None
-    last = status.analysis.checked_at if status.analysis else None
+    last = status.analysis.last_check if status.analysis else None
     return _next_check(status.step_started_at, last, rollout.spec.analysis.check_every)
 
 
@@ -1129,7 +1129,7 @@ def _hold(
         new = status.model_copy(update={"analysis": analysis})
         if traffic_stalled(status) is None:
             new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, reason, message)
-    wake = [_next_check(status.step_started_at, analysis.checked_at if analysis else None, every)]
+    wake = [_next_check(status.step_started_at, analysis.last_check if analysis else None, every)]
     if now < hold_end and status.paused is None:
         wake.append(hold_end)
     if analysis is not None and analysis.no_data_since is not None:
@@ -1245,7 +1245,7 @@ def _wait_for_canary(
         wake = [deadline, now + RECHECK]
         if before:
             assert status.step_started_at is not None
-            last = analysis.checked_at if analysis is not None else None
+            last = analysis.last_check if analysis is not None else None
             wake.append(_next_check(status.step_started_at, last, spec.analysis.check_every))
         decision = Decision(status=new, weight=before, traffic=traffic, events=tuple(events), wake_at=min(wake))
     if request is None:
@@ -1328,7 +1328,7 @@ def _steer(
     new = status.model_copy(update=update)
     if traffic_stalled(status) is None:
         new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, reason, text)
-    wake = [_next_check(status.step_started_at, analysis.checked_at if analysis else None, spec.analysis.check_every)]
+    wake = [_next_check(status.step_started_at, analysis.last_check if analysis else None, spec.analysis.check_every)]
     if request.verb == "resume":
         wake.append(max(now, steering.hold_end(spec, new, now)))
     return Decision(
