@@ -47,6 +47,7 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         "ticks due within this much of each other run together",
     ),
     ("--prometheus-concurrency", str(DEFAULTS.prometheus_concurrency), "most Prometheus queries in flight at once"),
+    ("--tick-concurrency", str(DEFAULTS.tick_concurrency), "most Rollout ticks in flight at once"),
     ("--health-port", str(DEFAULTS.health_port), "port of /healthz, 0 to disable"),
     ("--metrics-port", str(DEFAULTS.metrics_port), "port of /metrics, 0 to disable"),
     ("--listen-address", DEFAULTS.listen_address, "address the health and metrics endpoints bind"),
@@ -83,7 +84,14 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ),
 )
 _INTEGERS = frozenset(
-    {"--prometheus-concurrency", "--shards", "--health-port", "--metrics-port", "--webhook-concurrency"}
+    {
+        "--prometheus-concurrency",
+        "--tick-concurrency",
+        "--shards",
+        "--health-port",
+        "--metrics-port",
+        "--webhook-concurrency",
+    }
 )
 
 
@@ -184,6 +192,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         resync=parse_duration(args.resync),
         granularity=parse_duration(args.check_granularity),
         prometheus_concurrency=args.prometheus_concurrency,
+        tick_concurrency=args.tick_concurrency,
         listen_address=args.listen_address,
         health_port=args.health_port,
         metrics_port=args.metrics_port,
