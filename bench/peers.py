@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -737,6 +738,15 @@ class Bench:
     workdir: Path
     profile: Profile
     results: dict[str, Any] = field(default_factory=dict)
+    # Scenario 2's break: the moment the VS shows 30 % ("step"), or a random moment of the step's first
+    # hold after it ("random", drawn from --seed and the run's number: the same delays for every tool).
+    break_at: str = "step"
+    seed: int = 1
+
+    def break_delay(self, run: int) -> float:
+        if self.break_at == "step":
+            return 0.0
+        return random.Random(f"{self.seed}-{run}").uniform(0, self.profile.hold)
 
     def tool(self, name: str) -> Tool:
         kind: type[Tool] = {"coalmine": Coalmine, "flagger": Flagger, "argo": Argo}[name]
@@ -790,6 +800,8 @@ class Bench:
                     tool.release(ns)
                     self.wait_weight(tool, ns, lambda w: w == 30, 120 + 6 * tool.p.hold)
                     host, subset = tool.canary_destination()
+                    delay = self.break_delay(run)
+                    time.sleep(delay)
                     broken = time.monotonic()
                     self.mesh.set_destination(ns, host, subset, error_ratio=BREAK_ERROR_RATIO)
                     path = [30]
@@ -803,6 +815,7 @@ class Bench:
                     time.sleep(1)  # the status after the VS write
                     row = {
                         "run": run + 1,
+                        "break_delay": round(delay, 2),
                         "seconds": round(seen - broken, 2),
                         "weights": path,
                         "phase": tool.phase(ns),
@@ -811,7 +824,8 @@ class Bench:
                     }
                     rows.append(row)
                     print(
-                        f"  {tool.name} run {row['run']}: canary 0 {row['seconds']:.2f} s after the break, "
+                        f"  {tool.name} run {row['run']}: broken {delay:.1f} s after 30 % was seen, "
+                        f"canary 0 {row['seconds']:.2f} s after the break, "
                         f"weights {path}, phase {row['phase']} ({row['why']}), load {row['load']:.2f}",
                         flush=True,
                     )
@@ -970,7 +984,11 @@ def summary(results: dict[str, Any]) -> str:
     lines = []
     rb = results.get("rollback", {})
     if rb:
-        lines.append("\nScenario 2: canary answers 30 % 5xx at 30 % -> VS canary weight 0 (s)")
+        when = {"step": "as 30 % is seen", "random": "a random moment of the step's first hold"}
+        lines.append(
+            f"\nScenario 2: canary answers 30 % 5xx at 30 % ({when[results.get('break_at', 'step')]}) "
+            "-> VS canary weight 0 (s)"
+        )
         lines.append(f"{'tool':10} {'runs':>4} {'min':>7} {'median':>7} {'max':>7}  ratio coalmine/peer (median)")
         base = statistics.median(r["seconds"] for r in rb["coalmine"]) if "coalmine" in rb else None
         for name, rows in rb.items():
@@ -1092,6 +1110,14 @@ def main() -> None:
         help="Prometheus's scrape interval (own stack only); scenario 4 needs 5s: at 1 s a scrape of 100 services' "
         "series does not finish within the scrape timeout on a loaded 2-core machine",
     )
+    parser.add_argument(
+        "--break-at",
+        choices=("step", "random"),
+        default="step",
+        help="scenario 2 breaks the canary as the VS shows 30 %% (step), or at a random moment of the step's first "
+        "hold after it (random; the same delays for every tool, drawn from --seed)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of --break-at random")
     parser.add_argument("--n", type=int, default=100, help="concurrent releases in scenario 4")
     parser.add_argument("--scale-limit", type=float, default=300.0, help="seconds scenario 4 waits for them")
     args = parser.parse_args()
@@ -1106,7 +1132,8 @@ def main() -> None:
         install_peer_crds(info)
         api = config.new_client_from_config(config_file=str(info.kubeconfig))
         mesh = start_meshsim(procs, info, workdir, f"bench-peers-{uuid.uuid4().hex[:6]}")
-        bench = Bench(info, api, mesh.client, procs, workdir, profile)
+        bench = Bench(info, api, mesh.client, procs, workdir, profile, break_at=args.break_at, seed=args.seed)
+        bench.results["break_at"] = args.break_at
         bench.results["settings"] = {"profile": profile.name, **profile.text}
         print(f"settings: {json.dumps(bench.results['settings'], indent=1)}", flush=True)
         print(f"load average at start: {os.getloadavg()}", flush=True)
