@@ -654,6 +654,7 @@ def report(
             "replicas": args.replicas,
             "shards": args.shards,
             "tick_concurrency": args.tick_concurrency,
+            **({"label": args.label} if args.label else {}),
             "rss_max_mib": max(samples.rss_mib),
             "lag_p50_ms": percentile(lags, 50) * 1000,
             "lag_p99_ms": percentile(lags, 99) * 1000,
@@ -699,6 +700,7 @@ def main() -> None:
         help="run operator-0 under tracemalloc and write where its memory was allocated to this file at the end",
     )
     parser.add_argument("--record", help="append the figures as a JSON line to this file (bench/scale_plot.py)")
+    parser.add_argument("--label", help="the run's series in bench/scale_plot.py (default: replicas, shards, date)")
     args = parser.parse_args()
     try:
         run(args)
