@@ -151,7 +151,8 @@ def test_no_data_is_never_a_pass_even_if_other_metrics_pass() -> None:
     assert result.verdict is Verdict.NO_DATA
 
 
-def _batches(*versions: str, namespace: str = "shop") -> list[analysis.Batch]:
+def _batches(*versions: str, namespace: str = "shop", query: str = "success-rate") -> list[analysis.Batch]:
+    """The batch of one query of the same Rollout with each canary version."""
     result = []
     for version in versions:
         spec = parsed_spec(canary={"host": "order", "subset": "v2"})
@@ -159,8 +160,8 @@ def _batches(*versions: str, namespace: str = "shop") -> list[analysis.Batch]:
         dr["spec"]["subsets"][1]["labels"]["version"] = version
         target = resolve(spec, namespace, virtual_service(), [dr])
         assert isinstance(target, Target)
-        q = next(q for q in analysis.queries(spec.analysis, target, W) if q.name == "success-rate")
-        assert q.batch is not None
+        q = next(q for q in analysis.queries(spec.analysis, target, W) if q.name == query)
+        assert q.batch is not None, f"{query} is batched"
         result.append(q.batch)
     return result
 
@@ -188,22 +189,8 @@ def test_pick_takes_the_series_with_exactly_this_rollouts_labels() -> None:
     assert analysis.pick(series[:1], v2) == Sample(None), "a missing series is no data"
 
 
-def _breaker_batches(*versions: str) -> list[analysis.Batch]:
-    result = []
-    for version in versions:
-        spec = parsed_spec(canary={"host": "order", "subset": "v2"})
-        dr = destination_rule()
-        dr["spec"]["subsets"][1]["labels"]["version"] = version
-        target = resolve(spec, "shop", virtual_service(), [dr])
-        assert isinstance(target, Target)
-        q = next(q for q in analysis.queries(spec.analysis, target, W) if q.name == analysis.CIRCUIT_BREAKER)
-        assert q.batch is not None, "the circuit breaker's query is batched like the others"
-        result.append(q.batch)
-    return result
-
-
 def test_the_circuit_breaker_query_is_batched_by_version_with_the_services_unknown_series() -> None:
-    v2, v3 = _breaker_batches("v2", "v3")
+    v2, v3 = _batches("v2", "v3", query=analysis.CIRCUIT_BREAKER)
     assert v2.key == v3.key
     by = "destination_service_namespace, destination_service_name, destination_version"
     sel = (
@@ -215,7 +202,7 @@ def test_the_circuit_breaker_query_is_batched_by_version_with_the_services_unkno
 
 def test_a_breaker_answer_adds_the_canarys_version_and_unknown_and_none_is_zero() -> None:
     """The same sum as the Rollout's own query `sum(...{destination_version=~"v2|unknown"}) or vector(0)`."""
-    v2, v3 = _breaker_batches("v2", "v3")
+    v2, v3 = _batches("v2", "v3", query=analysis.CIRCUIT_BREAKER)
     labels = {"destination_service_namespace": "shop", "destination_service_name": "order"}
     series = [
         {"metric": {**labels, "destination_version": "v2"}, "value": [0, "4"]},
@@ -225,7 +212,7 @@ def test_a_breaker_answer_adds_the_canarys_version_and_unknown_and_none_is_zero(
     assert analysis.pick(series, v2) == Sample(7.0), "its own version and the service's unknown"
     assert analysis.pick(series, v3) == Sample(3.0), "another service's v3 is not this one's"
     assert analysis.pick([], v2) == Sample(0.0), "no 503 from the breaker at all: 0, not no data"
-    (unknown,) = _breaker_batches("unknown")
+    (unknown,) = _batches("unknown", query=analysis.CIRCUIT_BREAKER)
     assert analysis.pick(series, unknown) == Sample(3.0), "a canary labelled `unknown` counts that series once"
 
 
