@@ -1009,7 +1009,10 @@ def summary(results: dict[str, Any]) -> str:
             lines.append(f"{'':10} writes: {json.dumps(row['writes'])}; workloads {json.dumps(row['workload_writes'])}")
     scale = results.get("scale", {})
     if scale:
-        lines.append("\nScenario 4: N concurrent healthy releases (tight settings, 5 rps each)")
+        lines.append(
+            f"\nScenario 4: N concurrent healthy releases ({results.get('settings', {}).get('profile', 'tight')} settings, "
+            "5 rps each)"
+        )
         keys = (
             "n",
             "ready_s",
