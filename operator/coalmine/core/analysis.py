@@ -203,7 +203,8 @@ def _success_rate(sel: str, w: str, grpc_ok: Sequence[str] = GRPC_OK) -> str:
 
 
 # What the caller's proxy reports of the requests it answered 503 itself, without a good response.
-CB_MATCHERS = ('reporter="source"', 'response_code="503"', f'response_flags=~"{"|".join(CB_FLAGS)}"')
+CB_REPORTER = 'reporter="source"'
+CB_RESPONSE = ('response_code="503"', f'response_flags=~"{"|".join(CB_FLAGS)}"')
 UNKNOWN_VERSION = "unknown"  # Istio's destination_version when no upstream pod was picked
 
 
@@ -225,11 +226,10 @@ def _circuit_breaker(target: Target, w: str) -> Query | None:
     )
     sel = ",".join(
         [
-            CB_MATCHERS[0],
-            f'destination_service_namespace="{_escape(target.namespace)}"',
-            f'destination_service_name="{_escape(side.service_name)}"',
+            CB_REPORTER,
+            *(f'{name}="{_escape(value)}"' for name, value in labels[:-1]),
             f'destination_version=~"{_escape(re.escape(side.version))}|{UNKNOWN_VERSION}"',
-            *CB_MATCHERS[1:],
+            *CB_RESPONSE,
         ]
     )
     promql = f"sum(increase(istio_requests_total{{{sel}}}[{w}])) or vector(0)"
@@ -311,7 +311,7 @@ def batched_promql(key: BatchKey, selectors: Sequence[Batch]) -> str:
             matchers.append(f'{name}=~"{"|".join(_escape(re.escape(v)) for v in values)}"')
     by = ", ".join(names)
     if kind == CIRCUIT_BREAKER:
-        sel = ",".join([CB_MATCHERS[0], *matchers, *CB_MATCHERS[1:]])
+        sel = ",".join([CB_REPORTER, *matchers, *CB_RESPONSE])
         return f"sum by ({by}) (increase(istio_requests_total{{{sel}}}[{w}]))"
     sel = ",".join([REPORTERS, *matchers])
     if kind == REQUESTS:
