@@ -41,27 +41,31 @@ def test_a_failure_shared_by_stable_and_canary(
     # the stable (4 of 5 runs with a 5-point bound and a 10-s hold, 1 of 5 with 10 points: the new canary
     # series under rate(); noted in the closing note of 2026-12-01). The test is about a failure
     # both versions share, which an absolute bound rolls back and a relative one does not.
+    # The 8-s interval is the window of the check the relative case reads, 8 s into a 20-s hold: ~240 canary
+    # requests, one standard deviation of its rate ~3 points against the 10-point band it asserts. With the
+    # 4-s window a check 3 s into the step read 93.2 % (CI of 2026-12-02, 1 in 953 tests).
     success = {"min": 50, "maxDropVsStable": 15} if checks == "relative" else {"min": 95}
     op = operator_factory(shop.ns)
     shop.create_rollout(
-        steps=[{"weight": 20, "hold": "10s"}, {"weight": 100, "hold": "3s"}],
-        analysis={"successRate": success, "failFast": {"enabled": False}},
+        steps=[{"weight": 20, "hold": "20s"}, {"weight": 100, "hold": "3s"}],
+        analysis={"interval": "8s", "successRate": success, "failFast": {"enabled": False}},
     )
     if checks == "relative":
-        # A check at least 3 scrapes into the step: before that the canary's 503 series may have one sample
+        # A check whose whole window is the step's: before that the canary's 503 series may have one sample
         # only, which rate() cannot use, and the first checks can read 100 % (seen: "assert 100 < 90").
         at_20 = shop.wait_for(
             lambda s: (
                 s.get("canaryWeight") == 20
                 and "stableValue" in _metric(s, "success-rate")
                 and bool(s.get("stepStartedAt"))
-                and (ts(s["analysis"]["checkedAt"]) - ts(s["stepStartedAt"])).total_seconds() >= 3
+                and (ts(s["analysis"]["checkedAt"]) - ts(s["stepStartedAt"])).total_seconds() >= 8
             ),
-            30,
-            "a check at 20 % with the stable's value, 3 s into the step",
+            45,
+            "a check at 20 % with the stable's value, 8 s into the step",
             op,
         )
         row = _metric(at_20, "success-rate")
+        assert at_20["analysis"]["window"] == "8s"
         assert 70 < row["value"] < 90
         assert 70 < row["stableValue"] < 90, "the stable failed alike, on the same window"
         assert 'destination_version="v1"' in row["stableQuery"]
