@@ -51,6 +51,17 @@ def test_a_canary_whose_every_request_is_refused_has_data_and_fails_fast() -> No
     assert result.verdict is Verdict.FAIL
     assert _row(result, "success-rate").value == 0.0
     assert result.fail_fast is not None
+    # The success rate's query shows none of these errors: the reason says where they are.
+    assert "200 errors in 200 requests" in result.fail_fast.reason
+    assert "200 of them answered 503 by the callers' proxies (UO/UH/URX)" in result.fail_fast.reason
+    assert "200 of them answered 503" in _row(result, "success-rate").reason
+
+
+def test_a_success_rate_failing_on_the_pods_own_errors_names_the_mesh_503s_only_when_there_are_some() -> None:
+    a, target = _setup()
+    result = _check(a, target, **{"success-rate": 50.0})
+    assert result.verdict is Verdict.FAIL
+    assert "answered 503 by the callers' proxies" not in _row(result, "success-rate").reason
 
 
 def test_it_can_be_turned_off() -> None:

@@ -493,6 +493,18 @@ def _with_circuit_breaker(
     return adjusted, row
 
 
+def _naming_mesh_503s(row: MetricResult, count: float) -> MetricResult:
+    """A failed success rate that counted the mesh's 503s says how many: its query shows only the requests a
+    canary pod answered, and may show none of the errors."""
+    if row.name != SUCCESS_RATE or row.verdict is not Verdict.FAIL:
+        return row
+    note = (
+        f"{count:.0f} of them answered 503 by the callers' proxies ({'/'.join(CB_FLAGS)}), not by a canary pod: "
+        f"see {CIRCUIT_BREAKER}"
+    )
+    return row.model_copy(update={"reason": f"{row.reason} ({note})"})
+
+
 def _fail_fast(answers: _Answers, row: MetricResult) -> MetricResult | None:
     a, requests = answers.analysis, answers.get(REQUESTS).value
     if requests is None or row.value is None or row.value >= a.success_rate.min:
@@ -664,6 +676,7 @@ def evaluate(
 ) -> CheckResult:
     """Judge one check from the answers to `asked` (keyed by query name)."""
     w = format_duration(window_length)
+    mesh_503s = answers.get(CIRCUIT_BREAKER, Sample(None)).value or 0.0
     answers, breaker = _with_circuit_breaker(analysis, answers)
     facts = _Answers(analysis, {q.name: q for q in asked}, answers, w, step.weight)
     requests = facts.get(REQUESTS)
@@ -678,6 +691,9 @@ def evaluate(
         )
 
     rows, fail_fast = _builtin(facts)
+    if breaker is not None and mesh_503s > 0:
+        rows = [_naming_mesh_503s(r, mesh_503s) for r in rows]
+        fail_fast = _naming_mesh_503s(fail_fast, mesh_503s) if fail_fast is not None else None
     if breaker is not None:
         rows.append(breaker.model_copy(update={"query": facts.query(CIRCUIT_BREAKER)}))
     elif step.mirror is not None and analysis.circuit_breaker.enabled:
