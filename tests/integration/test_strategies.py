@@ -111,3 +111,31 @@ def test_the_circuit_breaker_signal_trips_on_overflow_503s(
     assert rows["success-rate"]["verdict"] == "Fail"
     assert status["rollback"]["metric"] in ("success-rate", "circuit-breaker")
     assert shop.canary_weight() == 0
+
+
+def test_a_stable_refused_by_its_own_circuit_breaker_does_not_roll_back_a_healthy_canary(
+    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    """The stable's callers overflow its connection pool (60 % 503 UO, version unknown, as a canary's
+    would be): the stable's pods answer far less than its share of the requests, so those 503s are the
+    stable's, not the canary's; the healthy canary is promoted. (They once rolled it back at the first
+    check: a bench run saw 8 of 100 healthy canaries rolled back while a whole service answered UH.)"""
+    meshsim.client.set_service(shop.ns, "order", rps=RPS)
+    meshsim.client.set_destination(shop.ns, "order", "v1", overflow_ratio=0.6)
+    op = operator_factory(shop.ns)
+    shop.create_rollout(steps=[{"weight": 20, "hold": "12s"}, {"weight": 100, "hold": "2s"}])
+
+    def breaker(status: dict[str, Any]) -> dict[str, Any]:
+        rows = (status.get("analysis") or {}).get("metrics") or []
+        return next((m for m in rows if m["name"] == "circuit-breaker"), {})
+
+    at_20 = shop.wait_for(
+        lambda s: s.get("canaryWeight") == 20 and "not counted as the canary's" in breaker(s).get("reason", ""),
+        45,
+        "a check at 20 % that leaves the stable's 503s out",
+        op,
+    )
+    assert breaker(at_20)["verdict"] == "Pass"
+    assert "the stable's pods answered" in breaker(at_20)["reason"]
+    status = shop.wait_for_phase("Succeeded", 60, op)
+    assert [h["weight"] for h in status["history"]] == [20, 100]

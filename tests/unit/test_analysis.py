@@ -189,31 +189,34 @@ def test_pick_takes_the_series_with_exactly_this_rollouts_labels() -> None:
     assert analysis.pick(series[:1], v2) == Sample(None), "a missing series is no data"
 
 
-def test_the_circuit_breaker_query_is_batched_by_version_with_the_services_unknown_series() -> None:
+def test_the_circuit_breaker_queries_are_one_batch_by_version_with_the_services_unknown_series() -> None:
     v2, v3 = _batches("v2", "v3", query=analysis.CIRCUIT_BREAKER)
-    assert v2.key == v3.key
+    (unknown,) = _batches("v2", query=analysis.CIRCUIT_BREAKER + analysis.UNKNOWN)
+    assert v2.key == v3.key == unknown.key, "a Rollout's two breaker queries and another's: one Prometheus query"
     by = "destination_service_namespace, destination_service_name, destination_version"
     sel = (
         'reporter="source",destination_service_namespace="shop",destination_service_name="order",'
         'destination_version=~"unknown|v2|v3",response_code="503",response_flags=~"UO|UH|URX"'
     )
-    assert analysis.batched_promql(v2.key, [v2, v3]) == f"sum by ({by}) (increase(istio_requests_total{{{sel}}}[30s]))"
+    batched = analysis.batched_promql(v2.key, [v2, v3, unknown])
+    assert batched == f"sum by ({by}) (increase(istio_requests_total{{{sel}}}[30s]))"
 
 
-def test_a_breaker_answer_adds_the_canarys_version_and_unknown_and_none_is_zero() -> None:
-    """The same sum as the Rollout's own query `sum(...{destination_version=~"v2|unknown"}) or vector(0)`."""
+def test_a_breaker_answer_is_its_own_versions_series_apart_from_unknown_and_none_is_zero() -> None:
+    """The same numbers as the Rollout's own queries `sum(...{destination_version="v2"}) or vector(0)` and
+    `sum(...{destination_version="unknown"}) or vector(0)`."""
     v2, v3 = _batches("v2", "v3", query=analysis.CIRCUIT_BREAKER)
+    (unknown,) = _batches("v2", query=analysis.CIRCUIT_BREAKER + analysis.UNKNOWN)
     labels = {"destination_service_namespace": "shop", "destination_service_name": "order"}
     series = [
         {"metric": {**labels, "destination_version": "v2"}, "value": [0, "4"]},
         {"metric": {**labels, "destination_version": "unknown"}, "value": [0, "3"]},
         {"metric": {**labels, "destination_service_name": "cart", "destination_version": "v3"}, "value": [0, "50"]},
     ]
-    assert analysis.pick(series, v2) == Sample(7.0), "its own version and the service's unknown"
-    assert analysis.pick(series, v3) == Sample(3.0), "another service's v3 is not this one's"
+    assert analysis.pick(series, v2) == Sample(4.0), "its own version"
+    assert analysis.pick(series, unknown) == Sample(3.0), "the service's unknown, apart"
+    assert analysis.pick(series, v3) == Sample(0.0), "another service's v3 is not this one's"
     assert analysis.pick([], v2) == Sample(0.0), "no 503 from the breaker at all: 0, not no data"
-    (unknown,) = _batches("unknown", query=analysis.CIRCUIT_BREAKER)
-    assert analysis.pick(series, unknown) == Sample(3.0), "a canary labelled `unknown` counts that series once"
 
 
 def test_rollouts_with_different_windows_are_not_batched_together() -> None:

@@ -37,6 +37,7 @@ def _check(a: Analysis, target: Target, step: StepContext = SETTLED, **values: o
         "success-rate@stable": 99.9,
         "latency-p99@stable": 80.0,
         "circuit-breaker": 0.0,
+        "circuit-breaker@unknown": 0.0,
     }
     answers: dict[str, Sample] = {}
     asked = analysis.queries(a, target, W, step)

@@ -90,6 +90,7 @@ class FakePrometheus:
 
     async def ask(self, address: str, queries: list[Query], *, at: datetime) -> dict[str, Sample]:
         values = {"requests": 500.0, "success-rate": self.success_rate, "latency-p99": 80.0, "circuit-breaker": 0.0}
+        values["circuit-breaker@unknown"] = 0.0
         stable = {"requests@stable": 1167.0, "success-rate@stable": 99.9, "latency-p99@stable": 80.0}
         return {q.name: Sample({**values, **stable}[q.name]) for q in queries}
 

@@ -31,6 +31,7 @@ def answers(broken_at: datetime | None) -> replay.Ask:
             "success-rate@stable": 99.95,
             "latency-p99@stable": 80.0,
             "circuit-breaker": 0.0,
+            "circuit-breaker@unknown": 0.0,
             "user-requests": 0.0,  # a mirror step's traffic check: no user reaches the canary
             "user-requests@stable": 1000.0,
         }

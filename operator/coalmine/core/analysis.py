@@ -40,6 +40,7 @@ LATENCY = "latency"
 SLO_BURN = "slo-burn"
 TRAFFIC = "traffic"
 CIRCUIT_BREAKER = "circuit-breaker"
+UNKNOWN = "@unknown"  # suffix of the circuit breaker's query for the service's 503s of unknown version
 CB_FLAGS = ("UO", "UH", "URX")  # overflow, no healthy upstream, retries exhausted
 TRAFFIC_MISMATCH = "TrafficMismatch"
 STABLE = "@stable"  # suffix of a query's name asked of the stable
@@ -111,6 +112,7 @@ class StepContext:
     elapsed: timedelta = timedelta(0)  # since the step (its current weight) began
     scrape_interval: timedelta = timedelta(seconds=15)
     weight: int | None = None  # the canary weight the routes have, for the traffic check
+    previous_weight: int | None = None  # the weight before the step's, still in a window longer than the step
     mismatches: int = 0  # far-off traffic checks in a row before this one
     mirror: int | None = (
         None  # a mirror step's percent, once the route has the mirror: the canary's requests are copies
@@ -208,32 +210,28 @@ CB_RESPONSE = ('response_code="503"', f'response_flags=~"{"|".join(CB_FLAGS)}"')
 UNKNOWN_VERSION = "unknown"  # Istio's destination_version when no upstream pod was picked
 
 
-def _circuit_breaker(target: Target, w: str) -> Query | None:
+def _circuit_breaker(target: Target, w: str) -> tuple[Query, ...]:
     """503s the caller's proxy answered for the canary without a good response from it (UO, UH, URX).
 
-    Reported by the source only; UO and UH pick no upstream pod, so Istio labels them with version
-    `unknown`: those of the whole service count (the conservative side: a stable tripping its own
-    breaker during a rollout counts against the canary too). None when the canary has no version label.
-    Batched like the built-in queries: the batch groups by version too, and `pick_from` adds this
-    Rollout's version and `unknown` (a check asked it on its own before: ~3 of 4 queries at 300 Rollouts)."""
+    Reported by the source only. UO and UH pick no upstream pod, so Istio labels them with version
+    `unknown`, whichever subset they were meant for: they are asked apart (`circuit-breaker@unknown`)
+    and `_stable_short` decides whose they are. Empty when the canary has no version label. Both are
+    batched like the built-in queries, in one batch: it groups by version (a check asked this on its own
+    before: ~3 of 4 queries at 300 Rollouts)."""
     side = target.canary
     if side.version is None:
-        return None
-    labels = (
+        return ()
+    service = (
         ("destination_service_namespace", target.namespace),
         ("destination_service_name", side.service_name),
-        ("destination_version", side.version),
     )
-    sel = ",".join(
-        [
-            CB_REPORTER,
-            *(f'{name}="{_escape(value)}"' for name, value in labels[:-1]),
-            f'destination_version=~"{_escape(re.escape(side.version))}|{UNKNOWN_VERSION}"',
-            *CB_RESPONSE,
-        ]
-    )
-    promql = f"sum(increase(istio_requests_total{{{sel}}}[{w}])) or vector(0)"
-    return Query(CIRCUIT_BREAKER, promql, Batch(CIRCUIT_BREAKER, w, None, labels, grpc_ok=()))
+    result = []
+    for name, version in ((CIRCUIT_BREAKER, side.version), (CIRCUIT_BREAKER + UNKNOWN, UNKNOWN_VERSION)):
+        labels = (*service, ("destination_version", version))
+        sel = ",".join([CB_REPORTER, *(f'{k}="{_escape(v)}"' for k, v in labels), *CB_RESPONSE])
+        promql = f"sum(increase(istio_requests_total{{{sel}}}[{w}])) or vector(0)"
+        result.append(Query(name, promql, Batch(CIRCUIT_BREAKER, w, None, labels, grpc_ok=())))
+    return tuple(result)
 
 
 def _latency(sel: str, w: str, quantile: float) -> str:
@@ -270,8 +268,12 @@ def queries(
     w = format_duration(window_length)
     ok = analysis.success_rate.grpc_ok
     result = _side_queries(analysis, target, target.canary, w, "")
+    # In a mirror step the canary's users are 0 %: source-reported 503s for it would be the stable's own.
+    breaker = _circuit_breaker(target, w) if analysis.circuit_breaker.enabled and step.mirror is None else ()
     if needs_stable(analysis):
         result += _side_queries(analysis, target, target.stable, w, STABLE)
+    elif breaker:  # whose the 503s of unknown version are is judged from the stable's share
+        result += _side_queries(analysis, target, target.stable, w, STABLE)[:1]
     if analysis.slo is not None:
         sel, labels = selector(target, target.canary), selector_labels(target, target.canary)
         for length in analysis.slo.windows:
@@ -289,10 +291,7 @@ def queries(
     if step.mirror is not None and analysis.traffic_check.enabled:
         for side, suffix in ((target.canary, ""), (target.stable, STABLE)):
             result.append(Query(USER_REQUESTS + suffix, _requests(user_selector(target, side), w)))
-    # In a mirror step the canary's users are 0 %: source-reported 503s for it would be the stable's own.
-    cb = _circuit_breaker(target, w) if analysis.circuit_breaker.enabled and step.mirror is None else None
-    if cb is not None:
-        result.append(cb)
+    result += breaker
     result += [Query(m.name, render(m.query, target, w)) for m in analysis.metrics]
     return tuple(result)
 
@@ -303,8 +302,6 @@ def batched_promql(key: BatchKey, selectors: Sequence[Batch]) -> str:
     matchers = []
     for position, name in enumerate(names):
         values = sorted({b.labels[position][1] for b in selectors})
-        if kind == CIRCUIT_BREAKER and name == "destination_version":
-            values = sorted({*values, UNKNOWN_VERSION})
         if len(values) == 1:
             matchers.append(f'{name}="{_escape(values[0])}"')
         else:
@@ -349,9 +346,7 @@ def pick_from(index: SeriesIndex, batch: Batch) -> Sample:
     """This Rollout's answer out of an `index_series` of its batch's result."""
     own = tuple(value for _, value in batch.labels)
     if batch.kind == CIRCUIT_BREAKER:
-        # Its version's series and the service's `unknown` one; none at all is 0 (`or vector(0)`).
-        versions = {own[-1], UNKNOWN_VERSION}
-        return Sample.of(sum(float(index.get((*own[:-1], v), 0.0)) for v in versions))
+        return Sample.of(float(index.get(own, 0.0)))  # no such 503s is 0 (`or vector(0)`)
     value = index.get(own)
     return Sample(None) if value is None else Sample.of(float(value))
 
@@ -460,37 +455,92 @@ def _builtin(answers: _Answers) -> tuple[list[MetricResult], MetricResult | None
 
 
 def _with_circuit_breaker(
-    analysis: Analysis, answers: Mapping[str, Sample]
-) -> tuple[Mapping[str, Sample], MetricResult | None]:
+    analysis: Analysis,
+    asked: Mapping[str, Query],
+    answers: Mapping[str, Sample],
+    step: StepContext,
+    window_length: timedelta,
+) -> tuple[Mapping[str, Sample], MetricResult | None, float]:
     """Count the mesh's 503s (UO, UH, URX) as canary requests that failed: the canary's requests and
-    success rate become those of every request meant for it. Also the row that shows them apart."""
-    cb = answers.get(CIRCUIT_BREAKER)
-    if cb is None or cb.error is not None or cb.value is None:
-        return answers, None
+    success rate become those of every request meant for it. Also the row that shows them apart (its
+    query: the 503s it counted), and how many were counted."""
+    own, unknown = answers.get(CIRCUIT_BREAKER), answers.get(CIRCUIT_BREAKER + UNKNOWN)
+    if own is None or own.error is not None or own.value is None:
+        return answers, None, 0.0
     requests, success = answers.get(REQUESTS, Sample(None)), answers.get(SUCCESS_RATE, Sample(None))
     served = requests.value or 0.0
-    total = served + cb.value
-    share = 100 * cb.value / total if total > 0 else None
+    adjusted = dict(answers)
+    counted, why_not = own.value, ""
+    query = asked[CIRCUIT_BREAKER].promql if CIRCUIT_BREAKER in asked else ""
+    if unknown is not None and unknown.error is None and unknown.value:
+        why_not = _stable_short(analysis, answers, step, window_length, served + own.value, unknown.value)
+        if why_not:  # the stable's refusals: its requests, for the traffic check's shares
+            stable = answers.get(REQUESTS + STABLE, Sample(None)).value or 0.0
+            adjusted[REQUESTS + STABLE] = Sample(stable + unknown.value)
+        else:
+            counted += unknown.value
+    if not why_not and CIRCUIT_BREAKER + UNKNOWN in asked:
+        query = f"({query}) + ({asked[CIRCUIT_BREAKER + UNKNOWN].promql})"
+    total = served + counted
+    share = 100 * counted / total if total > 0 else None
     limit = 100 - analysis.success_rate.min
     row = MetricResult(
         name=CIRCUIT_BREAKER,
         value=share,
         threshold=f"<= {limit:g}% (counted as failures in {SUCCESS_RATE})",
         verdict=Verdict.PASS,
+        reason=why_not,
+        query=query,
     )
     if share is not None and share > limit:
         reason = (
-            f"{share:.4g}% of the canary's requests ({cb.value:.0f}) were answered 503 by the mesh "
+            f"{share:.4g}% of the canary's requests ({counted:.0f}) were answered 503 by the mesh "
             f"({'/'.join(CB_FLAGS)}: circuit breaker overflow, no healthy upstream, retries exhausted)"
         )
-        row = row.model_copy(update={"verdict": Verdict.FAIL, "reason": reason})
-    if cb.value <= 0 or requests.error is not None or success.error is not None:
-        return answers, row
-    adjusted = dict(answers)
+        row = row.model_copy(update={"verdict": Verdict.FAIL, "reason": "; ".join(filter(None, [reason, why_not]))})
+    if counted <= 0 or requests.error is not None or success.error is not None:
+        return adjusted, row, 0.0
     adjusted[REQUESTS] = Sample(total)
     good = (success.value or 0.0) / 100 * served if success.value is not None else 0.0
     adjusted[SUCCESS_RATE] = Sample(100 * good / total)
-    return adjusted, row
+    return adjusted, row, counted
+
+
+def _stable_short(
+    analysis: Analysis,
+    answers: Mapping[str, Sample],
+    step: StepContext,
+    window_length: timedelta,
+    canary: float,
+    unknown: float,
+) -> str:
+    """Why the service's 503s of unknown version are not the canary's ("" when they are counted as its).
+
+    UO and UH pick no pod, so Istio cannot say which subset a refused request was meant for. They are the
+    canary's unless the stable is short of its share of the routes' requests, refused ones included: then
+    they are (at least partly) the stable's refusals, and a stable without ready pods, or tripping its own
+    breaker, must not roll back a healthy canary. Without the stable's count or the routes' weight they
+    count as the canary's (the cautious side). Early in a step the window still holds the step before's
+    requests: the stable's share is then that of both weights, by the time each had in the window."""
+    stable = answers.get(REQUESTS + STABLE, Sample(None, "not asked"))
+    if stable.error is not None or step.weight is None:
+        return ""
+    total = canary + (stable.value or 0.0) + unknown
+    before = 0.0
+    if step.previous_weight is not None and step.elapsed < window_length:
+        before = (window_length - step.elapsed) / window_length
+    canary_share = (before * (step.previous_weight or 0) + (1 - before) * step.weight) / 100
+    expected = 1 - canary_share
+    margin = judges.share_margin(expected, total, analysis.traffic_check.tolerance / 100, analysis.fail_fast.confidence)
+    observed = (stable.value or 0.0) / total
+    if observed >= expected - margin:
+        return ""
+    return (
+        f"{unknown:.0f} 503s of unknown version not counted as the canary's: the stable's pods answered "
+        f"{100 * observed:.3g}% of {total:.0f} requests, the routes give it {100 * expected:.3g}%"
+        f"{' (in the window, with the step before)' if before else ''}, so the mesh refused "
+        "the stable's requests (no ready pods, outlier ejection, its own connection pool)"
+    )
 
 
 def _naming_mesh_503s(row: MetricResult, count: float) -> MetricResult:
@@ -676,9 +726,9 @@ def evaluate(
 ) -> CheckResult:
     """Judge one check from the answers to `asked` (keyed by query name)."""
     w = format_duration(window_length)
-    mesh_503s = answers.get(CIRCUIT_BREAKER, Sample(None)).value or 0.0
-    answers, breaker = _with_circuit_breaker(analysis, answers)
-    facts = _Answers(analysis, {q.name: q for q in asked}, answers, w, step.weight)
+    by_name = {q.name: q for q in asked}
+    answers, breaker, mesh_503s = _with_circuit_breaker(analysis, by_name, answers, step, window_length)
+    facts = _Answers(analysis, by_name, answers, w, step.weight)
     requests = facts.get(REQUESTS)
     facts.enough = requests.error is None and requests.value is not None and requests.value >= analysis.min_requests
     if requests.error is not None:
@@ -695,7 +745,7 @@ def evaluate(
         rows = [_naming_mesh_503s(r, mesh_503s) for r in rows]
         fail_fast = _naming_mesh_503s(fail_fast, mesh_503s) if fail_fast is not None else None
     if breaker is not None:
-        rows.append(breaker.model_copy(update={"query": facts.query(CIRCUIT_BREAKER)}))
+        rows.append(breaker)
     elif step.mirror is not None and analysis.circuit_breaker.enabled:
         why = (
             "skipped in a mirror step: the canary has no users, and the callers' proxies do not report the "

@@ -744,6 +744,7 @@ def step_context(rollout: Rollout, now: datetime, scrape_interval: timedelta) ->
         scrape_interval=scrape_interval,
         # an A/B step's canary share is its users', not a weight
         weight=None if step.match is not None else status.canary_weight,
+        previous_weight=_weight_before(rollout.spec, status.step_index or 0),
         mismatches=previous.traffic_mismatches if previous is not None and in_step else 0,
         mirror=step.mirror if status.mirror is not None and status.mirror.active else None,
     )
