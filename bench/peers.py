@@ -42,6 +42,7 @@ Scenarios ("--scenarios", in this order by default: 2,1,3):
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import random
@@ -933,6 +934,7 @@ class Bench:
                 row["not_ready"] = len(waiting)
                 reads0, writes0 = apiserver_writes(self.info, reads=True), apiserver_writes(self.info)
                 queries0, cpu0, calls0 = prometheus_queries(self.info), cpu_seconds(pid), tool.calls
+                row["mesh_endpoints_at_release"] = mesh_endpoints(self.mesh.mesh(), names)
                 start = time.monotonic()
                 released: dict[str, float] = {}
                 for ns in names:
@@ -954,6 +956,7 @@ class Bench:
                 bench_calls = tool.calls - calls0
                 reads1, writes1 = apiserver_writes(self.info, reads=True), apiserver_writes(self.info)
                 queries = prometheus_queries(self.info) - queries0
+                row["not_done"] = {ns: f"{tool.phase(ns)}: {tool.reason(ns)}" for ns in released if ns not in finished}
         finally:
             for ns in names:
                 self.mesh.delete_service(ns, "web")
@@ -978,6 +981,17 @@ class Bench:
         )
         print(f"  {tool.name} x{n}: {json.dumps(row)}", flush=True)
         self.results.setdefault("scale", {})[tool.name] = row
+
+
+def mesh_endpoints(mesh: dict[str, dict[str, Any]], namespaces: list[str]) -> dict[str, int]:
+    """How many of `namespaces` meshsim sees with each set of ready endpoints ("web=4": its Service `web`
+    has 4 ready pods it can route to), from meshsim's GET /mesh: what the mesh's proxies would route by."""
+    seen: dict[str, list[str]] = {ns: [] for ns in namespaces}
+    for key, count in sorted(mesh.get("endpoints", {}).items()):
+        ns, service = key.split("/", 1)
+        if ns in seen:
+            seen[ns].append(f"{service}={count}")
+    return dict(collections.Counter(",".join(v) or "none" for v in seen.values()).most_common())
 
 
 def summary(results: dict[str, Any]) -> str:
