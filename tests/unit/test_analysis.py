@@ -219,6 +219,18 @@ def test_a_breaker_answer_is_its_own_versions_series_apart_from_unknown_and_none
     assert analysis.pick([], v2) == Sample(0.0), "no 503 from the breaker at all: 0, not no data"
 
 
+def test_a_canary_labelled_unknown_asks_that_series_once() -> None:
+    """Its own version's 503s are the `unknown` series: asking both would count each 503 twice."""
+    spec = parsed_spec(canary={"host": "order", "subset": "v2"})
+    dr = destination_rule()
+    dr["spec"]["subsets"][1]["labels"]["version"] = "unknown"
+    target = resolve(spec, "shop", virtual_service(), [dr])
+    assert isinstance(target, Target)
+    names = [q.name for q in analysis.queries(spec.analysis, target, W)]
+    assert names.count(analysis.CIRCUIT_BREAKER) == 1
+    assert analysis.CIRCUIT_BREAKER + analysis.UNKNOWN not in names
+
+
 def test_rollouts_with_different_windows_are_not_batched_together() -> None:
     a, target = _setup()
     one = {q.name: q for q in analysis.queries(a, target, W)}["requests"]

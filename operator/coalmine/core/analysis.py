@@ -226,7 +226,8 @@ def _circuit_breaker(target: Target, w: str) -> tuple[Query, ...]:
         ("destination_service_name", side.service_name),
     )
     result = []
-    for name, version in ((CIRCUIT_BREAKER, side.version), (CIRCUIT_BREAKER + UNKNOWN, UNKNOWN_VERSION)):
+    versions = [(CIRCUIT_BREAKER, side.version), (CIRCUIT_BREAKER + UNKNOWN, UNKNOWN_VERSION)]
+    for name, version in versions[: 1 if side.version == UNKNOWN_VERSION else 2]:  # its one series, once
         labels = (*service, ("destination_version", version))
         sel = ",".join([CB_REPORTER, *(f'{k}="{_escape(v)}"' for k, v in labels), *CB_RESPONSE])
         promql = f"sum(increase(istio_requests_total{{{sel}}}[{w}])) or vector(0)"
