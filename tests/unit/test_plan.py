@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from builders import T0, destination_rule, rollout, spec, virtual_service
 
-from coalmine.core import plan, validation
+from coalmine.core import plan, steering, validation
 from coalmine.core.analysis import CheckResult
 from coalmine.core.models import AnalysisStatus, MetricResult, Phase, Rollout, Verdict
 from coalmine.core.validation import Claim, Cluster, Problem, Resolution
@@ -652,3 +652,26 @@ def test_a_skipped_metric_reads_skipped_in_messages_not_no_data() -> None:
         ),
     )
     assert plan._summary(check) == "success-rate 100 (>= 95), traffic skipped"
+
+
+def test_a_slow_traffic_write_starts_the_steps_hold_when_it_lands() -> None:
+    """The chaos bench (seed 10) saw a VirtualService write land 4.3 s after the status that began the step:
+    the hold counted from that write-ahead status, so the canary had 30 % for 7.7 s of its 12-s hold, and a
+    failure that began as 30 % was seen was advanced to 50 % before a check could see it. The hold, and the
+    checks' windows, count from when the step's traffic arrived."""
+    mesh = Mesh()
+    r = run(started(mesh=mesh), mesh, [10, 20])
+    decision = plan.decide(r, mesh.resolve(r), check(Verdict.PASS), T0 + 30 * S, plan.Policy())
+    assert decision.weight == 30
+    assert decision.status.step_started_at == T0 + 30 * S, "the write-ahead status begins the step"
+    r = r.model_copy(update={"status": decision.status})
+    assert decision.traffic is not None
+    landed = T0 + 34.3 * S
+    r = r.model_copy(update={"status": plan.record_traffic(r, 30, mesh.write(decision.traffic, 30), landed).status})
+    assert r.status.canary_weight == 30
+    assert r.status.step_started_at == landed
+    hold = r.spec.hold(1)
+    assert steering.hold_end(r.spec, r.status, landed) == landed + hold
+    # A later tick at the same weight does not move it again.
+    r2 = r.model_copy(update={"status": plan.record_traffic(r, 30, plan.TrafficOutcome(True, 30), landed + S).status})
+    assert r2.status.step_started_at == landed

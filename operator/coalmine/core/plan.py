@@ -1499,8 +1499,12 @@ def _record_traffic(rollout: Rollout, wanted: int | None, outcome: TrafficOutcom
             update["mirror"] = None  # the route's own mirror is back (or it never had the operator's)
         elif status.mirror is not None:
             update["mirror"] = status.mirror.model_copy(update={"previous": None, "active": True})
-        if stall is not None and status.phase is Phase.PROGRESSING:
-            update["step_started_at"] = now  # the step's hold counts from when its traffic arrived ...
+        # The step's hold and its checks' windows count from when its traffic arrived, not from the write-ahead
+        # before the routes were written: a write that took seconds (a slow or restarting API server, a retry
+        # after a conflict) must not eat the hold, nor have the step judged on the weight before's requests.
+        arrived = stall is not None or wanted != status.canary_weight
+        if arrived and status.phase is Phase.PROGRESSING:
+            update["step_started_at"] = now
             update["step_paused_for"] = None  # ... and so do its pauses (steering.paused_for)
         new = status.model_copy(update=update)
         if status.phase is Phase.ROLLING_BACK:
