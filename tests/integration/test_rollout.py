@@ -314,7 +314,9 @@ def test_operator_killed_mid_step_resumes_the_same_step(
     history = status["history"]
     assert [h["weight"] for h in history] == [10, 30, 50, 100], "no step repeated or skipped"
     step2 = history[1]
-    assert step2["startedAt"] == before["stepStartedAt"], "the step kept its start, so its deadline"
+    # The history entry is the decision; stepStartedAt, when its traffic arrived (the routes' write just after).
+    decided_to_arrived = (ts(before["stepStartedAt"]) - ts(step2["startedAt"])).total_seconds()
+    assert 0 <= decided_to_arrived < 5, "the step kept its start, so its deadline"
     held = (ts(history[2]["startedAt"]) - ts(step2["startedAt"])).total_seconds()
     assert held >= 8
 
