@@ -123,6 +123,7 @@ RESOURCES = {
     "start-in-restart": ("operator", "control-plane"),
 }
 REQUEST_TIMEOUT = 10  # seconds, for every call the scenario makes to the API server
+OVERRUN = 60.0  # seconds an --each-once schedule may run past --duration to inject every kind once
 JSON_PATCH = "application/json-patch+json"
 
 
@@ -882,7 +883,12 @@ class Run:
         def free(kind: str) -> bool:
             return not any(r in busy and busy[r].is_alive() for r in RESOURCES[kind])
 
-        while not self.stop.is_set() and time.time() < until:
+        # Each kind once: a kind skipped (nobody leads during a failover) or waiting for a busy resource when the
+        # window closes still gets its turn, up to OVERRUN later (the short form once ended without kill-follower).
+        overrun = until + (OVERRUN if self.args.each_once else 0.0)
+        while not self.stop.is_set() and time.time() < overrun:
+            if time.time() >= until and not (order or self.again or any(t.is_alive() for t in threads)):
+                break
             if self.args.each_once:
                 with self._lock:  # a fault skipped for now (nobody leads during a failover) is tried again
                     order += self.again
@@ -1078,9 +1084,17 @@ def main(argv: list[str] | None = None) -> int:
         for thread in threads:
             thread.start()
         log(f"running {args.duration:.0f} s of faults and releases, then {args.tail:.0f} s of quiet")
+
+        def quiet_until() -> float:
+            """The tail's end: --tail after the last fault ended (an --each-once schedule may overrun its window)."""
+            tail = float(args.tail)
+            if threads[1].is_alive():
+                return time.time() + tail
+            return float(max([faults_until, *(f.end for f in run.faults)])) + tail
+
         try:
-            while time.time() < end:
-                time.sleep(min(15.0, max(0.0, end - time.time())))
+            while time.time() < max(end, quiet_until()):
+                time.sleep(min(15.0, max(0.0, max(end, quiet_until()) - time.time())))
                 run.sample_harness()
                 phases = Counter(
                     (run.history.get("rollouts", m.key) or {}).get("status", {}).get("phase") for m in run.members
