@@ -19,9 +19,16 @@ prints a summary:
   - tick duration (coalmine_tick_duration_seconds), step overshoot past the hold, phases at the end
   - CPU of meshsim, Prometheus, kube-apiserver, etcd and the whole machine; meshsim's achieved rps
 
+With --at-rest M it first creates M more services whose VirtualService already sends everything to v2 (a
+fleet between releases, in namespaces of their own without traffic) and their Rollouts, and waits until the
+operator has found every one promoted (`Succeeded` at once, nothing moved); the figures above are then those
+of the N in flight with M + N Rollouts in the operator's caches, and the summary says whether the M
+VirtualServices were left as they were.
+
 Everything it starts is stopped at the end, also on Ctrl-C or SIGTERM.
 
   .venv/bin/python bench/scale.py --rollouts 1000 [--namespaces 10 --rps 2 --duration 240]
+  .venv/bin/python bench/scale.py --rollouts 300 --at-rest 9700 --check-every 30s
 """
 
 from __future__ import annotations
@@ -67,6 +74,8 @@ from coalmine_dev.processes import Child
 ISTIO = ("networking.istio.io", "v1")
 COALMINE = ("coalmine.dev", "v1alpha1")
 PROGRESSED = ("Progressing", "Succeeded", "RolledBack")
+FLEET_LABEL = "bench.coalmine.dev/fleet"
+IN_FLIGHT, AT_REST = "in-flight", "at-rest"
 
 
 def seconds(text: str) -> float:
@@ -94,8 +103,8 @@ def destination_rule(ns: str, name: str) -> dict[str, Any]:
     }
 
 
-def virtual_service(ns: str, name: str) -> dict[str, Any]:
-    route = [{"destination": {"host": name, "subset": "v1"}, "weight": 100}]
+def virtual_service(ns: str, name: str, serving: str = "v1") -> dict[str, Any]:
+    route = [{"destination": {"host": name, "subset": serving}, "weight": 100}]
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
@@ -104,11 +113,11 @@ def virtual_service(ns: str, name: str) -> dict[str, Any]:
     }
 
 
-def rollout(ns: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
+def rollout(ns: str, name: str, args: argparse.Namespace, fleet: str = IN_FLIGHT) -> dict[str, Any]:
     return {
         "apiVersion": "coalmine.dev/v1alpha1",
         "kind": "Rollout",
-        "metadata": {"name": name, "namespace": ns},
+        "metadata": {"name": name, "namespace": ns, "labels": {FLEET_LABEL: fleet}},
         "spec": {
             "virtualService": {"name": name, "routes": ["primary"]},
             "stable": {"host": name, "subset": "v1"},
@@ -127,12 +136,20 @@ def rollout(ns: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
 @dataclass
 class Fleet:
     namespaces: list[str]
-    services: list[tuple[str, str]]  # (namespace, name)
+    services: list[tuple[str, str]]  # (namespace, name): the Rollouts in flight, with meshsim traffic
+    rest_namespaces: list[str] = field(default_factory=list)
+    rest_services: list[tuple[str, str]] = field(default_factory=list)  # at rest: their VS all on the canary
 
     @classmethod
-    def plan(cls, count: int, namespaces: int) -> Fleet:
+    def plan(cls, count: int, namespaces: int, at_rest: int = 0) -> Fleet:
         names = [f"scale-{j}" for j in range(namespaces)]
-        return cls(names, [(names[i % namespaces], f"svc-{i}") for i in range(count)])
+        rest = [f"rest-{j}" for j in range(namespaces)] if at_rest else []
+        return cls(
+            names,
+            [(names[i % namespaces], f"svc-{i}") for i in range(count)],
+            rest,
+            [(rest[i % namespaces], f"rest-{i}") for i in range(at_rest)],
+        )
 
 
 def parallel(fn: Callable[[Any], Any], items: Iterable[Any], workers: int = 8) -> None:
@@ -225,15 +242,20 @@ class Samples:
     lists: int = 0  # LISTs of Rollouts the benchmark made (left out of the API rates)
 
 
-def list_rollouts(custom: client.CustomObjectsApi, samples: Samples) -> list[dict[str, Any]]:
-    """Every Rollout, from the API server's watch cache (resourceVersion 0: no quorum read from etcd).
+def list_rollouts(custom: client.CustomObjectsApi, samples: Samples, fleet: str = IN_FLIGHT) -> list[dict[str, Any]]:
+    """Every Rollout of one fleet, from the API server's watch cache (resourceVersion 0: no quorum read from
+    etcd; the label selector is applied there, so 10,000 Rollouts at rest do not travel with every LIST).
     A starved API server timed out (504) on a quorum LIST of 1,000 Rollouts, and on pages of 100 (their
     continue tokens name a resourceVersion its lagging cache did not have yet); retried a few times."""
     samples.lists += 1
     for attempt in range(5):
         try:
             answer: Any = custom.list_cluster_custom_object(
-                *COALMINE, "rollouts", resource_version="0", _request_timeout=120
+                *COALMINE,
+                "rollouts",
+                resource_version="0",
+                label_selector=f"{FLEET_LABEL}={fleet}",
+                _request_timeout=120,
             )
             break
         except ApiException as exc:
@@ -259,16 +281,51 @@ def phases(items: list[dict[str, Any]]) -> Counter[str]:
 def setup(fleet: Fleet, api: client.ApiClient) -> float:
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     started = time.monotonic()
-    for ns in fleet.namespaces:
+    for ns in fleet.namespaces + fleet.rest_namespaces:
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    at_rest = set(fleet.rest_services)
 
     def create(item: tuple[str, str]) -> None:
         ns, name = item
+        serving = "v2" if item in at_rest else "v1"
         custom.create_namespaced_custom_object(*ISTIO, ns, "destinationrules", destination_rule(ns, name))
-        custom.create_namespaced_custom_object(*ISTIO, ns, "virtualservices", virtual_service(ns, name))
+        custom.create_namespaced_custom_object(*ISTIO, ns, "virtualservices", virtual_service(ns, name, serving))
 
-    parallel(create, fleet.services)
+    parallel(create, fleet.services + fleet.rest_services, workers=16)
     return time.monotonic() - started
+
+
+def settle_at_rest(fleet: Fleet, args: argparse.Namespace, custom: client.CustomObjectsApi, samples: Samples) -> str:
+    """Create the Rollouts at rest and wait until the operator has found every one promoted (`Succeeded`,
+    nothing moved): a production fleet between releases, which the operator holds in its caches."""
+    started = time.monotonic()
+
+    def create(item: tuple[str, str]) -> None:
+        ns, name = item
+        custom.create_namespaced_custom_object(*COALMINE, ns, "rollouts", rollout(ns, name, args, AT_REST))
+
+    parallel(create, fleet.rest_services, workers=16)
+    created = time.monotonic() - started
+    print(f"{len(fleet.rest_services)} Rollouts at rest created in {created:.1f} s", flush=True)
+    while True:
+        counts = phases(list_rollouts(custom, samples, AT_REST))
+        settled = time.monotonic() - started
+        print(f"  at rest, t={settled:5.0f}s: {dict(counts)}", flush=True)
+        if counts["Succeeded"] == len(fleet.rest_services):
+            return f"{len(fleet.rest_services)} created in {created:.0f} s, all Succeeded after {settled:.0f} s"
+        assert settled < args.settle_timeout, f"the Rollouts at rest did not settle within {args.settle_timeout} s"
+        time.sleep(10)
+
+
+def rest_routes_untouched(fleet: Fleet, custom: client.CustomObjectsApi) -> str:
+    """How many VirtualServices of the Rollouts at rest still send everything to v2, as created."""
+    untouched = 0
+    for ns in fleet.rest_namespaces:
+        answer: Any = custom.list_namespaced_custom_object(*ISTIO, ns, "virtualservices", _request_timeout=120)
+        for vs in answer["items"]:
+            route = vs["spec"]["http"][0]["route"]
+            untouched += [(d["destination"]["subset"], d.get("weight")) for d in route] == [("v2", 100)]
+    return f"{untouched} of {len(fleet.rest_services)}"
 
 
 def start_meshsims(
@@ -302,7 +359,7 @@ def wait_healthy(url: str, operator: Child, timeout: float = 60.0) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    fleet = Fleet.plan(args.rollouts, args.namespaces)
+    fleet = Fleet.plan(args.rollouts, args.namespaces, args.at_rest)
     check_every = seconds(args.check_every)
     with bench_stack("coalmine-scale-", scrape_interval=args.scrape_interval) as (info, workdir, procs):
         print(f"devstack up ({info.state_dir}); work folder {workdir}", flush=True)
@@ -313,7 +370,11 @@ def run(args: argparse.Namespace) -> None:
         custom = client.CustomObjectsApi(api)
 
         took = setup(fleet, api)
-        print(f"{len(fleet.namespaces)} namespaces, {len(fleet.services)} VS + DR created in {took:.1f} s", flush=True)
+        print(
+            f"{len(fleet.namespaces) + len(fleet.rest_namespaces)} namespaces, "
+            f"{len(fleet.services) + len(fleet.rest_services)} VS + DR created in {took:.1f} s",
+            flush=True,
+        )
         meshsims = start_meshsims(fleet, args, info, workdir, procs)
         print(f"{len(meshsims)} meshsims scraped, {args.rps:g} rps per service", flush=True)
 
@@ -328,7 +389,7 @@ def run(args: argparse.Namespace) -> None:
                 extra += ["--lease-name", "coalmine-bench"]
             log = workdir / f"operator-{r}.log"
             env = {**kube_env(info), "POD_NAME": f"bench-operator-{r}"}
-            argv = operator_argv(info, fleet.namespaces, *extra)
+            argv = operator_argv(info, fleet.namespaces + fleet.rest_namespaces, *extra)
             if args.trace_memory and r == 0:  # the same operator, under tracemalloc (bench/_traced_operator.py)
                 traced = Path(__file__).with_name("_traced_operator.py")
                 argv = [sys.executable, str(traced), str(args.trace_memory.resolve()), *argv[3:]]
@@ -344,6 +405,12 @@ def run(args: argparse.Namespace) -> None:
             flush=True,
         )
 
+        samples = Samples()
+        settled = settle_at_rest(fleet, args, custom, samples) if fleet.rest_services else ""
+        if settled:
+            rss = max(proc_status(p).get("VmRSS", 0) for p in pids) / 1024
+            print(f"at rest: {settled}; operator RSS {rss:.0f} MiB (the largest replica)", flush=True)
+
         watched = {
             "operator": pids,
             "meshsim": [m.pid for m in meshsims],
@@ -356,7 +423,6 @@ def run(args: argparse.Namespace) -> None:
         machine_start = machine_cpu()
         mesh_counts_start = {m.job: m.client.counts()["total"] for m in meshsims}
 
-        samples = Samples()
         first_create_wall = datetime.now(UTC)
         t0 = time.monotonic()
 
@@ -416,6 +482,12 @@ def run(args: argparse.Namespace) -> None:
         load = os.getloadavg()
         machine_end = machine_cpu()
         mesh_counts_end = {m.job: m.client.counts()["total"] for m in meshsims}
+        if fleet.rest_services:
+            rest = phases(list_rollouts(custom, samples, AT_REST))
+            settled += (
+                f"; at the end: {', '.join(f'{k} {v}' for k, v in sorted(rest.items()))}; their VirtualServices "
+                f"still all on v2: {rest_routes_untouched(fleet, custom)}"
+            )
         errors = [
             line
             for r in range(args.replicas)
@@ -440,6 +512,7 @@ def run(args: argparse.Namespace) -> None:
             sum(mesh_counts_end[j] - mesh_counts_start[j] for j in mesh_counts_end) / elapsed,
             errors,
             load,
+            settled,
         )
 
 
@@ -497,6 +570,7 @@ def report(
     mesh_rps: float,
     op_errors: list[str],
     load: tuple[float, float, float],
+    at_rest: str = "",
 ) -> None:
     n = len(fleet.services)
     counts = phases(items)
@@ -525,6 +599,7 @@ def report(
 
     rows: list[tuple[str, str]] = [
         ("Rollouts / namespaces / services", f"{n} / {len(fleet.namespaces)} / {n}"),
+        *([("+ Rollouts at rest (VS all on the canary, no traffic)", at_rest)] if at_rest else []),
         (
             "spec",
             f"checkEvery {args.check_every}, 4 steps held {args.hold}, minRequests {args.min_requests}, "
@@ -649,7 +724,8 @@ def report(
     ]
     if args.record:
         figures = {
-            "rollouts": n,
+            "rollouts": n + len(fleet.rest_services),
+            "in_flight": n,
             "check_every": args.check_every,
             "replicas": args.replicas,
             "shards": args.shards,
@@ -679,7 +755,16 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rollouts", type=int, default=1000)
+    parser.add_argument("--rollouts", type=int, default=1000, help="Rollouts in flight (released at once)")
+    parser.add_argument(
+        "--at-rest",
+        type=int,
+        default=0,
+        help="more Rollouts whose VirtualService already sends everything to the canary (a fleet between "
+        "releases: Succeeded at once, nothing moved), created and settled before those in flight, in "
+        "namespaces of their own without traffic",
+    )
+    parser.add_argument("--settle-timeout", type=float, default=3600.0, help="seconds for the at-rest to settle")
     parser.add_argument("--namespaces", type=int, default=10)
     parser.add_argument("--meshsims", type=int, default=10, help="meshsim processes (each a share of the namespaces)")
     parser.add_argument("--rps", type=float, default=2.0, help="requests/s meshsim sends to each service")
