@@ -94,6 +94,26 @@ def test_the_weight_patch_touches_only_the_owned_rules_backend_refs() -> None:
         httproute.weight_patch(gone, traffic, 50)
 
 
+@pytest.mark.parametrize(
+    ("backend_refs", "weight"),
+    [
+        ([{"name": "order-v2", "port": 8080}], 100),  # no weight: Gateway API's 1, all of it alone
+        ([{"name": "order-v2", "port": 8080, "weight": 5}], 100),
+        ([{"name": "order-v1", "port": 8080}], 0),
+        ([{"name": "order-v2", "port": 8080, "weight": 1}, {"name": "order-v1", "port": 8080, "weight": 0}], 100),
+    ],
+)
+def test_a_rule_already_sending_the_weight_in_other_words_is_not_rewritten(
+    backend_refs: list[dict[str, Any]], weight: int
+) -> None:
+    route = http_route()
+    traffic = validation.resolve(rollout(), Cluster(route)).traffic
+    assert traffic is not None
+    route["spec"]["rules"][1]["backendRefs"] = backend_refs
+    assert httproute.weight_patch(route, traffic, weight) == []
+    assert httproute.weight_patch(route, traffic, 10) != [], "a split is still written"
+
+
 def test_a_service_host_and_no_subset_are_required_with_httproute() -> None:
     body = rollout(canary={"host": "order", "subset": "v2"})
     problem = validation.resolve(body, Cluster(http_route())).problem

@@ -115,3 +115,52 @@ def test_applied_is_what_the_api_server_stores(weight: int) -> None:
     if ops:
         with pytest.raises(RouteGone):
             applied(moved, ops)
+
+
+@pytest.mark.parametrize(
+    ("route", "weight"),
+    [
+        ([{"destination": {"host": "order", "subset": "v2", "port": {"number": 8080}}, "weight": 100}], 100),
+        ([{"destination": {"host": "order", "subset": "v2", "port": {"number": 8080}}}], 100),  # a lone one: all
+        ([{"destination": {"host": "order", "subset": "v1", "port": {"number": 8080}}}], 0),
+        (
+            [
+                {"destination": {"host": "order", "subset": "v2", "port": {"number": 8080}}, "weight": 100},
+                {"destination": {"host": "order", "subset": "v1", "port": {"number": 8080}}, "weight": 0},
+            ],
+            100,
+        ),
+        (  # relative weights: 7/7 is the same as 50/50
+            [
+                {"destination": {"host": "order", "subset": "v1", "port": {"number": 8080}}, "weight": 7},
+                {"destination": {"host": "order", "subset": "v2", "port": {"number": 8080}}, "weight": 7},
+            ],
+            50,
+        ),
+    ],
+)
+def test_a_route_already_sending_the_weight_in_other_words_is_not_rewritten(
+    route: list[dict[str, Any]], weight: int
+) -> None:
+    """A finished Rollout re-asserts its weight every resync: a route written by a person or by Git as
+    `[canary]` must not become `[stable 0, canary 100]` (a write that moves nothing and makes drift)."""
+    vs = virtual_service()
+    vs["spec"]["http"][1]["route"] = route
+    assert weight_patch(vs, _target(), weight) == []
+
+
+@pytest.mark.parametrize("weight", [10, 50, 99])
+def test_a_lone_destination_still_gets_its_split(weight: int) -> None:
+    vs = virtual_service()
+    vs["spec"]["http"][1]["route"] = [{"destination": {"host": "order", "subset": "v2", "port": {"number": 8080}}}]
+    after = jsonpatch.apply_patch(vs, weight_patch(vs, _target(), weight))
+    shares = observe_routes(after, ("primary",))
+    assert share_of(shares, _target().canary, "shop") == weight
+
+
+def test_a_changed_destination_field_is_still_written() -> None:
+    """Same shares, but the spec names a port the route's destination lacks: written, as before."""
+    vs = virtual_service(stable_weight=0, canary_weight=100)
+    del vs["spec"]["http"][1]["route"][1]["destination"]["port"]
+    vs["spec"]["http"][1]["route"].pop(0)
+    assert weight_patch(vs, _target(canary={"subset": "v2", "port": 8080}), 100) != []

@@ -6,7 +6,8 @@ rules, each replace preceded by `test` ops on the rule's name and its current ba
 concurrent edit makes the API server refuse the whole patch. Each version is a Service of its own
 (`order-v1`, `order-v2`): the rule gets exactly [stable (100 - w), canary (w)], each backendRef keeping
 what it carries besides its weight (port, filters, namespace). Matches, filters, timeouts, other rules,
-parentRefs and hostnames stay as they are.
+parentRefs and hostnames stay as they are. A rule that already sends the weight asked for in other words
+(`[canary]` for 100 %, a backendRef at weight 0 counting as absent) is not written.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def weight_patch(route: JsonDict, traffic: Traffic, canary_weight: int) -> list[
             raise RouteGone(f"{traffic.where} has no rule {name!r} any more")
         current = list(found[index].get("backendRefs") or [])
         desired = desired_backends(current, traffic, canary_weight)
-        if desired == current:
+        if routes.same_traffic(HTTP_ROUTE, current, desired):
             continue
         path = f"/spec/rules/{index}"
         if name is not None:

@@ -10,8 +10,10 @@ several (a lone one gets everything); an HTTPRoute backendRef without weight cou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from coalmine.core.models import HTTP_ROUTE
@@ -74,6 +76,33 @@ def entries(kind: str, rule: JsonDict) -> list[Entry]:
         )
         for e in found
     ]
+
+
+def same_traffic(kind: str, current: Sequence[JsonDict], desired: Sequence[JsonDict]) -> bool:
+    """Whether a rule with `desired` destinations would send exactly what it sends with `current`: the same
+    destinations (each as written, but for its weight) with the same share of the traffic, a destination at
+    weight 0 counting as absent. So a route a person or Git wrote as `[canary]` is already at 100 % and is
+    not rewritten as `[stable 0, canary 100]` (nor `[stable]` as `[stable 100, canary 0]`) by a finished
+    Rollout re-asserting its weight: such a write moves nothing and would only make drift."""
+    if list(current) == list(desired):
+        return True
+    rule = entries_key(kind)
+    found = [entries(kind, {rule: list(side)}) for side in (current, desired)]
+    if any(len(e) != len(side) for e, side in zip(found, (current, desired), strict=True)):
+        return False  # entries this module does not weigh (not a Service, no destination): compare as written
+    return _served(found[0]) == _served(found[1])
+
+
+def _served(weighed: Sequence[Entry]) -> list[tuple[str, Fraction]] | None:
+    total = sum(e.weight for e in weighed)
+    if total <= 0:
+        return None
+    served = [
+        (json.dumps({k: v for k, v in e.raw.items() if k != "weight"}, sort_keys=True), Fraction(e.weight, total))
+        for e in weighed
+        if e.weight > 0
+    ]
+    return sorted(served)
 
 
 def not_weighable(kind: str, rule: JsonDict) -> str | None:

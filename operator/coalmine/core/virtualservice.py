@@ -5,7 +5,9 @@ Pure: given the VirtualService as read, it returns a JSON patch that touches onl
 name and on its current destinations. If anyone else changed those destinations since the read,
 the API server refuses the whole patch (422) and the caller re-reads: a concurrent edit is never
 clobbered. Everything else in the VirtualService (match, retries, timeout, headers, mirror, other
-routes, other fields of each destination) is left as it is. No change means an empty patch.
+routes, other fields of each destination) is left as it is. No change means an empty patch, and so does a
+route that already sends the weight asked for in other words (`[canary]` for 100 %, `[stable]` for 0 %: a
+destination at weight 0 counts as absent), which is left as its author wrote it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from coalmine.core.models import MirrorStatus
+from coalmine.core import routes
+from coalmine.core.models import VIRTUAL_SERVICE, MirrorStatus
 from coalmine.core.routes import RouteGone
 from coalmine.core.validation import MIRROR_KEYS, Backend, Traffic, mirror_fields, route_index
 
@@ -194,7 +197,7 @@ def weight_patch(
             )
         current = list(http[index].get("route") or [])
         desired = desired_destinations(current, traffic, canary_weight)
-        if desired == current:
+        if routes.same_traffic(VIRTUAL_SERVICE, current, desired):
             continue
         path = f"/spec/http/{index}"
         if name is not None:
