@@ -384,6 +384,8 @@ def run(args: argparse.Namespace) -> None:
             extra = ["--metrics-port", str(metrics_port), "--health-port", str(health_port)]
             if args.tick_concurrency:
                 extra += ["--tick-concurrency", str(args.tick_concurrency)]
+            if args.resync:
+                extra += ["--resync", args.resync]
             if args.replicas > 1 or args.shards > 1:
                 extra += ["--leader-election", "--lease-namespace", "default", "--shards", str(args.shards)]
                 extra += ["--lease-name", "coalmine-bench"]
@@ -610,6 +612,7 @@ def report(
         ("phases at the end", ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))),
         ("Succeeded within the run", f"{counts['Succeeded']} of {n} in {elapsed:.0f} s"),
         ("operator replicas / shards", f"{args.replicas} / {args.shards} (RSS and threads: the largest replica)"),
+        ("operator --resync (finished Rollouts re-assert their weights)", args.resync or "its default, 60s"),
         (
             "operator RSS (max / end)",
             f"{max(samples.rss_mib):.0f} / {samples.rss_mib[-1]:.0f} MiB",
@@ -730,6 +733,7 @@ def report(
             "replicas": args.replicas,
             "shards": args.shards,
             "tick_concurrency": args.tick_concurrency,
+            "resync": args.resync,
             **({"label": args.label} if args.label else {}),
             "rss_max_mib": max(samples.rss_mib),
             "lag_p50_ms": percentile(lags, 50) * 1000,
@@ -779,6 +783,9 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1, help="operator processes (more than 1: with --shards)")
     parser.add_argument("--shards", type=int, default=1, help="shards (one Lease each) the replicas share")
     parser.add_argument("--tick-concurrency", type=int, help="the operator's --tick-concurrency (default: its own)")
+    parser.add_argument(
+        "--resync", help="the operator's --resync: finished Rollouts re-assert their weights this often"
+    )
     parser.add_argument(
         "--trace-memory",
         type=Path,
