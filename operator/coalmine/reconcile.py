@@ -180,7 +180,11 @@ async def _tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim], che
         rollout = rollout.model_copy(update={"status": folded})
     route = rollout.spec.route
     vs = await ports.kube.get_route(routers.router(route.kind).plural, ref.namespace, route.name)
-    rules = await ports.kube.list_destination_rules(ref.namespace) if route.kind == VIRTUAL_SERVICE else []
+    rules = (
+        await ports.kube.list_destination_rules(ref.namespace, validation.rule_hosts(rollout, vs))
+        if route.kind == VIRTUAL_SERVICE
+        else []
+    )
     workloads = await ports.kube.get_workloads(ref.namespace) if _gated(rollout) else None
     resolution = validation.resolve(rollout, Cluster(vs, rules, claims, workloads))
     if plan.needs_start(rollout) and resolution.problem is None and resolution.traffic is not None:

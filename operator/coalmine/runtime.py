@@ -68,6 +68,8 @@ class Operator:
     config: OperatorConfig
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     claims: dict[str, dict[str, Claim]] = field(default_factory=dict)  # namespace -> name -> what it claims
+    # (namespace, kind, route object) -> the names claiming it: a tick gets those, not the whole namespace's
+    claimants: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)
     checked: dict[str, datetime] = field(default_factory=dict)  # key -> its last check here (reconcile.tick)
     istio: IstioCache = field(default_factory=IstioCache)
     workloads: WorkloadCache = field(default_factory=WorkloadCache)
@@ -216,7 +218,7 @@ class Operator:
         key = f"{namespace}/{name}"
         if event_type == "DELETED":
             gone = self.bodies.pop(key, None)
-            self.claims.get(namespace, {}).pop(name, None)
+            self._set_claim(namespace, name, None)
             self.checked.pop(key, None)
             if gone is not None and self.dispatcher is not None:
                 self.dispatcher.forget(str(gone["metadata"].get("uid", "")))
@@ -230,16 +232,34 @@ class Operator:
         if known is not None and resource_version(known) >= resource_version(body):
             return
         self.bodies[key] = cached(body)
-        claim = Claim.from_body(body)
-        if claim is None:
-            self.claims.get(namespace, {}).pop(name, None)
-        else:
-            self.claims.setdefault(namespace, {})[name] = claim
+        self._set_claim(namespace, name, Claim.from_body(body))
         changed = known is None or known["metadata"].get("generation") != meta.get("generation")
         changed = changed or _request(known) != _request(body)  # a person's request: look now
         scheduler = self._scheduler_for(key)
         if changed and scheduler is not None:
             scheduler.poke(key)
+
+    def _set_claim(self, namespace: str, name: str, claim: Claim | None) -> None:
+        old = self.claims.get(namespace, {}).pop(name, None)
+        if old is not None:
+            names = self.claimants.get((namespace, old.kind, old.virtual_service))
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self.claimants[namespace, old.kind, old.virtual_service]
+        if claim is not None:
+            self.claims.setdefault(namespace, {})[name] = claim
+            self.claimants.setdefault((namespace, claim.kind, claim.virtual_service), set()).add(name)
+
+    def _claims_for(self, namespace: str, name: str) -> tuple[Claim, ...]:
+        """The claims on the route object this Rollout names (its own included): route ownership is
+        decided among those alone. A Rollout naming none (a broken spec) gets the namespace's."""
+        in_namespace = self.claims.get(namespace, {})
+        mine = in_namespace.get(name)
+        if mine is None:
+            return tuple(in_namespace.values())
+        names = self.claimants.get((namespace, mine.kind, mine.virtual_service), ())
+        return tuple(in_namespace[n] for n in sorted(names))
 
     def observe_istio(self, plural: str, event_type: str | None, obj: dict[str, Any]) -> None:
         """A VirtualService or DestinationRule changed: the Rollouts that read it look again soon, so a
@@ -273,7 +293,7 @@ class Operator:
         if not self.acting_on(key):
             return None  # the Lease lapsed and the scheduler is being cancelled: write nothing
         namespace = str(body["metadata"].get("namespace"))
-        claims = tuple(self.claims.get(namespace, {}).values())
+        claims = self._claims_for(namespace, str(body["metadata"].get("name")))
         with metrics.TICK_SECONDS.time():
             try:
                 outcome = await reconcile.tick(body, self.ports, claims, checked=self.checked.get(key))

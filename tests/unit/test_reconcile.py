@@ -38,7 +38,7 @@ class FakeKube:
 
     read_virtual_service = get_virtual_service
 
-    async def list_destination_rules(self, namespace: str) -> list[dict[str, Any]]:
+    async def list_destination_rules(self, namespace: str, hosts: Any = None) -> list[dict[str, Any]]:
         return [destination_rule()]
 
     async def get_workloads(self, namespace: str) -> None:

@@ -93,3 +93,33 @@ async def test_each_tick_is_told_the_rollouts_last_check_until_the_rollout_is_de
     op.observe("ADDED", _body(12, uid="u2"))
     await op.tick("shop/order")
     assert told == [None, moment, moment, None]
+
+
+def _claiming(name: str, route: str, rv: int = 1) -> dict[str, Any]:
+    body = _body(rv, uid=name)
+    body["metadata"]["name"] = name
+    body["spec"] = {"virtualService": {"name": route, "routes": ["primary"]}}
+    return body
+
+
+async def test_a_tick_gets_the_claims_on_its_own_route_object_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Route ownership is decided among the Rollouts naming one route object; a tick is handed those, kept
+    current as Rollouts change route or go, not every claim of the namespace (1,000 in a crowded one)."""
+    op = Operator(config=OperatorConfig())
+    op.ports = object()  # type: ignore[assignment]
+    for name, route in [("a", "order"), ("b", "order"), ("c", "cart"), *[(f"x{i}", f"svc-{i}") for i in range(50)]]:
+        op.observe("ADDED", _claiming(name, route))
+    handed: list[tuple[str, ...]] = []
+
+    async def tick(body: dict[str, Any], ports: Any, claims: Any = (), checked: Any = None) -> reconcile.Outcome:
+        handed.append(tuple(sorted(c.name for c in claims)))
+        return reconcile.Outcome(body=None, wake_at=None)
+
+    monkeypatch.setattr(reconcile, "tick", tick)
+    await op.tick("shop/a")
+    op.observe("MODIFIED", _claiming("b", "cart", rv=2))  # b now names another route object
+    await op.tick("shop/a")
+    await op.tick("shop/c")
+    op.observe("DELETED", _claiming("c", "cart", rv=3))
+    await op.tick("shop/b")
+    assert handed == [("a", "b"), ("a",), ("b", "c"), ("b",)]

@@ -8,6 +8,7 @@ surface as `Conflict`, after which the caller re-reads and decides again.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +51,7 @@ class IstioCache:
         self.virtual_services: dict[tuple[str, str], dict[str, Any]] = {}
         self.http_routes: dict[tuple[str, str], dict[str, Any]] = {}
         self.rules: dict[str, dict[str, dict[str, Any]]] = {}
+        self.rules_by_host: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}  # (namespace, short host)
         self.listed: set[str] = set()  # namespaces whose DestinationRules were listed once
 
     def observe(self, plural: str, event_type: str | None, obj: dict[str, Any]) -> bool:
@@ -60,7 +62,21 @@ class IstioCache:
             return self._store(self.virtual_services, (namespace, name), event_type, obj)
         if plural == "httproutes":
             return self._store(self.http_routes, (namespace, name), event_type, obj)
-        return self._store(self.rules.setdefault(namespace, {}), name, event_type, obj)
+        table = self.rules.setdefault(namespace, {})
+        before = table.get(name)
+        news = self._store(table, name, event_type, obj)
+        if news:
+            if before is not None:
+                self.rules_by_host.get((namespace, _short_host(before)), {}).pop(name, None)
+            if name in table:
+                self.rules_by_host.setdefault((namespace, _short_host(table[name])), {})[name] = table[name]
+        return news
+
+    def rules_for(self, namespace: str, hosts: Collection[str] | None) -> list[dict[str, Any]]:
+        """The namespace's DestinationRules; with `hosts` (short names), only those whose host starts so."""
+        if hosts is None:
+            return list(self.rules.get(namespace, {}).values())
+        return [rule for host in sorted(hosts) for rule in self.rules_by_host.get((namespace, host), {}).values()]
 
     @staticmethod
     def _store(table: dict[Any, dict[str, Any]], key: Any, event_type: str | None, obj: dict[str, Any]) -> bool:
@@ -71,6 +87,10 @@ class IstioCache:
             table[key] = cached(obj)
             return True
         return False
+
+
+def _short_host(rule: dict[str, Any]) -> str:
+    return str((rule.get("spec") or {}).get("host", "")).split(".", 1)[0]
 
 
 WORKLOAD_KINDS = ("services", "endpointslices", "pods")
@@ -284,9 +304,14 @@ class KubeApi:
             raise
         return dict((meta.labels if meta is not None else None) or {})
 
-    async def list_destination_rules(self, namespace: str) -> list[dict[str, Any]]:
+    async def list_destination_rules(
+        self, namespace: str, hosts: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The namespace's DestinationRules; with `hosts` (short names: `order` for `order.shop.svc...`),
+        only those whose host is one of them, from an index: a tick in a namespace of 1,000 services does
+        not copy and scan 1,000 rules."""
         if self._cache is not None and namespace in self._cache.listed:
-            return list(self._cache.rules.get(namespace, {}).values())
+            return self._cache.rules_for(namespace, hosts)
         result = await self._custom.list_namespaced_custom_object(
             ISTIO_GROUP, ISTIO_VERSION, namespace, "destinationrules"
         )
@@ -295,7 +320,7 @@ class KubeApi:
             for item in items:
                 self._cache.observe("destinationrules", "MODIFIED", item)
             self._cache.listed.add(namespace)
-        return items
+        return items if hosts is None else [r for r in items if _short_host(r) in hosts]
 
     async def patch_route(self, plural: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         group, version = _group_version(plural)

@@ -598,6 +598,22 @@ def _routes_reach(
 # --- stage 3: the DestinationRule and metric selection -------------------------------------------------
 
 
+def rule_hosts(rollout: Rollout, vs: JsonDict | None) -> frozenset[str] | None:
+    """The short host names whose DestinationRules `resolve` can look at: the spec's and the recorded
+    stable's hosts, the VirtualService's hosts and every host its routes send to (a superset of the stable
+    and canary it resolves). None: any rule (spec.destinationRule.name names one whatever its host)."""
+    spec = rollout.spec
+    if spec.destination_rule is not None:
+        return None
+    hosts = {d.host for d in (spec.stable, spec.canary, rollout.status.stable) if d is not None and d.host}
+    vs_spec = (vs or {}).get("spec") or {}
+    hosts.update(str(h) for h in vs_spec.get("hosts") or [])
+    for rule in vs_spec.get("http") or []:
+        for entry in (rule or {}).get("route") or []:
+            hosts.add(str(((entry or {}).get("destination") or {}).get("host", "")))
+    return frozenset(short_host(h) for h in hosts if h)
+
+
 def _rules_for(spec: RolloutSpec, rules: Sequence[JsonDict], hosts: Sequence[str]) -> list[JsonDict]:
     """The DestinationRules `_find_dr` can find for `hosts`, in one cheap pass: the one named by
     spec.destinationRule.name, or those whose host has the same first label (`same_host` implies it).
