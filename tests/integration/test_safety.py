@@ -196,7 +196,7 @@ def test_a_finished_rollout_leaves_a_route_written_as_canary_only_as_it_is(
     """Git holds the route as `[canary]` (the release is done, the stable's entry deleted). A finished Rollout
     re-asserts its weight every `--resync`; 100 % is what the route already sends, so it must not be rewritten
     as `[stable 0, canary 100]`: a write that moves nothing, and drift that Argo CD would sync back, every
-    resync. bench/scale.py --at-rest found it: 1,946 of 2,900 such VirtualServices rewritten within a minute."""
+    resync. bench/scale.py --at-rest found it: 0 of 9,700 such VirtualServices left as written at the end of a run."""
     meshsim.client.set_service(shop.ns, "order", rps=RPS)
     vs = shop.get_vs()
     index = shop.route_index("primary", vs)
