@@ -16,7 +16,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from coalmine.core.models import Ref
-from coalmine.core.validation import Workloads
+from coalmine.core.validation import Workloads, short_host
 
 GROUP, VERSION, PLURAL = "coalmine.dev", "v1alpha1", "rollouts"
 ISTIO_GROUP, ISTIO_VERSION = "networking.istio.io", "v1"
@@ -90,7 +90,7 @@ class IstioCache:
 
 
 def _short_host(rule: dict[str, Any]) -> str:
-    return str((rule.get("spec") or {}).get("host", "")).split(".", 1)[0]
+    return short_host(str((rule.get("spec") or {}).get("host", "")))
 
 
 WORKLOAD_KINDS = ("services", "endpointslices", "pods")

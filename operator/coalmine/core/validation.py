@@ -614,18 +614,6 @@ def rule_hosts(rollout: Rollout, vs: JsonDict | None) -> frozenset[str] | None:
     return frozenset(short_host(h) for h in hosts if h)
 
 
-def _rules_for(spec: RolloutSpec, rules: Sequence[JsonDict], hosts: Sequence[str]) -> list[JsonDict]:
-    """The DestinationRules `_find_dr` can find for `hosts`, in one cheap pass: the one named by
-    spec.destinationRule.name, or those whose host has the same first label (`same_host` implies it).
-    Looking each host up in all of a namespace's rules was 40 % of the operator's CPU with 1,000 services
-    in a namespace (bench/scale.py --at-rest, py-spy)."""
-    if spec.destination_rule is not None:
-        name = spec.destination_rule.name
-        return [r for r in rules if (r.get("metadata") or {}).get("name") == name]
-    shorts = {short_host(h) for h in hosts}
-    return [r for r in rules if short_host(str((r.get("spec") or {}).get("host", ""))) in shorts]
-
-
 def _find_dr(spec: RolloutSpec, namespace: str, host: str, rules: Sequence[JsonDict]) -> JsonDict:
     if spec.destination_rule is not None:
         name = spec.destination_rule.name
@@ -819,20 +807,19 @@ def resolve(rollout: Rollout, cluster: Cluster) -> Resolution:
     except _Unresolved as exc:
         return Resolution(problem=exc.problem, routes=routes, canary=canary)
     traffic = Traffic(namespace, spec.route.name, names, stable, canary, kind)
-    rules = _rules_for(spec, cluster.destination_rules, (stable.host, canary.host)) if kind == VIRTUAL_SERVICE else []
     if kind == HTTP_ROUTE:  # no subsets: a Service is servable as far as the route goes
         servable = frozenset({"stable", "canary"})
     else:
-        servable = _servable(spec, namespace, rules, {"stable": stable, "canary": canary})
+        servable = _servable(spec, namespace, cluster.destination_rules, {"stable": stable, "canary": canary})
 
     try:
-        target = _target(spec, namespace, rules, traffic)
+        target = _target(spec, namespace, cluster.destination_rules, traffic)
         target = replace(target, shared_by=_shared_by(http, owned, traffic, match_route_name(rollout.name)))
     except _Unresolved as exc:
         return Resolution(problem=exc.problem, routes=routes, canary=canary, traffic=traffic, servable=servable)
     ready = None
     if cluster.workloads is not None:
-        ready = _ready(namespace, rules, spec, target, cluster.workloads)
+        ready = _ready(namespace, cluster.destination_rules, spec, target, cluster.workloads)
     return Resolution(routes=routes, canary=canary, traffic=traffic, servable=servable, target=target, ready=ready)
 
 
