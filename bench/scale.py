@@ -10,7 +10,7 @@ prints a summary:
 
   - time until every Rollout is Progressing (max status.startedAt - first create)
   - operator RSS, CPU and thread count (/proc/PID/status, /proc/PID/stat)
-  - check lag: status.analysis.checkedAt minus its checkEvery grid point, every check seen
+  - check lag: status.analysis.checkedAt minus its grid point (checkEvery, at the Rollout's offset), every check seen
   - Prometheus queries per check round (Prometheus's own prometheus_http_requests_total, read from
     its /metrics, so the benchmark's reads are not counted) next to checks per round (the
     operator's coalmine_analysis_checks_total)
@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
+from coalmine.core.plan import check_offset
 from coalmine_dev.devstack import stack as devstack
 from coalmine_dev.processes import Child
 
@@ -239,6 +240,7 @@ class Samples:
     cpu_percent: list[float] = field(default_factory=list)  # operator, per sample interval
     machine_percent: list[float] = field(default_factory=list)
     checks: dict[tuple[str, str], str] = field(default_factory=dict)  # (rollout, checkedAt) -> verdict
+    uids: dict[str, str] = field(default_factory=dict)  # rollout -> its uid (its checks' offset on the grid)
     lists: int = 0  # LISTs of Rollouts the benchmark made (left out of the API rates)
 
 
@@ -268,6 +270,7 @@ def list_rollouts(custom: client.CustomObjectsApi, samples: Samples, fleet: str 
         if check.get("checkedAt"):
             key = f"{item['metadata']['namespace']}/{item['metadata']['name']}"
             samples.checks[(key, check["checkedAt"])] = check.get("verdict", "")
+            samples.uids[key] = item["metadata"].get("uid", "")
     return items
 
 
@@ -540,6 +543,37 @@ def api_latency(steady: Snapshot, end: Snapshot) -> str:
     return ", ".join(parts) + " ms (bucket upper bounds)"
 
 
+def apiserver_inside(steady: Snapshot, end: Snapshot) -> str:
+    """Where a request's time goes inside the API server: waiting in priority and fairness (by priority
+    level, the operator's flow among them) and etcd's answers (by operation)."""
+    parts = []
+    levels = sorted(
+        {
+            dict(labels).get("priority_level", "")
+            for (name, labels) in end.apiserver
+            if name == "apiserver_flowcontrol_request_wait_duration_seconds_count"
+        }
+    )
+    wait = "apiserver_flowcontrol_request_wait_duration_seconds"
+    for level in levels:
+        count = total(end.apiserver, f"{wait}_count", priority_level=level) - total(
+            steady.apiserver, f"{wait}_count", priority_level=level
+        )
+        if count <= 0:
+            continue
+        p50, p99 = (
+            histogram_quantile(q, steady.apiserver, end.apiserver, wait, priority_level=level) for q in (0.5, 0.99)
+        )
+        parts.append(f"APF wait {level} {p50 * 1000:.0f}/{p99 * 1000:.0f} ms ({count:.0f})")
+    for operation in ("update", "get", "create"):
+        name = "etcd_request_duration_seconds"
+        p50, p99 = (
+            histogram_quantile(q, steady.apiserver, end.apiserver, name, operation=operation) for q in (0.5, 0.99)
+        )
+        parts.append(f"etcd {operation} {p50 * 1000:.0f}/{p99 * 1000:.0f} ms")
+    return ", ".join(parts) + " (bucket upper bounds)"
+
+
 def tick_phases(steady: Snapshot, end: Snapshot) -> str:
     parts = []
     for phase in ("late", "queued", "prometheus", "status", "traffic", "events"):
@@ -580,8 +614,10 @@ def report(
     to_progressing = (max(started) - first_create_wall).total_seconds() if len(started) == n else float("nan")
 
     lags, steady_lags = [], []  # every check seen; those of the steady window (creation's burst left out)
-    for _, checked in samples.checks:
-        moment = ts(checked).timestamp()
+    every = timedelta(seconds=check_every)
+    for key, checked in samples.checks:
+        # After the Rollout's own grid point: every checkEvery, at the offset its uid gives (plan.check_offset).
+        moment = ts(checked).timestamp() - check_offset(samples.uids.get(key, ""), every).total_seconds()
         lags.append(moment - (moment // check_every) * check_every)
         if steady is not None and moment >= steady.wall:
             steady_lags.append(lags[-1])
@@ -690,6 +726,7 @@ def report(
             ),
             ("API requests/s (operator + meshsim watches)", f"{api_total / window:.1f}/s: {top}"),
             ("API latency p50 / p99 (apiserver_request_duration_seconds)", api_latency(steady, end)),
+            ("inside the API server p50 / p99", apiserver_inside(steady, end)),
             (
                 "Prometheus query latency p50 / p99",
                 f"{histogram_quantile(0.5, steady.prometheus, end.prometheus, PROM_DURATION, handler=QUERY) * 1000:.0f}"

@@ -55,7 +55,9 @@ TICK_PHASE_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 CHECK_LAG_SECONDS = Histogram(
-    "coalmine_check_lag_seconds", "When each check ran, after its checkEvery grid point", buckets=_LATENCY_BUCKETS
+    "coalmine_check_lag_seconds",
+    "When each check ran, after its grid point (every checkEvery, at the Rollout's own offset)",
+    buckets=_LATENCY_BUCKETS,
 )
 LOOP_LAG_SECONDS = Histogram(
     "coalmine_event_loop_lag_seconds",

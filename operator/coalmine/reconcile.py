@@ -192,12 +192,11 @@ async def _tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim], che
     check = None
     if plan.wants_check(rollout, resolution, now):
         assert resolution.target is not None
+        due = plan.next_check_at(rollout)
         with _timed(ports, "prometheus"):
             check = await _check(rollout, resolution.target, now, ports)
         now = ports.clock()
-        every = rollout.spec.analysis.check_every.total_seconds()
-        if every > 0:
-            ports.observe("check_lag", now.timestamp() % every)
+        ports.observe("check_lag", max(0.0, (now - due).total_seconds()))
     decision = plan.decide(rollout, resolution, check, now, ports.settings.policy)
     outcome = await _commit(rollout, original, body, decision, vs, resolution, ports, logger)
     if ports.dispatcher is not None and outcome.status is not None:

@@ -5,6 +5,9 @@ writes as the API server would."""
 from __future__ import annotations
 
 import itertools
+import random
+import uuid
+from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -343,20 +346,40 @@ def test_conditions_keep_their_transition_time_while_unchanged() -> None:
     assert reconciling.last_transition_time == T0
 
 
-def test_checks_fall_on_a_shared_grid_whatever_the_step_start() -> None:
-    """Rollouts started at different moments check at the same moments: one Prometheus query serves all."""
+@pytest.mark.parametrize("uid", ["", "0b7d3a5e-27c1-4f0e-9a51-6f1c2e4d8b90"])
+def test_checks_fall_on_the_rollouts_own_grid_whatever_the_step_start(uid: str) -> None:
+    """A Rollout checks every checkEvery at its own offset, whenever its step started; Rollouts with one
+    offset check at the same moments, so one Prometheus query serves them all."""
+    offset = plan.check_offset(uid, 10 * S)
     firsts = []
-    for offset_ms in (0, 1300, 4700, 9990):
+    for started_ms in (0, 1300, 4700, 9990):
         mesh = Mesh()
-        r = started(at=T0 + timedelta(milliseconds=offset_ms), mesh=mesh)
+        r = started(at=T0 + timedelta(milliseconds=started_ms), mesh=mesh)
+        r = r.model_copy(update={"ref": r.ref.model_copy(update={"uid": uid})})
         first = plan.next_check_at(r)
-        assert first.timestamp() % 10 == 0, first
+        assert (first - offset).timestamp() % 10 == 0, first
         assert r.status.step_started_at is not None
         assert timedelta(seconds=5) <= first - r.status.step_started_at <= timedelta(seconds=15)
         firsts.append(first)
         checked, _ = tick(r, mesh, first + timedelta(milliseconds=40), check(Verdict.PASS))
         assert plan.next_check_at(checked) == first + 10 * S, "a late tick does not shift the grid"
     assert len(set(firsts[:3])) == 1
+
+
+def test_a_fleets_checks_spread_over_the_period_in_whole_seconds() -> None:
+    """1,000 Rollouts at checkEvery 10s: every second of the period gets about a tenth of their checks
+    (not all 1,000 at one instant); the offset is a whole number of seconds, fixed by the uid."""
+    uids = [str(uuid.UUID(int=random.Random(i).getrandbits(128), version=4)) for i in range(1000)]
+    offsets = Counter(plan.check_offset(uid, 10 * S) for uid in uids)
+    assert set(offsets) == {timedelta(seconds=k) for k in range(10)}
+    assert all(60 <= n <= 140 for n in offsets.values()), offsets
+    assert [plan.check_offset(uid, 10 * S) for uid in uids[:20]] == [plan.check_offset(u, 10 * S) for u in uids[:20]]
+    assert {plan.check_offset(uid, 30 * S) for uid in uids} == {timedelta(seconds=k) for k in range(30)}
+
+
+@pytest.mark.parametrize(("uid", "every"), [("", 10), ("some-uid", 1), ("some-uid", 1.5), ("some-uid", 0.5)])
+def test_no_offset_without_a_uid_or_below_two_seconds(uid: str, every: float) -> None:
+    assert plan.check_offset(uid, timedelta(seconds=every)) == timedelta(0)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ shell's sequencing (the real ones are exercised in tests/integration).
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from builders import T0, destination_rule, spec, virtual_service
 
 from coalmine import reconcile
 from coalmine.adapters.kube import Conflict, Gone, Refused, Unavailable
+from coalmine.core import plan
 from coalmine.core.analysis import Query, Sample
 from coalmine.core.models import REQUEST_ANNOTATION, Ref, Request
 from coalmine.core.validation import Workloads
@@ -444,3 +446,26 @@ async def test_a_check_whose_status_write_lost_to_another_writer_is_not_remember
     assert prometheus.asks == 1
     assert kube.calls == ["status@41"]
     assert outcome.checked_at is None
+
+
+async def test_check_lag_is_measured_from_the_rollouts_own_grid_point() -> None:
+    """coalmine_check_lag_seconds: how long after its due point (checkEvery, at the Rollout's offset) a
+    check's answers were in. A Rollout whose uid puts its checks 7 s into each 10 s, checked 0.25 s after
+    its point, lags 0.25 s (measured on the epoch's grid it would have read 7.25 s)."""
+    uid = next(
+        f"uid-{i}" for i in itertools.count() if plan.check_offset(f"uid-{i}", timedelta(seconds=10)).seconds == 7
+    )
+    body = _body(_passed_at_10s())
+    body["metadata"]["uid"] = uid
+    seen: list[tuple[str, float]] = []
+    ports = replace(
+        _ports(FakeKube(virtual_service(stable_weight=70, canary_weight=30)), CountingPrometheus(), T0),
+        observe=lambda phase, seconds: seen.append((phase, seconds)),
+    )
+    # Last checked at 10 s: its next point is 17 s (the first at or after half a period later), not 20 s.
+    early = await reconcile.tick(body, replace(ports, clock=lambda: T0 + timedelta(seconds=16)))
+    assert early.checked_at is None, "not due yet"
+    assert early.wake_at == T0 + timedelta(seconds=17)
+    checked = await reconcile.tick(body, replace(ports, clock=lambda: T0 + timedelta(seconds=17, milliseconds=250)))
+    assert checked.checked_at == T0 + timedelta(seconds=17, milliseconds=250)
+    assert [s for phase, s in seen if phase == "check_lag"] == [0.25]

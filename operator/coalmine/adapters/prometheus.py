@@ -1,7 +1,7 @@
 """Ask Prometheus instant queries, concurrently but bounded, and turn every answer into a Sample.
 
-Built-in queries of many Rollouts are batched: checks fall on a shared grid (plan.next_check_at),
-so queries with the same batch key that arrive within `linger` become one PromQL grouped by the
+Built-in queries of many Rollouts are batched: checks fall on a grid (plan.next_check_at) that the
+Rollouts with the same offset share, so queries with the same batch key that arrive within `linger` become one PromQL grouped by the
 selector labels, and each Rollout picks its own series out of the answer.
 
 Built on httpx's async client rather than prometheus-api-client: the operator runs every Rollout on

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import enum
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -296,19 +297,38 @@ def align_up(moment: datetime, period: timedelta) -> datetime:
     return datetime.fromtimestamp(aligned, moment.tzinfo)
 
 
-def _next_check(step_started_at: datetime, last_check: datetime | None, every: timedelta) -> datetime:
+def check_offset(uid: str, every: timedelta) -> timedelta:
+    """Where in each checkEvery a Rollout's checks fall: whole seconds from the epoch's grid, fixed by
+    its uid. A fleet's checks spread over the period instead of all landing on one instant (the
+    operator, the API server and Prometheus then see a steady trickle, not a burst N wide), and the
+    Rollouts that share an offset still check together, so their queries batch. No uid (a Rollout
+    not yet created, a replay of a file): no offset."""
+    slots = int(every.total_seconds())
+    if not uid or slots < 2:
+        return timedelta(0)
+    return timedelta(seconds=zlib.crc32(uid.encode()) % slots)
+
+
+def _next_check(
+    step_started_at: datetime, last_check: datetime | None, every: timedelta, offset: timedelta
+) -> datetime:
     base = last_check if last_check is not None and last_check >= step_started_at else step_started_at
     # A tick runs a little after its grid point: count from that point, not from the tick.
-    return align_up(base - every / 2, every) + every
+    return align_up(base - every / 2 - offset, every) + every + offset
+
+
+def next_check(rollout: Rollout, since: datetime, last_check: datetime | None = None) -> datetime:
+    """The Rollout's first grid point a check is due at, counting from `since` (a step's start) or
+    from the last check of that step: checks fall every checkEvery, at the Rollout's own offset."""
+    every = rollout.spec.analysis.check_every
+    return _next_check(since, last_check, every, check_offset(rollout.ref.uid, every))
 
 
 def next_check_at(rollout: Rollout) -> datetime:
-    """Checks fall on a grid of checkEvery (counted from the epoch), so every Rollout with the same
-    checkEvery checks at the same moments and Prometheus gets one query per metric for all of them."""
+    """When the Rollout's next check is due (see `next_check`)."""
     status = rollout.status
     assert status.step_started_at is not None
-    last = status.analysis.last_check if status.analysis else None
-    return _next_check(status.step_started_at, last, rollout.spec.analysis.check_every)
+    return next_check(rollout, status.step_started_at, status.analysis.last_check if status.analysis else None)
 
 
 def wants_check(rollout: Rollout, resolution: Resolution, now: datetime) -> bool:
@@ -635,7 +655,7 @@ def start(rollout: Rollout, resolution: Resolution, now: datetime) -> Decision:
         weight=weight,
         traffic=traffic,
         events=(event,),
-        wake_at=_next_check(now, None, spec.analysis.check_every),
+        wake_at=next_check(rollout, now),
     )
 
 
@@ -1025,7 +1045,7 @@ def _advance(
             weight=spec.steps[index].weight,
             traffic=traffic,
             events=(*events, *promoted, why_event),
-            wake_at=min(wake, _next_check(now, None, spec.analysis.check_every)),
+            wake_at=min(wake, next_check(rollout, now)),
         )
     event = Event(EventType.NORMAL, Reason.STEP_ADVANCED, f"canary {_at(status)} -> {weight}%: {_summary(analysis)}")
     return Decision(
@@ -1033,7 +1053,7 @@ def _advance(
         weight=weight,
         traffic=traffic,
         events=(*events, *promoted, event),
-        wake_at=_next_check(now, None, spec.analysis.check_every),
+        wake_at=next_check(rollout, now),
     )
 
 
@@ -1130,7 +1150,7 @@ def _hold(
         new = status.model_copy(update={"analysis": analysis})
         if traffic_stalled(status) is None:
             new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, reason, message)
-    wake = [_next_check(status.step_started_at, analysis.last_check if analysis else None, every)]
+    wake = [next_check(rollout, status.step_started_at, analysis.last_check if analysis else None)]
     if now < hold_end and status.paused is None:
         wake.append(hold_end)
     if analysis is not None and analysis.no_data_since is not None:
@@ -1236,7 +1256,7 @@ def _wait_for_canary(
             weight=weight,
             traffic=traffic,
             events=(*events, moved),
-            wake_at=_next_check(now, None, spec.analysis.check_every),
+            wake_at=next_check(rollout, now),
         )
     else:
         new = status.model_copy(update={"analysis": analysis})
@@ -1247,7 +1267,7 @@ def _wait_for_canary(
         if before:
             assert status.step_started_at is not None
             last = analysis.last_check if analysis is not None else None
-            wake.append(_next_check(status.step_started_at, last, spec.analysis.check_every))
+            wake.append(next_check(rollout, status.step_started_at, last))
         decision = Decision(status=new, weight=before, traffic=traffic, events=tuple(events), wake_at=min(wake))
     if request is None:
         return decision
@@ -1329,7 +1349,7 @@ def _steer(
     new = status.model_copy(update=update)
     if traffic_stalled(status) is None:
         new = _with_phase(new, rollout.generation, now, Phase.PROGRESSING, reason, text)
-    wake = [_next_check(status.step_started_at, analysis.last_check if analysis else None, spec.analysis.check_every)]
+    wake = [next_check(rollout, status.step_started_at, analysis.last_check if analysis else None)]
     if request.verb == "resume":
         wake.append(max(now, steering.hold_end(spec, new, now)))
     return Decision(
