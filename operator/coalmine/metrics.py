@@ -41,6 +41,10 @@ ROLLOUT_SECONDS = Histogram(
     buckets=(30, 60, 120, 300, 600, 1800, 3600, 7200, 21600),
 )
 RECONCILE_ERRORS = Counter("coalmine_reconcile_errors_total", "Ticks that ended in an unexpected error")
+SETTLED_TICKS = Counter(
+    "coalmine_settled_ticks_total",
+    "Resync ticks of finished Rollouts not run: nothing they read changed since a tick that found nothing to do",
+)
 LEADER = Gauge("coalmine_leader", "1 while this replica holds the leader Lease (or runs without election)")
 TICK_SECONDS = Histogram(
     "coalmine_tick_duration_seconds", "Time per tick", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)

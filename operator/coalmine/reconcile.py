@@ -27,6 +27,7 @@ from coalmine.adapters.webhooks import Dispatcher
 from coalmine.core import analysis, hooks, notify, plan, preflight, routers, steering, validation
 from coalmine.core.models import (
     HTTP_ROUTE,
+    TERMINAL_PHASES,
     VIRTUAL_SERVICE,
     Capacity,
     Phase,
@@ -94,6 +95,9 @@ class Outcome:
     events: tuple[plan.Event, ...] = ()  # what the tick posted, for metrics
     gone: bool = False  # the Rollout no longer exists: stop ticking it, even if the watch never says so
     checked_at: datetime | None = None  # when the tick asked Prometheus, written to the status or not
+    # A finished Rollout that found nothing to do: no write, no attempt, no event, nothing owed to a
+    # webhook or a channel. Until something it reads changes, its next tick would decide the same.
+    settled: bool = False
 
 
 def merge_patch(old: Any, new: Any) -> Any:
@@ -202,9 +206,22 @@ async def _tick(body: dict[str, Any], ports: Ports, claims: Sequence[Claim], che
     if ports.dispatcher is not None and outcome.status is not None:
         _dispatch(rollout, outcome.status, now if check is not None else None, ports.dispatcher, ports.clock())
         ports.dispatcher.settled(ref.uid, results, outcomes)
+    quiet = outcome.settled and check is None and not results and not outcomes
+    outcome = replace(outcome, settled=quiet and _finished(rollout, outcome.status, ports.clock()))
     if check is not None and outcome.status is not None:  # decided on: a lost write is checked again
         return replace(outcome, checked_at=now)
     return outcome
+
+
+def _finished(before: Rollout, status: RolloutStatus | None, now: datetime) -> bool:
+    """Succeeded or RolledBack, and nothing in it waits for time to pass: no refused route write to try
+    again, no notification pending, no webhook call due."""
+    if status is None or status.phase not in TERMINAL_PHASES:
+        return False
+    if status.traffic_retry_at is not None or plan.traffic_stalled(status) is not None:
+        return False
+    after = before.model_copy(update={"status": status})
+    return not notify.pending(status) and not hooks.due(after, now)
 
 
 def _dispatch(
@@ -332,8 +349,13 @@ async def _commit(
     with _timed(ports, "events"):
         await _post_events(Ref.from_body(latest), events, ports, logger)
     wakes = [w for w in (decision.wake_at, follow.wake_at) if w is not None]
+    untouched = not written and not again and not events and not outcome.wrote and not outcome.attempted
     return Outcome(
-        body=(again or written) or None, wake_at=min(wakes) if wakes else None, status=follow.status, events=events
+        body=(again or written) or None,
+        wake_at=min(wakes) if wakes else None,
+        status=follow.status,
+        events=events,
+        settled=untouched and not outcome.error,
     )
 
 
@@ -442,7 +464,7 @@ async def _taken(
     and its hold counts from when the route is taken."""
     router = routers.router(traffic.kind)
     if traffic.kind != HTTP_ROUTE or rollout.status.phase is not Phase.PROGRESSING:
-        return plan.TrafficOutcome(at_weight=True, observed=weight)
+        return plan.TrafficOutcome(at_weight=True, observed=weight, wrote=wrote)
     why = router.not_ready(route)
     polls = round(ACCEPT_WAIT / ACCEPT_POLL) if wrote else 0
     for _ in range(polls):
@@ -454,7 +476,7 @@ async def _taken(
             break
         why = router.not_ready(fresh)
     if why is None:
-        return plan.TrafficOutcome(at_weight=True, observed=weight)
+        return plan.TrafficOutcome(at_weight=True, observed=weight, wrote=wrote)
     stalled = plan.traffic_stalled(rollout.status)
     since = stalled.last_transition_time if stalled is not None else None
     if since is not None and ports.clock() - since >= ACCEPT_BOUND:
@@ -462,4 +484,6 @@ async def _taken(
             f"; not taken in {format_duration(ACCEPT_BOUND)}: is a Gateway API controller running for its "
             "parentRefs? The step does not advance until it is"
         )
-    return plan.TrafficOutcome(at_weight=False, observed=weight, error=f"waiting for the route controller: {why}")
+    return plan.TrafficOutcome(
+        at_weight=False, observed=weight, error=f"waiting for the route controller: {why}", wrote=wrote
+    )

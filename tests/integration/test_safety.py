@@ -214,6 +214,40 @@ def test_a_finished_rollout_leaves_a_route_written_as_canary_only_as_it_is(
     assert f"VirtualService {shop.ns}/order: canary" not in op.log.read_text(errors="replace"), op.log_tail()
 
 
+def test_a_settled_rollout_skips_its_resyncs_yet_puts_back_a_reverted_route(
+    shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    """A finished Rollout whose last tick found nothing to do is not ticked again by its resync until
+    something it reads changes (coalmine_settled_ticks_total counts the skipped ones). Git reverting the
+    route to all-stable is such a change: the canary's 100 % is put back at once, and the skipping resumes."""
+    metrics_args, metrics_url = _metrics_args()
+    meshsim.client.set_service(shop.ns, "order", rps=RPS)
+    op = operator_factory(shop.ns, args=["--resync", "1s", *metrics_args])
+    shop.create_rollout(steps=[{"weight": 10, "hold": "2s"}, {"weight": 100, "hold": "1s"}])
+    shop.wait_for_phase("Succeeded", 60, op)
+    assert shop.primary_weights() == {"v1": 0, "v2": 100}
+    time.sleep(4)  # four resyncs
+    skipped = _metric(metrics_url, "coalmine_settled_ticks_total") or 0.0
+    assert skipped >= 2, f"resyncs skipped: {skipped}\n{op.log_tail()}"
+
+    vs = shop.get_vs()
+    index = shop.route_index("primary", vs)
+    shop.patch_vs([{"op": "replace", "path": f"/spec/http/{index}/route", "value": virtual_service_route_v1()}])
+    deadline = time.monotonic() + 10
+    while shop.primary_weights() != {"v1": 0, "v2": 100}:
+        assert time.monotonic() < deadline, f"the revert was left in place: {shop.get_vs()['spec']}\n{op.log_tail()}"
+        time.sleep(0.1)
+    written = shop.get_vs()["metadata"]["resourceVersion"]
+    time.sleep(4)
+    assert (_metric(metrics_url, "coalmine_settled_ticks_total") or 0.0) >= skipped + 2, "settled again"
+    assert shop.get_vs()["metadata"]["resourceVersion"] == written, "and nothing written since"
+    assert shop.get_rollout()["status"]["phase"] == "Succeeded"
+
+
+def virtual_service_route_v1() -> list[dict[str, Any]]:
+    return [{"destination": {"host": "order", "subset": "v1", "port": {"number": 8080}}, "weight": 100}]
+
+
 def test_a_rollout_created_over_a_split_resumes_or_waits_and_moves_nothing(
     shop: Shop, meshsim: Any, operator_factory: Callable[..., OperatorProcess]
 ) -> None:

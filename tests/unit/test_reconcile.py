@@ -426,6 +426,7 @@ async def test_a_routine_pass_not_written_still_moves_the_next_check_to_its_grid
     routine = await reconcile.tick(_body(_passed_at_10s()), _ports(kube, prometheus, grid))
     assert (prometheus.asks, kube.calls) == (1, []), "checked, and the routine pass not written"
     assert routine.checked_at == grid
+    assert not routine.settled, "nothing written, but in flight: its next tick depends on time"
 
     between = T0 + timedelta(seconds=27)
     told = await reconcile.tick(_body(_passed_at_10s()), _ports(kube, prometheus, between), checked=routine.checked_at)
@@ -469,3 +470,68 @@ async def test_check_lag_is_measured_from_the_rollouts_own_grid_point() -> None:
     checked = await reconcile.tick(body, replace(ports, clock=lambda: T0 + timedelta(seconds=17, milliseconds=250)))
     assert checked.checked_at == T0 + timedelta(seconds=17, milliseconds=250)
     assert [s for phase, s in seen if phase == "check_lag"] == [0.25]
+
+
+def _finished(phase: str, weight: int) -> dict[str, Any]:
+    status = _progressing(0)
+    status.update(phase=phase, canaryWeight=weight, stepIndex=3, stepLabel="4/4")
+    status["analysis"]["verdict"] = "Pass" if phase == "Succeeded" else "Fail"
+    return status
+
+
+@pytest.mark.parametrize(("phase", "weight"), [("Succeeded", 100), ("RolledBack", 0)])
+async def test_a_finished_rollout_with_nothing_to_do_is_settled_and_one_that_wrote_is_not(
+    phase: str, weight: int
+) -> None:
+    """Outcome.settled lets the runtime skip resyncs until something the tick reads changes
+    (tests/unit/test_runtime.py): only a finished Rollout's tick that wrote, attempted and posted nothing."""
+    at = T0 + timedelta(minutes=5)
+    kube = FakeKube(virtual_service(stable_weight=100 - weight, canary_weight=weight))
+    quiet = await reconcile.tick(_body(_finished(phase, weight)), _ports(kube, FakePrometheus(99.9), at))
+    assert (kube.calls, quiet.settled) == ([], True)
+
+    kube = FakeKube(virtual_service(stable_weight=70, canary_weight=30))  # someone moved the route
+    moved = await reconcile.tick(_body(_finished(phase, weight)), _ports(kube, FakePrometheus(99.9), at))
+    assert kube.calls == ["vs"]
+    assert not moved.settled, "it wrote: the write's echo must be read before resting"
+
+    kube = FakeKube(virtual_service(stable_weight=70, canary_weight=30))
+    kube.refuse = "forbidden"
+    refused = await reconcile.tick(_body(_finished(phase, weight)), _ports(kube, FakePrometheus(99.9), at))
+    assert not refused.settled, "a refused write is tried again on time (RBAC may be fixed)"
+    assert refused.status is not None
+    assert refused.status.traffic_retry_at is not None
+    body = _body({**_finished(phase, weight), **refused.status.to_wire()})
+    waiting = await reconcile.tick(body, _ports(kube, FakePrometheus(99.9), at + timedelta(milliseconds=100)))
+    assert kube.calls.count("vs") == 1, "before its retry time: not tried, nothing written"
+    assert not waiting.settled, "yet it waits for time: not settled"
+    again = await reconcile.tick(body, _ports(kube, FakePrometheus(99.9), at + timedelta(minutes=1)))
+    assert kube.calls.count("vs") == 2
+    assert not again.settled, "still refused: still not settled"
+
+
+async def test_a_rollout_in_flight_is_never_settled() -> None:
+    kube = FakeKube(virtual_service(stable_weight=70, canary_weight=30))
+    outcome = await reconcile.tick(
+        _body(_progressing(0)), _ports(kube, FakePrometheus(99.9), T0 + timedelta(seconds=12))
+    )
+    assert kube.calls == []
+    assert not outcome.settled, "a progressing Rollout's next tick depends on time (holds, checks)"
+
+
+async def test_a_finished_rollout_with_a_notification_pending_is_not_settled() -> None:
+    """Its delivery is retried on time (the dispatcher's backoff), so its ticks must go on."""
+    status = _finished("RolledBack", 0)
+    status["notifications"] = [
+        {
+            "id": "RolledBack/2026-11-30T12:00:30Z",
+            "event": "RolledBack",
+            "channel": "team",
+            "message": "rolled back",
+            "at": "2026-11-30T12:00:30.000Z",
+        }
+    ]
+    kube = FakeKube(virtual_service(stable_weight=100, canary_weight=0))
+    outcome = await reconcile.tick(_body(status), _ports(kube, FakePrometheus(99.9), T0 + timedelta(minutes=5)))
+    assert kube.calls == []
+    assert not outcome.settled

@@ -4,6 +4,7 @@ the runtime does with a tick's outcome, not the tick."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -123,3 +124,70 @@ async def test_a_tick_gets_the_claims_on_its_own_route_object_only(monkeypatch: 
     op.observe("DELETED", _claiming("c", "cart", rv=3))
     await op.tick("shop/b")
     assert handed == [("a", "b"), ("a",), ("b", "c"), ("b",)]
+
+
+def _object(kind: str, name: str, rv: int, namespace: str = "shop") -> dict[str, Any]:
+    return {"kind": kind, "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(rv)}}
+
+
+async def test_a_settled_rollout_is_not_ticked_again_until_something_it_reads_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A finished Rollout's tick that found nothing to do (Outcome.settled) is remembered with what it read;
+    its resyncs are skipped until any of it changes: its own object, a Rollout, VirtualService, HTTPRoute,
+    DestinationRule or workload of its namespace, a webhook answer or delivery outcome waiting, or the shard
+    being taken again. A tick that does something forgets it; other namespaces' changes do not count."""
+    op = _operator()
+    ran: list[str] = []
+    settles = True
+
+    async def tick(body: dict[str, Any], ports: Any, claims: Any = (), checked: Any = None) -> reconcile.Outcome:
+        ran.append(body["metadata"]["resourceVersion"])
+        return reconcile.Outcome(body=None, wake_at=datetime(2026, 12, 1), settled=settles)
+
+    monkeypatch.setattr(reconcile, "tick", tick)
+
+    async def runs() -> bool:
+        before = len(ran)
+        wake = await op.tick("shop/order")
+        assert wake is not None
+        return len(ran) > before
+
+    assert await runs()
+    assert not await runs(), "nothing changed: skipped"
+    changes: list[Callable[[], object]] = [
+        lambda: op.observe("MODIFIED", _body(20)),
+        lambda: op.observe("ADDED", _claiming("other", "cart")),
+        lambda: op.observe_istio("virtualservices", "MODIFIED", _object("VirtualService", "order", 5)),
+        lambda: op.observe_istio("httproutes", "ADDED", _object("HTTPRoute", "web", 6)),
+        lambda: op.observe_istio("destinationrules", "ADDED", _object("DestinationRule", "order", 7)),
+        lambda: op.observe_workload("pods", "ADDED", _object("Pod", "order-v2-1", 8)),
+        lambda: op.observe("DELETED", _claiming("other", "cart", rv=9)),
+    ]
+    for change in changes:
+        change()
+        assert await runs(), "a change in what it reads: ticked"
+        assert not await runs()
+    op.observe_istio("virtualservices", "MODIFIED", _object("VirtualService", "order", 30, namespace="cart"))
+    op.observe_workload("pods", "ADDED", _object("Pod", "cart-1", 31, namespace="cart"))
+    assert not await runs(), "another namespace's changes do not count"
+
+    class Owed:
+        owed = True
+
+        def observed(self, uid: str) -> tuple[list[Any], list[Any]]:
+            return ([object()], []) if self.owed else ([], [])
+
+    owed = Owed()
+    op.dispatcher = owed  # type: ignore[assignment]
+    assert await runs(), "a webhook answer waits to be recorded"
+    owed.owed = False
+    assert not await runs()
+    op._lead(0)
+    op._follow(0)
+    await op._drain(0)
+    assert await runs(), "a shard taken again starts from what it reads"
+    settles = False
+    op.observe("MODIFIED", _body(40))
+    assert await runs()
+    assert await runs(), "a tick that did something is not remembered"

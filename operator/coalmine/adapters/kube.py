@@ -53,9 +53,17 @@ class IstioCache:
         self.rules: dict[str, dict[str, dict[str, Any]]] = {}
         self.rules_by_host: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}  # (namespace, short host)
         self.listed: set[str] = set()  # namespaces whose DestinationRules were listed once
+        self.changes: dict[str, int] = {}  # namespace -> how many times what the cache holds of it changed
 
     def observe(self, plural: str, event_type: str | None, obj: dict[str, Any]) -> bool:
         """Keep the newest copy; True when this is news (not an echo of a write the cache already has)."""
+        news = self._observe(plural, event_type, obj)
+        if news:
+            namespace = str(obj.get("metadata", {}).get("namespace", ""))
+            self.changes[namespace] = self.changes.get(namespace, 0) + 1
+        return news
+
+    def _observe(self, plural: str, event_type: str | None, obj: dict[str, Any]) -> bool:
         meta = obj.get("metadata", {})
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
         if plural == "virtualservices":
@@ -108,6 +116,7 @@ class WorkloadCache:
     def __init__(self) -> None:
         self.tables: dict[str, dict[str, dict[str, tuple[int, Any]]]] = {kind: {} for kind in WORKLOAD_KINDS}
         self.listed: set[str] = set()
+        self.changes: dict[str, int] = {}  # namespace -> how many times what the cache holds of it changed
 
     @staticmethod
     def essence(kind: str, obj: dict[str, Any]) -> Any:
@@ -127,17 +136,22 @@ class WorkloadCache:
     def observe(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> bool:
         """Keep what readiness needs of the object; True when that changed."""
         meta = obj.get("metadata") or {}
-        table = self.tables[kind].setdefault(str(meta.get("namespace", "")), {})
+        namespace = str(meta.get("namespace", ""))
+        table = self.tables[kind].setdefault(namespace, {})
         name = str(meta.get("name", ""))
         if event_type == "DELETED":
-            return table.pop(name, None) is not None
-        known = table.get(name)
-        version = resource_version(obj)
-        if known is not None and known[0] >= version:
-            return False
-        essence = self.essence(kind, obj)
-        table[name] = (version, essence)
-        return known is None or known[1] != essence
+            changed = table.pop(name, None) is not None
+        else:
+            known = table.get(name)
+            version = resource_version(obj)
+            if known is not None and known[0] >= version:
+                return False
+            essence = self.essence(kind, obj)
+            table[name] = (version, essence)
+            changed = known is None or known[1] != essence
+        if changed:
+            self.changes[namespace] = self.changes.get(namespace, 0) + 1
+        return changed
 
     def workloads(self, namespace: str) -> Workloads:
         services, slices, pods = (self.tables[kind].get(namespace, {}) for kind in WORKLOAD_KINDS)

@@ -162,6 +162,7 @@ class TrafficOutcome:
     observed: int | None  # the recorded canary's share of the routes as last read; None: routes not found
     error: str = ""  # why the wanted weight is not there
     attempted: bool = False  # a write was sent and the API server refused it (so the next one backs off)
+    wrote: bool = False  # a write was sent and taken
 
 
 # --- queries about the current status --------------------------------------------------------------
