@@ -615,12 +615,16 @@ def report(
 
     lags, steady_lags = [], []  # every check seen; those of the steady window (creation's burst left out)
     every = timedelta(seconds=check_every)
+    late: Counter[int] = Counter()  # checks over 1 s late, by 30-s window from the first create
     for key, checked in samples.checks:
         # After the Rollout's own grid point: every checkEvery, at the offset its uid gives (plan.check_offset).
-        moment = ts(checked).timestamp() - check_offset(samples.uids.get(key, ""), every).total_seconds()
+        at = ts(checked).timestamp()
+        moment = at - check_offset(samples.uids.get(key, ""), every).total_seconds()
         lags.append(moment - (moment // check_every) * check_every)
-        if steady is not None and moment >= steady.wall:
+        if steady is not None and at >= steady.wall:
             steady_lags.append(lags[-1])
+        if lags[-1] > 1:
+            late[int((at - first_create_wall.timestamp()) // 30)] += 1
     verdicts = Counter(samples.checks.values())
 
     hold = seconds(args.hold)
@@ -667,6 +671,10 @@ def report(
             f"{max(lags, default=float('nan')) * 1000:.0f} ms over {len(lags)} checks seen",
         ),
         (
+            "  checks over 1 s late, by 30 s of the run",
+            ", ".join(f"{k * 30}-{k * 30 + 30} s: {late[k]}" for k in sorted(late)) or "none",
+        ),
+        (
             "  the same, steady window only (p50 / p99 / max)",
             f"{percentile(steady_lags, 50) * 1000:.0f} / {percentile(steady_lags, 99) * 1000:.0f} / "
             f"{max(steady_lags, default=float('nan')) * 1000:.0f} ms over {len(steady_lags)} checks seen",
@@ -697,6 +705,9 @@ def report(
         ticks = total(end.operator, "coalmine_tick_duration_seconds_count") - total(
             steady.operator, "coalmine_tick_duration_seconds_count"
         )
+        skipped = total(end.operator, "coalmine_settled_ticks_total") - total(
+            steady.operator, "coalmine_settled_ticks_total"
+        )
         by_kind: dict[str, float] = {}
         for (name, labels), value in end.apiserver.items():
             if name != "apiserver_request_total":
@@ -722,7 +733,7 @@ def report(
                 f"{ticks / window:.1f}/s, "
                 f"{histogram_quantile(0.5, steady.operator, end.operator, 'coalmine_tick_duration_seconds') * 1000:.0f} / "
                 f"{histogram_quantile(0.99, steady.operator, end.operator, 'coalmine_tick_duration_seconds') * 1000:.0f} ms"
-                " (bucket upper bounds)",
+                f" (bucket upper bounds); {skipped / window:.1f}/s resyncs of settled Rollouts skipped",
             ),
             ("API requests/s (operator + meshsim watches)", f"{api_total / window:.1f}/s: {top}"),
             ("API latency p50 / p99 (apiserver_request_duration_seconds)", api_latency(steady, end)),
