@@ -45,7 +45,7 @@ def plot(runs: list[dict[str, Any]], output: Path, only: list[str] | None = None
         ("scale_rss.png", "operator RSS, largest replica (MiB)", ("rss_max_mib",), 1.0, (300.0, "target at 1,000")),
     )
     for name, ylabel, keys, scale, (target, target_label) in panels:
-        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+        fig, ax = plt.subplots(figsize=(10.4, 4.4), dpi=110)
         for index, (label, points) in enumerate(sorted(series.items())):
             points.sort(key=lambda r: r["rollouts"])
             xs = [p["rollouts"] for p in points]
@@ -59,7 +59,7 @@ def plot(runs: list[dict[str, Any]], output: Path, only: list[str] | None = None
         ax.set_ylabel(ylabel)
         ax.set_xscale("log")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, not over the points
         ax.set_title("bench/scale.py, one 2-core machine (load averages: bench/scale_runs.jsonl)", fontsize=8)
         fig.tight_layout()
         path = output / name
