@@ -349,6 +349,7 @@ async def _commit(
     with _timed(ports, "events"):
         await _post_events(Ref.from_body(latest), events, ports, logger)
     wakes = [w for w in (decision.wake_at, follow.wake_at) if w is not None]
+    # Nothing written, attempted or posted; _tick narrows `settled` to finished Rollouts that owe nothing.
     untouched = not written and not again and not events and not outcome.wrote and not outcome.attempted
     return Outcome(
         body=(again or written) or None,
